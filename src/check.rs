@@ -1,0 +1,120 @@
+//! Preflight: `backup-sidecar check` prints one line per check and fails if any failed.
+
+use std::fmt::Display;
+
+use anyhow::{Result, anyhow, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::discover;
+use crate::plan;
+use crate::ssh::{Session, quote};
+
+fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
+    match result {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => println!("FAIL  {name}: {e:#}"),
+    }
+    result.is_ok()
+}
+
+/// Runs every check; `Err` when any failed.
+pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
+    let mut ok = true;
+
+    let docker = discover::connect().await;
+    let version = match &docker {
+        Ok(d) => d
+            .version()
+            .await
+            .map(|v| format!("engine {}", v.version.unwrap_or_default()))
+            .map_err(|e| anyhow!(e)),
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
+    ok &= report("docker", &version);
+
+    if let Ok(docker) = &docker {
+        let volumes = async {
+            let inventory = discover::inventory(docker).await?;
+            let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
+            let mut unreadable = Vec::new();
+            for group in &plan.groups {
+                for volume in &group.volumes {
+                    let dir = config.volumes_dir.join(&volume.name).join("_data");
+                    if std::fs::read_dir(&dir).is_err() {
+                        unreadable.push(dir.display().to_string());
+                    }
+                }
+            }
+            if !unreadable.is_empty() {
+                bail!("cannot read {}", unreadable.join(", "));
+            }
+            Ok(format!(
+                "{} volume(s) selected and readable",
+                plan.volume_count()
+            ))
+        }
+        .await;
+        ok &= report("volumes", &volumes);
+    }
+
+    let session = Session::open(config, cancel).await;
+    ok &= report(
+        "ssh",
+        &session
+            .as_ref()
+            .map(|_| format!("{} with the pinned host key", config.remote.destination()))
+            .map_err(|e| anyhow!("{e:#}")),
+    );
+    if let Ok(session) = session {
+        let ssh = &session.ssh;
+        for (name, command) in [
+            ("remote rsync", "rsync --version | head -n1".to_string()),
+            ("remote borg", "borg --version".to_string()),
+            (
+                "remote directory",
+                format!(
+                    "test -d {0} && test -w {0} && echo {0} is writable",
+                    quote(&config.remote_dir)
+                ),
+            ),
+        ] {
+            if name == "remote borg" && config.borg.is_none() {
+                continue;
+            }
+            let result = match ssh.run(&command, None, cancel).await {
+                Ok(done) if done.success() => Ok(done.stdout.trim().to_string()),
+                Ok(done) => Err(anyhow!("failed: {}", done.last_error_line())),
+                Err(e) => Err(e),
+            };
+            ok &= report(name, &result);
+        }
+        if let Some(borg) = &config.borg {
+            let command = format!(
+                "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no {}borg list --short --last 1 {}",
+                if borg.passphrase.is_some() {
+                    "BORG_PASSPHRASE_FD=0 "
+                } else {
+                    ""
+                },
+                quote(&borg.repo)
+            );
+            let stdin = borg
+                .passphrase
+                .as_ref()
+                .map(|p| p.expose().as_bytes().to_vec());
+            let result = match ssh.run(&command, stdin, cancel).await {
+                Ok(done) if done.success() => Ok(format!("{} is reachable", borg.repo)),
+                Ok(done) => Err(anyhow!("{}", done.last_error_line())),
+                Err(e) => Err(e),
+            };
+            ok &= report("borg repository", &result);
+        }
+        session.close().await;
+    }
+    if ok {
+        Ok(())
+    } else {
+        bail!("some checks failed")
+    }
+}

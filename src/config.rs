@@ -1,0 +1,753 @@
+//! Configuration: the environment read once at start, in two stages.
+//!
+//! [`RawConfig`] is what `envy` reads: every variable as an optional string, after `NAME_FILE`
+//! variables have been replaced by the content of their file. [`Config::from_raw`] turns it into
+//! real types and refuses anything it cannot use with a [`ConfigError`] that names the variable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use serde::Deserialize;
+
+/// A configuration error: the variable at fault and what is wrong with it. The sidecar exits 2 on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "configuration error: {}: {}",
+            self.variable, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Variables that may be given as `NAME_FILE` (Docker secrets convention). Variables whose own name
+/// already ends in `_FILE` are paths and are left alone.
+const FILE_CAPABLE: &[&str] = &[
+    "BACKUP_REMOTE",
+    "BACKUP_REMOTE_PORT",
+    "BACKUP_REMOTE_DIR",
+    "BACKUP_SSH_OPTIONS",
+    "BACKUP_BORG_REPO",
+    "BACKUP_BORG_PASSPHRASE",
+    "BACKUP_ARCHIVE_PREFIX",
+    "BACKUP_REMOTE_PRE_COMMAND",
+    "BACKUP_REMOTE_POST_COMMAND",
+    "BACKUP_EXCLUDE",
+];
+
+/// Stage one: every variable of the specification, as the environment gave it.
+#[derive(Debug, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct RawConfig {
+    pub backup_remote: Option<String>,
+    pub backup_remote_port: Option<String>,
+    pub backup_remote_dir: Option<String>,
+    pub backup_ssh_key_file: Option<String>,
+    pub backup_ssh_options: Option<String>,
+    pub backup_known_hosts_file: Option<String>,
+    pub backup_borg_repo: Option<String>,
+    pub backup_borg_passphrase: Option<String>,
+    pub backup_archive_prefix: Option<String>,
+    pub backup_keep_daily: Option<String>,
+    pub backup_keep_weekly: Option<String>,
+    pub backup_keep_monthly: Option<String>,
+    pub backup_sync_schedule: Option<String>,
+    pub backup_snapshot_schedule: Option<String>,
+    pub tz: Option<String>,
+    pub backup_run_on_start: Option<String>,
+    pub backup_pause_timeout: Option<String>,
+    pub backup_exclude: Option<String>,
+    pub backup_remote_pre_command: Option<String>,
+    pub backup_remote_post_command: Option<String>,
+    pub backup_projects: Option<String>,
+    pub backup_volumes_dir: Option<String>,
+    pub backup_state_dir: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads the raw configuration from `(name, value)` pairs, resolving `NAME_FILE` variables.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut env: BTreeMap<String, String> = vars.into_iter().collect();
+        for name in FILE_CAPABLE {
+            let file_var = format!("{name}_FILE");
+            let Some(path) = env.remove(&file_var) else {
+                continue;
+            };
+            if env.contains_key(*name) {
+                return Err(err(
+                    &file_var,
+                    format!("both {name} and {file_var} are set; set one"),
+                ));
+            }
+            let content = std::fs::read_to_string(&path)
+                .map_err(|e| err(&file_var, format!("cannot read {path}: {e}")))?;
+            let value = content.strip_suffix('\n').unwrap_or(&content);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            env.insert(name.to_string(), value.to_string());
+        }
+        // Empty variables count as unset, as compose writes `VAR:` or `VAR=` for "nothing".
+        env.retain(|_, v| !v.trim().is_empty());
+        envy::from_iter(env).map_err(|e| err("environment", e.to_string()))
+    }
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, to hand to the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The ssh destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Login name on the remote.
+    pub user: String,
+    /// Host name or address.
+    pub host: String,
+    /// ssh port.
+    pub port: u16,
+}
+
+impl Remote {
+    /// `user@host`, as ssh takes it.
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+
+    /// `user@host` as rsync's remote path prefix wants it (IPv6 addresses bracketed).
+    pub fn rsync_destination(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]", self.user, self.host)
+        } else {
+            self.destination()
+        }
+    }
+}
+
+/// `borg prune` retention; 0 turns a rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// `--keep-daily`
+    pub daily: u32,
+    /// `--keep-weekly`
+    pub weekly: u32,
+    /// `--keep-monthly`
+    pub monthly: u32,
+}
+
+/// Snapshot settings, present when `BACKUP_BORG_REPO` is set.
+#[derive(Debug, Clone)]
+pub struct Borg {
+    /// Repository path on the remote.
+    pub repo: String,
+    /// Repository passphrase, if the repository is encrypted.
+    pub passphrase: Option<Secret>,
+    /// Archive name prefix; `None` means the Docker engine's host name, looked up at run time.
+    pub archive_prefix: Option<String>,
+    /// Retention after each snapshot.
+    pub keep: Keep,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Stage two: the validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the mirror goes.
+    pub remote: Remote,
+    /// Mirror root on the remote (absolute, no trailing slash).
+    pub remote_dir: String,
+    /// Private key for ssh.
+    pub ssh_key_file: PathBuf,
+    /// Extra `-o Key=Value` options for ssh.
+    pub ssh_options: Vec<(String, String)>,
+    /// known_hosts with the remote's pinned host key.
+    pub known_hosts_file: PathBuf,
+    /// Snapshot settings, `None` when snapshots are off.
+    pub borg: Option<Borg>,
+    /// Mirror-only runs.
+    pub sync_schedule: Cron,
+    /// Mirror + snapshot runs.
+    pub snapshot_schedule: Cron,
+    /// Time zone of both schedules.
+    pub tz: Tz,
+    /// One mirror + snapshot run right after start.
+    pub run_on_start: bool,
+    /// Longest a group may stay frozen.
+    pub pause_timeout: Duration,
+    /// rsync exclude patterns for every volume.
+    pub exclude: Vec<String>,
+    /// Run on the remote before each run.
+    pub pre_command: Option<String>,
+    /// Run on the remote after each run, also a failed one.
+    pub post_command: Option<String>,
+    /// Compose projects to limit discovery to; `None` means all.
+    pub projects: Option<Vec<String>>,
+    /// Where the host's volumes directory is mounted.
+    pub volumes_dir: PathBuf,
+    /// The sidecar's own state.
+    pub state_dir: PathBuf,
+    /// Log output format.
+    pub log_format: LogFormat,
+}
+
+/// ssh options that would weaken host key pinning or break our connection sharing.
+const RESERVED_SSH_OPTIONS: &[&str] = &[
+    "stricthostkeychecking",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+    "knownhostscommand",
+    "updatehostkeys",
+    "batchmode",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+    "identityfile",
+    "port",
+];
+
+impl Config {
+    /// Reads and validates the configuration from `(name, value)` pairs.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_raw(RawConfig::from_vars(vars)?)
+    }
+
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Validates a raw configuration.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let log_format = match raw.log_format.as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(err(
+                    "LOG_FORMAT",
+                    format!("{other:?} is neither \"text\" nor \"json\""),
+                ));
+            }
+        };
+        let remote = parse_remote(
+            raw.backup_remote.as_deref(),
+            raw.backup_remote_port.as_deref(),
+        )?;
+        let remote_dir = parse_remote_dir(raw.backup_remote_dir.as_deref())?;
+        let ssh_key_file = PathBuf::from(
+            raw.backup_ssh_key_file
+                .unwrap_or_else(|| "/ssh/id_ed25519".into()),
+        );
+        check_private_key(&ssh_key_file)?;
+        let known_hosts_file = PathBuf::from(
+            raw.backup_known_hosts_file
+                .unwrap_or_else(|| "/ssh/known_hosts".into()),
+        );
+        check_readable("BACKUP_KNOWN_HOSTS_FILE", &known_hosts_file)?;
+        let ssh_options = parse_ssh_options(raw.backup_ssh_options.as_deref())?;
+
+        let keep = Keep {
+            daily: parse_u32("BACKUP_KEEP_DAILY", raw.backup_keep_daily.as_deref(), 7)?,
+            weekly: parse_u32("BACKUP_KEEP_WEEKLY", raw.backup_keep_weekly.as_deref(), 4)?,
+            monthly: parse_u32("BACKUP_KEEP_MONTHLY", raw.backup_keep_monthly.as_deref(), 6)?,
+        };
+        let archive_prefix = match raw.backup_archive_prefix {
+            Some(p) => Some(parse_archive_prefix(&p)?),
+            None => None,
+        };
+        let borg = match raw.backup_borg_repo {
+            Some(repo) => {
+                let repo = repo.trim().to_string();
+                if repo.starts_with('-') || repo.contains(char::is_whitespace) {
+                    return Err(err(
+                        "BACKUP_BORG_REPO",
+                        format!("{repo:?} is not a repository path"),
+                    ));
+                }
+                Some(Borg {
+                    repo,
+                    passphrase: raw.backup_borg_passphrase.map(Secret),
+                    archive_prefix,
+                    keep,
+                })
+            }
+            None => None,
+        };
+
+        let tz = match raw.tz.as_deref().map(str::trim) {
+            None => Tz::UTC,
+            Some(name) => Tz::from_str(name).map_err(|_| {
+                err(
+                    "TZ",
+                    format!("{name:?} is not a time zone name such as Europe/Berlin"),
+                )
+            })?,
+        };
+
+        Ok(Config {
+            remote,
+            remote_dir,
+            ssh_key_file,
+            ssh_options,
+            known_hosts_file,
+            borg,
+            sync_schedule: parse_cron(
+                "BACKUP_SYNC_SCHEDULE",
+                raw.backup_sync_schedule.as_deref().unwrap_or("0 3 */2 * *"),
+            )?,
+            snapshot_schedule: parse_cron(
+                "BACKUP_SNAPSHOT_SCHEDULE",
+                raw.backup_snapshot_schedule
+                    .as_deref()
+                    .unwrap_or("0 3 * * 0"),
+            )?,
+            tz,
+            run_on_start: parse_bool("BACKUP_RUN_ON_START", raw.backup_run_on_start.as_deref())?,
+            pause_timeout: parse_duration(
+                "BACKUP_PAUSE_TIMEOUT",
+                raw.backup_pause_timeout.as_deref().unwrap_or("60s"),
+            )?,
+            exclude: split_list(raw.backup_exclude.as_deref()),
+            pre_command: raw.backup_remote_pre_command,
+            post_command: raw.backup_remote_post_command,
+            projects: match raw.backup_projects.as_deref() {
+                None => None,
+                Some(list) => {
+                    let projects = split_list(Some(list));
+                    if projects.is_empty() {
+                        return Err(err("BACKUP_PROJECTS", "names no project"));
+                    }
+                    Some(projects)
+                }
+            },
+            volumes_dir: PathBuf::from(
+                raw.backup_volumes_dir
+                    .unwrap_or_else(|| "/var/lib/docker/volumes".into()),
+            ),
+            state_dir: PathBuf::from(
+                raw.backup_state_dir
+                    .unwrap_or_else(|| "/var/lib/backup-sidecar".into()),
+            ),
+            log_format,
+        })
+    }
+}
+
+/// Splits a comma-separated list, dropping empty items.
+pub fn split_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn parse_remote(value: Option<&str>, port: Option<&str>) -> Result<Remote, ConfigError> {
+    const VAR: &str = "BACKUP_REMOTE";
+    let value = value
+        .map(str::trim)
+        .ok_or_else(|| err(VAR, "is required (ssh destination, user@host)"))?;
+    let (user, host) = value
+        .split_once('@')
+        .ok_or_else(|| err(VAR, format!("{value:?} is not of the form user@host")))?;
+    let host_ok = !host.is_empty()
+        && !host.starts_with('-')
+        && host.chars().all(|c| is_name_char(c) || c == ':');
+    let user_ok = !user.is_empty() && !user.starts_with('-') && user.chars().all(is_name_char);
+    if !host_ok || !user_ok {
+        return Err(err(VAR, format!("{value:?} is not of the form user@host")));
+    }
+    let port = match port.map(str::trim) {
+        None => 22,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(err(
+                    "BACKUP_REMOTE_PORT",
+                    format!("{p:?} is not a port number (1-65535)"),
+                ));
+            }
+        },
+    };
+    Ok(Remote {
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn parse_remote_dir(value: Option<&str>) -> Result<String, ConfigError> {
+    const VAR: &str = "BACKUP_REMOTE_DIR";
+    let value = value.map(str::trim).ok_or_else(|| {
+        err(
+            VAR,
+            "is required (mirror root on the remote, an absolute path)",
+        )
+    })?;
+    if !value.starts_with('/') {
+        return Err(err(VAR, format!("{value:?} is not an absolute path")));
+    }
+    if value.split('/').any(|part| part == "..") {
+        return Err(err(VAR, format!("{value:?} must not contain \"..\"")));
+    }
+    let trimmed = value.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(err(VAR, "must not be the remote's root directory"));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn check_readable(var: &str, path: &Path) -> Result<std::fs::Metadata, ConfigError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.metadata())
+        .map_err(|e| err(var, format!("cannot read {}: {e}", path.display())))
+}
+
+fn check_private_key(path: &Path) -> Result<(), ConfigError> {
+    const VAR: &str = "BACKUP_SSH_KEY_FILE";
+    let meta = check_readable(VAR, path)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(err(
+            VAR,
+            format!(
+                "{} is readable by group or others (mode {mode:04o}); chmod 600 it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_ssh_options(value: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    const VAR: &str = "BACKUP_SSH_OPTIONS";
+    let mut options = Vec::new();
+    for item in split_list(value) {
+        let (key, val) = item
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, v)| {
+                !k.is_empty() && !v.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+            .ok_or_else(|| err(VAR, format!("{item:?} is not of the form Key=Value")))?;
+        if RESERVED_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) {
+            return Err(err(
+                VAR,
+                format!("{key} is set by the sidecar itself and cannot be changed here"),
+            ));
+        }
+        options.push((key.to_string(), val.to_string()));
+    }
+    Ok(options)
+}
+
+fn parse_u32(var: &str, value: Option<&str>, default: u32) -> Result<u32, ConfigError> {
+    match value.map(str::trim) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| err(var, format!("{v:?} is not a whole number >= 0"))),
+    }
+}
+
+fn parse_bool(var: &str, value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no" | "off") => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some(other) => Err(err(var, format!("{other:?} is neither true nor false"))),
+    }
+}
+
+fn parse_duration(var: &str, value: &str) -> Result<Duration, ConfigError> {
+    let value = value.trim();
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(err(var, "must be longer than zero")),
+        Err(e) => Err(err(
+            var,
+            format!("{value:?} is not a duration such as 60s or 2m ({e})"),
+        )),
+    }
+}
+
+/// Parses a standard 5-field cron expression.
+pub fn parse_cron(var: &str, value: &str) -> Result<Cron, ConfigError> {
+    let value = value.trim();
+    if value.split_whitespace().count() != 5 {
+        return Err(err(
+            var,
+            format!(
+                "{value:?} is not a cron expression of 5 fields (minute hour day month weekday)"
+            ),
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .build()
+        .parse(value)
+        .map_err(|e| {
+            err(
+                var,
+                format!("{value:?} is not a valid cron expression: {e}"),
+            )
+        })
+}
+
+fn parse_archive_prefix(value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() || value.starts_with('-') || !value.chars().all(is_name_char) {
+        return Err(err(
+            "BACKUP_ARCHIVE_PREFIX",
+            format!("{value:?} may hold only letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, mode) in [("id_ed25519", 0o600), ("known_hosts", 0o644)] {
+                let path = dir.path().join(name);
+                std::fs::File::create(&path)
+                    .unwrap()
+                    .write_all(b"x\n")
+                    .unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            Files { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        fn base(&self) -> Vec<(String, String)> {
+            vec![
+                ("BACKUP_REMOTE".into(), "pi@backup.lan".into()),
+                ("BACKUP_REMOTE_DIR".into(), "/mnt/backup/data/".into()),
+                ("BACKUP_SSH_KEY_FILE".into(), self.path("id_ed25519")),
+                ("BACKUP_KNOWN_HOSTS_FILE".into(), self.path("known_hosts")),
+            ]
+        }
+
+        fn with(&self, extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            let mut vars = self.base();
+            for (k, v) in extra {
+                vars.retain(|(name, _)| name != k);
+                vars.push((k.to_string(), v.to_string()));
+            }
+            Config::from_vars(vars)
+        }
+
+        fn error_variable(&self, extra: &[(&str, &str)]) -> String {
+            self.with(extra).unwrap_err().variable
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let files = Files::new();
+        let config = files.with(&[]).unwrap();
+        assert_eq!(config.remote.user, "pi");
+        assert_eq!(config.remote.host, "backup.lan");
+        assert_eq!(config.remote.port, 22);
+        assert_eq!(config.remote_dir, "/mnt/backup/data");
+        assert!(config.borg.is_none());
+        assert_eq!(config.pause_timeout, Duration::from_secs(60));
+        assert_eq!(config.tz, Tz::UTC);
+        assert!(!config.run_on_start);
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.volumes_dir, PathBuf::from("/var/lib/docker/volumes"));
+        assert!(config.projects.is_none());
+    }
+
+    #[test]
+    fn full() {
+        let files = Files::new();
+        let secret = files.dir.path().join("pass");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let config = files
+            .with(&[
+                ("BACKUP_REMOTE_PORT", "2222"),
+                ("BACKUP_BORG_REPO", "/mnt/backup/borg"),
+                ("BACKUP_BORG_PASSPHRASE_FILE", secret.to_str().unwrap()),
+                ("BACKUP_KEEP_DAILY", "0"),
+                ("BACKUP_SSH_OPTIONS", "Ciphers=aes128-ctr, Compression=no"),
+                ("BACKUP_EXCLUDE", "*.tmp,cache/"),
+                ("BACKUP_PROJECTS", "nextcloud"),
+                ("BACKUP_PAUSE_TIMEOUT", "1500ms"),
+                ("TZ", "Europe/Berlin"),
+                ("BACKUP_RUN_ON_START", "true"),
+                ("LOG_FORMAT", "json"),
+            ])
+            .unwrap();
+        let borg = config.borg.unwrap();
+        assert_eq!(borg.passphrase.unwrap().expose(), "s3cret");
+        assert_eq!(borg.keep.daily, 0);
+        assert_eq!(borg.keep.weekly, 4);
+        assert_eq!(config.remote.port, 2222);
+        assert_eq!(
+            config.ssh_options,
+            vec![
+                ("Ciphers".to_string(), "aes128-ctr".to_string()),
+                ("Compression".to_string(), "no".to_string())
+            ]
+        );
+        assert_eq!(config.exclude, vec!["*.tmp", "cache/"]);
+        assert_eq!(config.projects, Some(vec!["nextcloud".to_string()]));
+        assert_eq!(config.pause_timeout, Duration::from_millis(1500));
+        assert_eq!(config.tz, chrono_tz::Europe::Berlin);
+        assert!(config.run_on_start);
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn each_bad_input_names_its_variable() {
+        let files = Files::new();
+        let missing = files.path("nope");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("BACKUP_REMOTE", "")], "BACKUP_REMOTE"),
+            (&[("BACKUP_REMOTE", "backup.lan")], "BACKUP_REMOTE"),
+            (&[("BACKUP_REMOTE", "-oProxyCommand=x@h")], "BACKUP_REMOTE"),
+            (&[("BACKUP_REMOTE_DIR", "")], "BACKUP_REMOTE_DIR"),
+            (&[("BACKUP_REMOTE_DIR", "backup/data")], "BACKUP_REMOTE_DIR"),
+            (&[("BACKUP_REMOTE_DIR", "/")], "BACKUP_REMOTE_DIR"),
+            (&[("BACKUP_REMOTE_PORT", "70000")], "BACKUP_REMOTE_PORT"),
+            (&[("BACKUP_REMOTE_PORT", "0")], "BACKUP_REMOTE_PORT"),
+            (
+                &[("BACKUP_SYNC_SCHEDULE", "61 * * * *")],
+                "BACKUP_SYNC_SCHEDULE",
+            ),
+            (
+                &[("BACKUP_SNAPSHOT_SCHEDULE", "weekly")],
+                "BACKUP_SNAPSHOT_SCHEDULE",
+            ),
+            (
+                &[("BACKUP_SNAPSHOT_SCHEDULE", "0 0 3 * * 0")],
+                "BACKUP_SNAPSHOT_SCHEDULE",
+            ),
+            (&[("BACKUP_PAUSE_TIMEOUT", "soon")], "BACKUP_PAUSE_TIMEOUT"),
+            (&[("BACKUP_PAUSE_TIMEOUT", "0s")], "BACKUP_PAUSE_TIMEOUT"),
+            (&[("BACKUP_SSH_KEY_FILE", &missing)], "BACKUP_SSH_KEY_FILE"),
+            (
+                &[("BACKUP_KNOWN_HOSTS_FILE", &missing)],
+                "BACKUP_KNOWN_HOSTS_FILE",
+            ),
+            (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (&[("TZ", "Mars/Olympus")], "TZ"),
+            (&[("BACKUP_KEEP_WEEKLY", "-1")], "BACKUP_KEEP_WEEKLY"),
+            (&[("BACKUP_RUN_ON_START", "maybe")], "BACKUP_RUN_ON_START"),
+            (
+                &[("BACKUP_SSH_OPTIONS", "StrictHostKeyChecking=no")],
+                "BACKUP_SSH_OPTIONS",
+            ),
+            (&[("BACKUP_SSH_OPTIONS", "Ciphers")], "BACKUP_SSH_OPTIONS"),
+            (&[("BACKUP_PROJECTS", ",")], "BACKUP_PROJECTS"),
+            (&[("BACKUP_ARCHIVE_PREFIX", "a b")], "BACKUP_ARCHIVE_PREFIX"),
+            (
+                &[("BACKUP_BORG_PASSPHRASE_FILE", &missing)],
+                "BACKUP_BORG_PASSPHRASE_FILE",
+            ),
+        ];
+        for (extra, variable) in cases {
+            assert_eq!(&files.error_variable(extra), variable, "case {extra:?}");
+        }
+    }
+
+    #[test]
+    fn key_readable_by_others_is_refused() {
+        let files = Files::new();
+        let key = files.path("id_ed25519");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = files.with(&[]).unwrap_err();
+        assert_eq!(error.variable, "BACKUP_SSH_KEY_FILE");
+        assert!(error.message.contains("0644"), "{error}");
+    }
+
+    #[test]
+    fn value_and_file_together_are_refused() {
+        let files = Files::new();
+        let key = files.path("known_hosts");
+        let error = files
+            .with(&[
+                ("BACKUP_BORG_PASSPHRASE", "x"),
+                ("BACKUP_BORG_PASSPHRASE_FILE", &key),
+            ])
+            .unwrap_err();
+        assert_eq!(error.variable, "BACKUP_BORG_PASSPHRASE_FILE");
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        let secret = Secret("hunter2".into());
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,148 @@
+//! Discovery: what the Docker engine has, read through its API (bollard), as plain data for the plan.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptions};
+
+/// One Docker volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// Volume name.
+    pub name: String,
+    /// Volume driver (`local` is the only one we can read).
+    pub driver: String,
+    /// Volume labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One container, running or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Full container id.
+    pub id: String,
+    /// Name without the leading slash.
+    pub name: String,
+    /// Container labels.
+    pub labels: BTreeMap<String, String>,
+    /// Running and not paused.
+    pub running: bool,
+    /// Names of the named volumes it mounts.
+    pub volumes: Vec<String>,
+}
+
+impl ContainerInfo {
+    /// The compose project the container belongs to, if any.
+    pub fn project(&self) -> Option<&str> {
+        self.labels
+            .get("com.docker.compose.project")
+            .map(String::as_str)
+    }
+}
+
+/// Everything the plan needs to know about the engine.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// All volumes.
+    pub volumes: Vec<VolumeInfo>,
+    /// All containers.
+    pub containers: Vec<ContainerInfo>,
+    /// The sidecar's own container id, when it runs in one.
+    pub self_id: Option<String>,
+}
+
+/// Connects to the engine named by `DOCKER_HOST` (or the local socket) and agrees on an API version.
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_defaults().context("cannot set up the Docker client")?;
+    docker
+        .negotiate_version()
+        .await
+        .context("cannot reach the Docker engine")
+}
+
+/// Reads all volumes and containers.
+pub async fn inventory(docker: &Docker) -> Result<Inventory> {
+    let volumes = docker
+        .list_volumes(None::<ListVolumesOptions>)
+        .await
+        .context("cannot list volumes")?
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| VolumeInfo {
+            name: v.name,
+            driver: v.driver,
+            labels: v.labels.into_iter().collect(),
+        })
+        .collect();
+    let containers = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).build()))
+        .await
+        .context("cannot list containers")?
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.id?;
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| id.chars().take(12).collect());
+            // A container somebody else paused is already still: we leave it alone.
+            let running = c.state.map(|s| s.to_string()).as_deref() == Some("running");
+            let volumes = c
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.typ.as_deref() == Some("volume"))
+                .filter_map(|m| m.name)
+                .collect();
+            Some(ContainerInfo {
+                id,
+                name,
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                running,
+                volumes,
+            })
+        })
+        .collect();
+    Ok(Inventory {
+        volumes,
+        containers,
+        self_id: own_container_id(),
+    })
+}
+
+/// The id of the container this process runs in, read from the bind mounts Docker sets up for it.
+pub fn own_container_id() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    container_id_from_mountinfo(&mountinfo)
+}
+
+fn container_id_from_mountinfo(mountinfo: &str) -> Option<String> {
+    // Docker bind-mounts /etc/hostname from .../containers/<64 hex id>/hostname.
+    mountinfo.lines().find_map(|line| {
+        let mut parts = line.split("/containers/").skip(1);
+        parts.find_map(|rest| {
+            let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            (id.len() == 64 && rest[64..].starts_with("/hostname")).then_some(id)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_own_id_in_mountinfo() {
+        let id = "a".repeat(64);
+        let mountinfo = format!(
+            "1 2 0:1 / / rw - overlay overlay rw\n\
+             3 1 8:1 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda rw\n\
+             4 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(container_id_from_mountinfo(&mountinfo), Some(id));
+        assert_eq!(container_id_from_mountinfo("1 2 0:1 / / rw\n"), None);
+    }
+}

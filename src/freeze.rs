@@ -1,0 +1,262 @@
+//! Freeze: hold a group's containers still around a piece of work, and thaw them on every path
+//! (success, error, timeout, cancellation, panic). What is frozen is written to a journal first, so
+//! a sidecar killed mid-freeze repairs it at its next start.
+
+use std::future::Future;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use bollard::Docker;
+use bollard::query_parameters::{StartContainerOptions, StopContainerOptions};
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{Group, Member, Quiesce};
+
+/// Durable record of containers we froze, one file per container under `STATE_DIR/frozen/`.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    /// Opens (creating) the journal under the state directory.
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        let dir = state_dir.join("frozen");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let probe = dir.join(".probe");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("cannot write in {}", dir.display()))?;
+        std::fs::remove_file(&probe).ok();
+        Ok(Journal { dir })
+    }
+
+    fn record(&self, member: &Member) -> Result<()> {
+        let path = self.dir.join(&member.id);
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(file, "{} {}", member.quiesce, member.name)?;
+        file.sync_all()?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    fn forget(&self, id: &str) {
+        let path = self.dir.join(id);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove journal entry");
+        }
+    }
+
+    fn entries(&self) -> Vec<Member> {
+        let Ok(read) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        read.filter_map(|e| e.ok())
+            .filter_map(|entry| {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(entry.path()).ok()?;
+                let (how, name) = text.trim().split_once(' ')?;
+                let quiesce = match how {
+                    "pause" => Quiesce::Pause,
+                    "stop" => Quiesce::Stop,
+                    _ => return None,
+                };
+                Some(Member {
+                    name: name.to_string(),
+                    id,
+                    quiesce,
+                })
+            })
+            .collect()
+    }
+
+    /// Undoes what a killed predecessor left frozen: unpauses what it paused, starts what it
+    /// stopped. Returns the names of the containers repaired.
+    pub async fn repair(&self, docker: &Docker) -> Vec<String> {
+        let mut repaired = Vec::new();
+        for member in self.entries() {
+            let state = docker
+                .inspect_container(&member.id, None)
+                .await
+                .ok()
+                .and_then(|c| c.state);
+            let Some(state) = state else {
+                tracing::warn!(container = %member.name, "container in the freeze journal no longer exists");
+                self.forget(&member.id);
+                continue;
+            };
+            let needs_thaw = match member.quiesce {
+                Quiesce::Pause => state.paused == Some(true),
+                _ => state.running != Some(true),
+            };
+            if needs_thaw {
+                match thaw_one(docker, &member).await {
+                    Ok(()) => {
+                        tracing::warn!(container = %member.name, how = %member.quiesce, "thawed a container left frozen by a previous run");
+                        repaired.push(member.name.clone());
+                    }
+                    Err(e) => {
+                        tracing::error!(container = %member.name, error = %format!("{e:#}"), "cannot thaw a container left frozen by a previous run");
+                        continue;
+                    }
+                }
+            }
+            self.forget(&member.id);
+        }
+        repaired
+    }
+}
+
+async fn freeze_one(docker: &Docker, member: &Member) -> Result<()> {
+    match member.quiesce {
+        Quiesce::Pause => docker.pause_container(&member.id).await,
+        Quiesce::Stop => {
+            docker
+                .stop_container(&member.id, None::<StopContainerOptions>)
+                .await
+        }
+        Quiesce::None => Ok(()),
+    }
+    .with_context(|| format!("cannot {} container {}", member.quiesce, member.name))
+}
+
+async fn thaw_one(docker: &Docker, member: &Member) -> Result<()> {
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let result = match member.quiesce {
+            Quiesce::Pause => docker.unpause_container(&member.id).await,
+            Quiesce::Stop => {
+                docker
+                    .start_container(&member.id, None::<StartContainerOptions>)
+                    .await
+            }
+            Quiesce::None => Ok(()),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow!(last.expect("three attempts")))
+        .with_context(|| format!("cannot thaw container {}", member.name))
+}
+
+/// Thaws `frozen` (every one, whatever fails) and forgets them in the journal.
+async fn thaw_all(docker: &Docker, journal: &Journal, frozen: &[&Member]) -> Result<()> {
+    let mut failures = Vec::new();
+    for member in frozen {
+        match thaw_one(docker, member).await {
+            Ok(()) => journal.forget(&member.id),
+            Err(e) => {
+                tracing::error!(container = %member.name, error = %format!("{e:#}"), "thaw failed; the journal keeps it for the next start");
+                failures.push(format!("{e:#}"));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!(failures.join("; ")))
+    }
+}
+
+/// Freezes the group's members, runs `work`, thaws. `work` gets a token that is cancelled when the
+/// freeze must end early; its future is dropped (killing its children) on timeout, cancellation or
+/// panic, and the thaw happens after. Returns the work's result and how long the group was frozen.
+pub async fn with_frozen<T, F, Fut>(
+    docker: &Docker,
+    journal: &Journal,
+    group: &Group,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    work: F,
+) -> (Result<T>, Duration)
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let members: Vec<&Member> = group
+        .members
+        .iter()
+        .filter(|m| m.quiesce != Quiesce::None)
+        .collect();
+    for member in &members {
+        if let Err(e) = journal.record(member) {
+            for m in &members {
+                journal.forget(&m.id);
+            }
+            return (
+                Err(e.context("cannot record the freeze in BACKUP_STATE_DIR")),
+                Duration::ZERO,
+            );
+        }
+    }
+
+    let work_cancel = cancel.child_token();
+    let started = Instant::now();
+    let mut frozen: Vec<&Member> = Vec::new();
+    let mut result: Result<T> = Err(anyhow!("not run"));
+    let mut freeze_failed = false;
+    for member in &members {
+        if cancel.is_cancelled() {
+            result = Err(anyhow!("cancelled before the freeze completed"));
+            freeze_failed = true;
+            break;
+        }
+        match freeze_one(docker, member).await {
+            Ok(()) => frozen.push(member),
+            Err(e) => {
+                result = Err(e);
+                freeze_failed = true;
+                break;
+            }
+        }
+    }
+    if !freeze_failed {
+        let work = AssertUnwindSafe(work(work_cancel.clone())).catch_unwind();
+        let remaining = timeout.saturating_sub(started.elapsed());
+        result = tokio::select! {
+            outcome = work => match outcome {
+                Ok(r) => r,
+                Err(_) => Err(anyhow!("the catch-up pass panicked")),
+            },
+            _ = tokio::time::sleep(remaining) => Err(anyhow!(
+                "catch-up pass abandoned: the group was frozen for BACKUP_PAUSE_TIMEOUT ({})",
+                humantime::format_duration(timeout)
+            )),
+            _ = cancel.cancelled() => Err(anyhow!("cancelled while frozen")),
+        };
+        work_cancel.cancel();
+    }
+    // Members we never got to are still in the journal: forget them.
+    for member in &members[frozen.len()..] {
+        journal.forget(&member.id);
+    }
+    let thawed = thaw_all(docker, journal, &frozen).await;
+    let paused_for = started.elapsed();
+    if !frozen.is_empty() {
+        let containers: Vec<&str> = frozen.iter().map(|m| m.name.as_str()).collect();
+        tracing::info!(
+            group = %group.name,
+            containers = %containers.join(","),
+            pause_ms = paused_for.as_millis() as u64,
+            "group thawed"
+        );
+    }
+    let result = match (result, thawed) {
+        (r, Ok(())) => r,
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), Err(thaw)) => Err(e.context(format!("and thawing failed: {thaw:#}"))),
+    };
+    (result, paused_for)
+}

@@ -1,0 +1,133 @@
+//! The binary: configuration, logs and signals at the edge; everything else is in the library.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use backup_sidecar::config::{Config, ConfigError};
+use backup_sidecar::freeze::Journal;
+use backup_sidecar::run::{Context, Trigger, TriggerKind};
+use backup_sidecar::{app, check, discover, logging, plan};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Mirrors labelled Docker volumes to a remote with rsync over ssh, freezing their containers only
+/// for a short catch-up pass, and snapshots the mirror with borg.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// The daemon (default): run on schedule, on start if asked, and on SIGUSR1.
+    Run,
+    /// Print the groups, containers and volumes a run would touch, and how; changes nothing.
+    Plan,
+    /// Preflight: Docker, volumes, ssh with the pinned host key, remote rsync and borg, repository.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
+    if let Err(e) = logging::init(config.log_format) {
+        return config_error(&e);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(cli.command.unwrap_or(Command::Run), config)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(config) = e.downcast_ref::<ConfigError>() {
+                return config_error(config);
+            }
+            tracing::error!(error = %format!("{e:#}"), "backup-sidecar failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("backup-sidecar: {e}");
+    ExitCode::from(2)
+}
+
+async fn start(command: Command, config: Config) -> Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    let (requests, received) = mpsc::unbounded_channel();
+    let signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
+    let handle = signals.handle();
+    let watcher = tokio::spawn(watch_signals(signals, cancel.clone(), requests));
+
+    let result = match command {
+        Command::Run => {
+            let journal = Journal::open(&config.state_dir).map_err(|e| ConfigError {
+                variable: "BACKUP_STATE_DIR".into(),
+                message: format!("{e:#}"),
+            })?;
+            let docker = discover::connect().await?;
+            let ctx = Context {
+                config,
+                docker,
+                journal,
+            };
+            app::serve(ctx, received, cancel.clone())
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Plan => {
+            let docker = discover::connect().await?;
+            let inventory = discover::inventory(&docker).await?;
+            print!(
+                "{}",
+                plan::plan(&inventory, config.projects.as_deref(), &config.exclude)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => check::check(&config, &cancel)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    };
+    handle.close();
+    watcher.abort();
+    result
+}
+
+/// Signals become cancellation (SIGTERM, SIGINT) or a run request (SIGUSR1).
+async fn watch_signals(
+    mut signals: signal_hook_tokio::Signals,
+    cancel: CancellationToken,
+    requests: mpsc::UnboundedSender<Trigger>,
+) {
+    while let Some(signal) = signals.next().await {
+        match signal {
+            SIGUSR1 => {
+                tracing::info!("SIGUSR1: a mirror + snapshot run was requested");
+                let _ = requests.send(Trigger {
+                    kind: TriggerKind::Signal,
+                    snapshot: true,
+                });
+            }
+            _ => {
+                tracing::info!(
+                    signal,
+                    "stopping: children are stopped and frozen containers thawed"
+                );
+                cancel.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Child process supervision: typed argv, a process group of its own, stdin closed or fed once,
+//! stdout and stderr drained concurrently, and the whole group stopped on cancellation or drop
+//! (rsync starts ssh, so killing only the direct child would leave ssh behind).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// How long a child group gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(2);
+/// How much of stderr is kept for the error message.
+const STDERR_TAIL: usize = 4096;
+
+/// A command to run: program and arguments as typed values, never a shell string.
+#[derive(Clone)]
+pub struct Cmd {
+    /// Program name or path.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<OsString>,
+    /// Bytes written to stdin, then stdin is closed (for a passphrase); `None` means stdin is null.
+    /// Never logged.
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    /// A command with no arguments yet.
+    pub fn new(program: impl Into<String>) -> Self {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .process_group(0)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Arguments never hold secrets (those go through stdin), so they may be shown.
+        write!(f, "{}", self.program)?;
+        for arg in &self.args {
+            write!(f, " {}", arg.to_string_lossy())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a finished child left.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Exit code, `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// All of stdout.
+    pub stdout: String,
+    /// The last few KiB of stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The last non-empty stderr line, for a one-line error.
+    pub fn last_error_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+    }
+}
+
+/// Kills the process group with SIGKILL when dropped while armed, so a child never outlives the
+/// future that supervises it (a panic or a dropped future included).
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: killpg only sends a signal; a stale group id yields ESRCH, which we ignore.
+    unsafe {
+        libc::killpg(pgid, signal);
+    }
+}
+
+/// SIGTERM to the group, a short grace, then SIGKILL; reaps the child.
+async fn terminate(child: &mut Child, pgid: i32) {
+    signal_group(pgid, libc::SIGTERM);
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        signal_group(pgid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Whatever the child started in its group goes too.
+    signal_group(pgid, libc::SIGKILL);
+}
+
+/// Runs a command to its end. Returns an error if it cannot start or is cancelled (then its whole
+/// process group has been stopped); a non-zero exit is returned as [`Finished`] for the caller to
+/// classify.
+pub async fn run(cmd: &Cmd, cancel: &CancellationToken) -> Result<Finished> {
+    tracing::debug!(command = ?cmd, "starting child");
+    let mut child = cmd
+        .command()
+        .spawn()
+        .with_context(|| format!("cannot start {}", cmd.program))?;
+    let pgid = child.id().map(|id| id as i32);
+    let mut guard = GroupGuard { pgid };
+
+    let stdin = child.stdin.take();
+    let input = cmd.stdin.clone();
+    let feed = async move {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            // The child may not read it at all (borg needs no key for some commands): a broken
+            // pipe here is not an error.
+            let _ = stdin.write_all(&input).await;
+        }
+    };
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let read_stdout = async move {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let program = cmd.program.clone();
+    let read_stderr = async move {
+        let mut tail = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(program = %program, "{line}");
+            tail.push_str(&line);
+            tail.push('\n');
+            if tail.len() > 2 * STDERR_TAIL {
+                let cut = tail.len() - STDERR_TAIL;
+                let cut = (cut..tail.len())
+                    .find(|&i| tail.is_char_boundary(i))
+                    .unwrap_or(0);
+                tail.drain(..cut);
+            }
+        }
+        tail
+    };
+
+    let outcome = tokio::select! {
+        (_, stdout, stderr, status) = async { tokio::join!(feed, read_stdout, read_stderr, child.wait()) } => {
+            Some((stdout, stderr, status))
+        }
+        _ = cancel.cancelled() => None,
+    };
+    match outcome {
+        Some((stdout, stderr, status)) => {
+            guard.disarm();
+            let status = status.with_context(|| format!("cannot wait for {}", cmd.program))?;
+            Ok(Finished {
+                code: status.code(),
+                stdout,
+                stderr,
+            })
+        }
+        None => {
+            if let Some(pgid) = pgid {
+                terminate(&mut child, pgid).await;
+            }
+            guard.disarm();
+            bail!("{} stopped: cancelled", cmd.program)
+        }
+    }
+}
+
+/// A long-running child (the ssh control master), stopped as a group on [`Background::stop`] or drop.
+pub struct Background {
+    child: Child,
+    guard: GroupGuard,
+}
+
+impl Background {
+    /// Starts the command with stdout and stderr going to `log` (a file the caller reads on failure).
+    pub fn spawn(cmd: &Cmd, log: std::fs::File) -> Result<Self> {
+        tracing::debug!(command = ?cmd, "starting background child");
+        let mut command = cmd.command();
+        command
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", cmd.program))?;
+        let pgid = child.id().map(|id| id as i32);
+        Ok(Background {
+            child,
+            guard: GroupGuard { pgid },
+        })
+    }
+
+    /// True once the child has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the group: SIGTERM, a short grace, SIGKILL.
+    pub async fn stop(mut self) {
+        if let Some(pgid) = self.guard.pgid {
+            terminate(&mut self.child, pgid).await;
+        }
+        self.guard.disarm();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captures_output_and_exit_code() {
+        let cmd = Cmd::new("sh").args(["-c", "cat; echo oops >&2; exit 3"]);
+        let cmd = Cmd {
+            stdin: Some(b"hello".to_vec()),
+            ..cmd
+        };
+        let done = run(&cmd, &CancellationToken::new()).await.unwrap();
+        assert_eq!(done.code, Some(3));
+        assert_eq!(done.stdout, "hello");
+        assert_eq!(done.last_error_line(), "oops");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        // The grandchild ignores nothing special; it must die with its group.
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let cmd = Cmd::new("sh").args(["-c", script.as_str()]);
+        let cancel = CancellationToken::new();
+        let cancel2 = cancel.clone();
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(async move { run(&cmd, &cancel2).await });
+        while !pidfile.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let grandchild: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        cancel.cancel();
+        let result = task.await.unwrap();
+        assert!(result.is_err());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // SAFETY: signal 0 only probes whether the process exists.
+        let alive = unsafe { libc::kill(grandchild, 0) } == 0;
+        let zombie = std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        assert!(!alive || zombie, "grandchild {grandchild} survived");
+    }
+}

@@ -1,0 +1,114 @@
+//! Schedule: when the next run is due, from the two cron expressions in `TZ`.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::run::{Trigger, TriggerKind};
+
+/// The next run strictly after `after`: its time and whether it takes a snapshot. When a sync and a
+/// snapshot fall on the same minute, one run does both.
+pub fn next_run(
+    sync: &Cron,
+    snapshot: &Cron,
+    tz: Tz,
+    after: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, bool)> {
+    let local = after.with_timezone(&tz);
+    let next = |cron: &Cron| {
+        cron.find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    match (next(sync), next(snapshot)) {
+        (Some(s), Some(n)) if n <= s => Some((n, true)),
+        (Some(s), _) => Some((s, false)),
+        (None, Some(n)) => Some((n, true)),
+        (None, None) => None,
+    }
+}
+
+/// Sends a trigger each time a schedule fires, until cancelled.
+pub async fn drive(
+    sync: Cron,
+    snapshot: Cron,
+    tz: Tz,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    cancel: CancellationToken,
+) {
+    let mut after = Utc::now();
+    while let Some((at, with_snapshot)) = next_run(&sync, &snapshot, tz, after) {
+        tracing::debug!(at = %at, snapshot = with_snapshot, "next scheduled run");
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let trigger = Trigger {
+            kind: TriggerKind::Schedule,
+            snapshot: with_snapshot,
+        };
+        if triggers.send(trigger).is_err() {
+            return;
+        }
+        after = at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_cron;
+    use chrono::TimeZone;
+
+    fn cron(s: &str) -> Cron {
+        parse_cron("TEST", s).unwrap()
+    }
+
+    #[test]
+    fn defaults_fire_every_other_day_and_sundays_together() {
+        let sync = cron("0 3 */2 * *");
+        let snap = cron("0 3 * * 0");
+        // Saturday 2026-11-28 12:00 UTC: next sync is Sunday 29th 03:00 (29 is odd, */2 from 1),
+        // which is also the Sunday snapshot: one run does both.
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let (at, snapshot) = next_run(&sync, &snap, Tz::UTC, now).unwrap();
+        assert_eq!(at, Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap());
+        assert!(snapshot);
+        // After that: Tuesday 1st December 03:00, a sync only.
+        let (at, snapshot) = next_run(&sync, &snap, Tz::UTC, at).unwrap();
+        assert_eq!(at, Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap());
+        assert!(!snapshot);
+    }
+
+    #[test]
+    fn time_zone_applies() {
+        let sync = cron("0 3 * * *");
+        let snap = cron("0 3 1 1 *");
+        let now = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap();
+        let (at, snapshot) = next_run(&sync, &snap, chrono_tz::Europe::Berlin, now).unwrap();
+        // 03:00 in Berlin summer time is 01:00 UTC.
+        assert_eq!(at, Utc.with_ymd_and_hms(2026, 7, 1, 1, 0, 0).unwrap());
+        assert!(!snapshot);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_sends_and_stops_on_cancel() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(drive(
+            cron("* * * * *"),
+            cron("0 0 1 1 *"),
+            Tz::UTC,
+            tx,
+            cancel.clone(),
+        ));
+        // Paused time auto-advances to the sleep's deadline: a minute schedule fires.
+        let trigger = rx.recv().await.unwrap();
+        assert_eq!(trigger.kind, TriggerKind::Schedule);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,255 @@
+//! Snapshot: `borg create` of the whole mirror on the remote, then `borg prune` and `borg compact`,
+//! all through the run's ssh connection. The passphrase travels on stdin (`BORG_PASSPHRASE_FD=0`).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Borg;
+use crate::ssh::{Ssh, quote};
+
+/// How long borg waits for a repository lock held by someone else.
+const LOCK_WAIT_SECONDS: u32 = 120;
+
+/// A created archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// Archive name.
+    pub archive: String,
+    /// Time `borg create` took.
+    pub seconds: f64,
+    /// Size of the archived files.
+    pub original_bytes: u64,
+    /// What this archive added to the repository.
+    pub deduplicated_bytes: u64,
+}
+
+/// `PREFIX-YYYY-MM-DDTHH:MM:SS` in UTC.
+pub fn archive_name(prefix: &str, now: DateTime<Utc>) -> String {
+    format!("{prefix}-{}", now.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// The environment assignments that go before every borg command on the remote: no prompts ever
+/// (borg would read the answer from stdin, where the passphrase is), and the passphrase from stdin.
+fn borg_env(borg: &Borg) -> String {
+    let mut env = String::from(
+        "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no ",
+    );
+    if borg.passphrase.is_some() {
+        env.push_str("BORG_PASSPHRASE_FD=0 ");
+    }
+    env
+}
+
+fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
+    borg.passphrase
+        .as_ref()
+        .map(|p| p.expose().as_bytes().to_vec())
+}
+
+/// The remote command line for `borg create` of the mirror root.
+pub fn create_command(borg: &Borg, remote_dir: &str, archive: &str) -> String {
+    format!(
+        "cd {} && {}borg create --json --lock-wait {LOCK_WAIT_SECONDS} {} .",
+        quote(remote_dir),
+        borg_env(borg),
+        quote(&format!("{}::{archive}", borg.repo)),
+    )
+}
+
+/// The remote command line for `borg prune`, or `None` when every retention rule is off.
+pub fn prune_command(borg: &Borg, prefix: &str) -> Option<String> {
+    let rules: Vec<String> = [
+        ("--keep-daily", borg.keep.daily),
+        ("--keep-weekly", borg.keep.weekly),
+        ("--keep-monthly", borg.keep.monthly),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(flag, n)| format!("{flag} {n}"))
+    .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}borg prune --lock-wait {LOCK_WAIT_SECONDS} --glob-archives {} {} {}",
+        borg_env(borg),
+        quote(&format!("{prefix}-*")),
+        rules.join(" "),
+        quote(&borg.repo)
+    ))
+}
+
+#[derive(Deserialize)]
+struct CreateOutput {
+    archive: ArchiveOutput,
+}
+
+#[derive(Deserialize)]
+struct ArchiveOutput {
+    name: String,
+    stats: ArchiveStats,
+}
+
+#[derive(Deserialize)]
+struct ArchiveStats {
+    original_size: u64,
+    deduplicated_size: u64,
+}
+
+async fn borg(
+    ssh: &Ssh,
+    what: &str,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+    cancel: &CancellationToken,
+) -> Result<String> {
+    let done = ssh.run(command, stdin, cancel).await?;
+    if !done.success() {
+        let code = done
+            .code
+            .map_or_else(|| "a signal".to_string(), |c| c.to_string());
+        let line = done.last_error_line();
+        if done.code == Some(127) {
+            bail!("{what} failed: borg is not installed on the remote ({line})");
+        }
+        bail!("{what} failed (exit {code}): {line}");
+    }
+    Ok(done.stdout)
+}
+
+/// Creates an archive of the mirror root, then prunes and compacts the repository.
+pub async fn snapshot(
+    ssh: &Ssh,
+    borg_config: &Borg,
+    prefix: &str,
+    remote_dir: &str,
+    cancel: &CancellationToken,
+) -> Result<Created> {
+    let archive = archive_name(prefix, Utc::now());
+    let started = Instant::now();
+    let stdout = borg(
+        ssh,
+        "borg create",
+        &create_command(borg_config, remote_dir, &archive),
+        stdin_for(borg_config),
+        cancel,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let output: CreateOutput =
+        serde_json::from_str(&stdout).context("cannot read borg create's --json output")?;
+    let created = Created {
+        archive: output.archive.name,
+        seconds,
+        original_bytes: output.archive.stats.original_size,
+        deduplicated_bytes: output.archive.stats.deduplicated_size,
+    };
+    if let Some(prune) = prune_command(borg_config, prefix) {
+        borg(ssh, "borg prune", &prune, stdin_for(borg_config), cancel).await?;
+    }
+    let compact = format!(
+        "{}borg compact --lock-wait {LOCK_WAIT_SECONDS} {}",
+        borg_env(borg_config),
+        quote(&borg_config.repo)
+    );
+    borg(
+        ssh,
+        "borg compact",
+        &compact,
+        stdin_for(borg_config),
+        cancel,
+    )
+    .await?;
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Keep, Secret};
+    use chrono::TimeZone;
+
+    fn borg(passphrase: bool, keep: Keep) -> Borg {
+        Borg {
+            repo: "/mnt/backup/borg".into(),
+            passphrase: passphrase.then(|| Secret::new("pw".into())),
+            archive_prefix: None,
+            keep,
+        }
+    }
+
+    #[test]
+    fn names_archives_in_utc() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 3, 0, 7).unwrap();
+        assert_eq!(archive_name("nas", now), "nas-2026-11-01T03:00:07");
+    }
+
+    #[test]
+    fn passphrase_never_in_the_command_line() {
+        let b = borg(
+            true,
+            Keep {
+                daily: 7,
+                weekly: 4,
+                monthly: 6,
+            },
+        );
+        let cmd = create_command(&b, "/mnt/backup/data", "nas-2026-11-01T03:00:07");
+        assert_eq!(
+            cmd,
+            "cd /mnt/backup/data && BORG_RELOCATED_REPO_ACCESS_IS_OK=no \
+             BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no BORG_PASSPHRASE_FD=0 borg create --json \
+             --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
+        );
+        assert!(!cmd.contains("pw"));
+        assert_eq!(stdin_for(&b), Some(b"pw".to_vec()));
+        assert_eq!(stdin_for(&borg(false, b.keep)), None);
+        assert!(!create_command(&borg(false, b.keep), "/d", "a").contains("PASSPHRASE"));
+    }
+
+    #[test]
+    fn prune_rules() {
+        let b = borg(
+            false,
+            Keep {
+                daily: 7,
+                weekly: 0,
+                monthly: 6,
+            },
+        );
+        let cmd = prune_command(&b, "nas").unwrap();
+        assert!(
+            cmd.ends_with(
+                "--glob-archives 'nas-*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
+            ),
+            "{cmd}"
+        );
+        assert_eq!(
+            prune_command(
+                &borg(
+                    false,
+                    Keep {
+                        daily: 0,
+                        weekly: 0,
+                        monthly: 0
+                    }
+                ),
+                "nas"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_create_json() {
+        let json = r#"{"archive": {"name": "a", "duration": 1.5, "stats": {"compressed_size": 10,
+            "deduplicated_size": 5, "nfiles": 3, "original_size": 20}}, "repository": {}}"#;
+        let out: CreateOutput = serde_json::from_str(json).unwrap();
+        assert_eq!(out.archive.stats.original_size, 20);
+        assert_eq!(out.archive.stats.deduplicated_size, 5);
+    }
+}

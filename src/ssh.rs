@@ -1,0 +1,242 @@
+//! ssh: one multiplexed connection per run (ControlMaster), strict host key checking against the
+//! pinned known_hosts, and the argv every rsync and borg call of the run goes through.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Remote};
+use crate::process::{self, Background, Cmd, Finished};
+
+/// How long the connection may take to come up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Quotes a word for a POSIX shell (the remote side of ssh always runs a shell).
+pub fn quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How to reach the remote: destination and ssh options, bound to one control socket.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    remote: Remote,
+    options: Vec<String>,
+}
+
+impl Ssh {
+    /// ssh options for `config`, sharing the connection through `control_path`.
+    pub fn new(config: &Config, control_path: &std::path::Path) -> Self {
+        let mut options = vec![
+            "-i".to_string(),
+            config.ssh_key_file.display().to_string(),
+            "-p".to_string(),
+            config.remote.port.to_string(),
+        ];
+        // ssh keeps the first value it sees for an option: the user's come before our defaults.
+        for (key, value) in &config.ssh_options {
+            options.push("-o".into());
+            options.push(format!("{key}={value}"));
+        }
+        for option in [
+            "BatchMode=yes".to_string(),
+            "StrictHostKeyChecking=yes".to_string(),
+            format!("UserKnownHostsFile={}", config.known_hosts_file.display()),
+            "GlobalKnownHostsFile=/dev/null".to_string(),
+            "UpdateHostKeys=no".to_string(),
+            "IdentitiesOnly=yes".to_string(),
+            format!("ControlPath={}", control_path.display()),
+            "ConnectTimeout=20".to_string(),
+            "ServerAliveInterval=15".to_string(),
+            "ServerAliveCountMax=4".to_string(),
+        ] {
+            options.push("-o".into());
+            options.push(option);
+        }
+        Ssh {
+            remote: config.remote.clone(),
+            options,
+        }
+    }
+
+    /// A command run on the remote through the shared connection. `command` is a shell command
+    /// line for the remote's shell; quote its words with [`quote`].
+    pub fn remote(&self, command: &str) -> Cmd {
+        Cmd::new("ssh")
+            .args(&self.options)
+            .args(["-o", "ControlMaster=no", "-T"])
+            .arg(self.remote.destination())
+            .arg("--")
+            .arg(command)
+    }
+
+    /// The remote shell for rsync's `-e`: rsync splits it on spaces and honours single quotes.
+    pub fn rsh(&self) -> String {
+        let mut words = vec!["ssh".to_string()];
+        words.extend(self.options.iter().map(|o| quote(o)));
+        words.extend(["-o".into(), "ControlMaster=no".into()]);
+        words.join(" ")
+    }
+
+    /// `user@host:path` for rsync.
+    pub fn rsync_target(&self, path: &str) -> String {
+        format!("{}:{}", self.remote.rsync_destination(), path)
+    }
+
+    /// Runs a remote command to its end.
+    pub async fn run(
+        &self,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        cancel: &CancellationToken,
+    ) -> Result<Finished> {
+        let cmd = Cmd {
+            stdin,
+            ..self.remote(command)
+        };
+        process::run(&cmd, cancel).await
+    }
+}
+
+/// An open connection: the control master runs until [`Session::close`].
+pub struct Session {
+    /// Commands through this connection.
+    pub ssh: Ssh,
+    master: Background,
+    _dir: tempfile::TempDir,
+}
+
+impl Session {
+    /// Opens the connection and waits until it is usable. A host key that is missing from or
+    /// different in known_hosts makes this fail, and nothing is sent.
+    pub async fn open(config: &Config, cancel: &CancellationToken) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("bs-ssh")
+            .tempdir()
+            .context("cannot create a directory for the ssh control socket")?;
+        let socket: PathBuf = dir.path().join("cm");
+        let log_path = dir.path().join("master.log");
+        let ssh = Ssh::new(config, &socket);
+        let master_cmd = Cmd::new("ssh")
+            .args(&ssh.options)
+            .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"])
+            .arg(config.remote.destination());
+        let log = std::fs::File::create(&log_path).context("cannot create the ssh log")?;
+        let mut master = Background::spawn(&master_cmd, log)?;
+        let started = Instant::now();
+        loop {
+            if master.has_exited() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!(explain_failure(&config.remote, &log));
+            }
+            if socket.exists() {
+                let check = Cmd::new("ssh")
+                    .args(&ssh.options)
+                    .args(["-O", "check"])
+                    .arg(config.remote.destination());
+                if process::run(&check, cancel).await?.success() {
+                    tracing::debug!(remote = %config.remote.destination(), "ssh connection up");
+                    return Ok(Session {
+                        ssh,
+                        master,
+                        _dir: dir,
+                    });
+                }
+            }
+            if started.elapsed() > CONNECT_TIMEOUT || cancel.is_cancelled() {
+                master.stop().await;
+                return Err(anyhow!(
+                    "ssh to {} did not come up within {}s",
+                    config.remote.destination(),
+                    CONNECT_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.master.stop().await;
+    }
+}
+
+/// One line on why ssh could not connect, from what it printed.
+fn explain_failure(remote: &Remote, log: &str) -> String {
+    let destination = remote.destination();
+    if log.contains("Host key verification failed") {
+        let seen = log
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("SHA256:"))
+            .map(|fp| format!("; the remote presented {fp}"))
+            .unwrap_or_default();
+        let why = if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+            "differs from the one pinned in"
+        } else {
+            "is not in"
+        };
+        return format!(
+            "host key of {} {why} BACKUP_KNOWN_HOSTS_FILE, refusing to connect{seen}",
+            remote.host
+        );
+    }
+    let last = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("ssh exited without a message");
+    format!("ssh to {destination} failed: {last}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_remote_shell() {
+        assert_eq!(quote("/mnt/backup/data"), "/mnt/backup/data");
+        assert_eq!(
+            quote("repo::host-2026-01-01T03:00:00"),
+            "repo::host-2026-01-01T03:00:00"
+        );
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn explains_host_key_failures() {
+        let remote = Remote {
+            user: "pi".into(),
+            host: "backup.lan".into(),
+            port: 22,
+        };
+        let changed = "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\n\
+            The fingerprint for the ED25519 key sent by the remote host is\n\
+            SHA256:abc.\nHost key verification failed.\n";
+        let msg = explain_failure(&remote, changed);
+        assert!(msg.contains("differs"), "{msg}");
+        assert!(msg.contains("SHA256:abc"), "{msg}");
+        let unknown = "No ED25519 host key is known for backup.lan and you have requested strict checking.\nHost key verification failed.\n";
+        assert!(explain_failure(&remote, unknown).contains("is not in"));
+        assert_eq!(
+            explain_failure(
+                &remote,
+                "ssh: connect to host backup.lan port 22: Connection refused\n"
+            ),
+            "ssh to pi@backup.lan failed: ssh: connect to host backup.lan port 22: Connection refused"
+        );
+    }
+}
