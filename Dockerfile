@@ -1,0 +1,29 @@
+# backup-sidecar image.
+#
+#   docker build -t backup-sidecar .                       # builds from source in a Rust image
+#   docker build --target prebuilt -t backup-sidecar .     # takes a binary built on the host
+#                                                          # (BINARY=target/release/backup-sidecar)
+#
+# The legacy builder (DOCKER_BUILDKIT=0) builds every stage before the requested target, so the
+# prebuilt target stands before the Rust build stage: it never needs the Rust image.
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rsync openssh-client tini \
+ && rm -rf /var/lib/apt/lists/*
+# Root: the sidecar must read every file of every volume, whoever owns it.
+ENTRYPOINT ["/usr/bin/tini", "--", "backup-sidecar"]
+CMD ["run"]
+
+FROM runtime AS prebuilt
+ARG BINARY=target/release/backup-sidecar
+COPY ${BINARY} /usr/local/bin/backup-sidecar
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked
+
+FROM runtime
+COPY --from=build /src/target/release/backup-sidecar /usr/local/bin/backup-sidecar

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the sidecar binary and the two images the demo and the tests use:
+#   backup-sidecar:latest         the Dockerfile's prebuilt target, with target/release/backup-sidecar
+#   backup-sidecar-remote:latest  compose/remote/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked
+export DOCKER_BUILDKIT=0
+build() {
+  local log
+  log=$(mktemp)
+  if ! docker build "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}
+build --target prebuilt -t backup-sidecar:latest .
+build -t backup-sidecar-remote:latest compose/remote
+echo "built backup-sidecar:latest and backup-sidecar-remote:latest"

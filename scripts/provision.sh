@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Gets a fresh Debian machine ready for the demo and the tests: a running Docker engine, the host
+# tools the tests use, and a local debian:bookworm-slim (built with debootstrap when no registry
+# can be reached). Starts nothing that already runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "provision: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "provision: starting dockerd"
+  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { tail -n 20 /var/log/dockerd.log; echo "provision: dockerd did not start" >&2; exit 1; }
+fi
+
+scripts/base-image.sh

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and the end-to-end tests against a real Docker engine, a real
+# sshd/rsync/borg remote and the sidecar image built from this tree. Provisions what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/provision.sh
+scripts/build-images.sh
+# The end-to-end tests run one at a time: they time freezes, and this machine has two cores.
+cargo test --locked -- --test-threads=1 "$@"
