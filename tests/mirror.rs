@@ -26,7 +26,12 @@ fn running_app_is_mirrored_consistently_and_keeps_running() {
     );
     let app = env.container(
         "app",
-        &["--label", &env.project_label(), "-v", &format!("{volume}:/data")],
+        &[
+            "--label",
+            &env.project_label(),
+            "-v",
+            &format!("{volume}:/data"),
+        ],
         APP_IMAGE,
         &["sh", "-c", WRITER],
     );
@@ -78,7 +83,9 @@ fn running_app_is_mirrored_consistently_and_keeps_running() {
             .unwrap_or(0)
     };
     let now = later();
-    wait_until("the app to go on writing", Duration::from_secs(20), || later() > now);
+    wait_until("the app to go on writing", Duration::from_secs(20), || {
+        later() > now
+    });
     let synced = events_named(&sidecar, "volume synced");
     assert_eq!(synced.len(), 1);
     assert_eq!(synced[0]["fields"]["volume"], volume.as_str());
@@ -102,8 +109,14 @@ fn labels_select_volumes() {
     env.container(
         "asks",
         &[
-            "--label", &project, "--label", "backup.enable=true",
-            "-v", &format!("{via_container}:/a"), "-v", &format!("{opted_out}:/b"),
+            "--label",
+            &project,
+            "--label",
+            "backup.enable=true",
+            "-v",
+            &format!("{via_container}:/a"),
+            "-v",
+            &format!("{opted_out}:/b"),
         ],
         APP_IMAGE,
         &["sleep", "infinity"],
@@ -116,7 +129,14 @@ fn labels_select_volumes() {
     );
     let weird = env.container(
         "weird",
-        &["--label", &project, "--label", "backup.quiesce=freeze", "-v", &format!("{odd}:/o")],
+        &[
+            "--label",
+            &project,
+            "--label",
+            "backup.quiesce=freeze",
+            "-v",
+            &format!("{odd}:/o"),
+        ],
         APP_IMAGE,
         &["sleep", "infinity"],
     );
@@ -138,15 +158,17 @@ fn labels_select_volumes() {
     assert_running_not_paused(&weird);
 
     // `plan` shows the same, and changes nothing.
-    let plan = docker(&{
-        let mut args = vec!["run".to_string(), "--rm".into()];
-        args.extend(env.sidecar_args(&env.sidecar_env(&remote, &[])));
-        args.extend([SIDECAR_IMAGE.to_string(), "plan".into()]);
-        args
-    }
-    .iter()
-    .map(String::as_str)
-    .collect::<Vec<_>>());
+    let plan = docker(
+        &{
+            let mut args = vec!["run".to_string(), "--rm".into()];
+            args.extend(env.sidecar_args(&env.sidecar_env(&remote, &[])));
+            args.extend([SIDECAR_IMAGE.to_string(), "plan".into()]);
+            args
+        }
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
     assert!(plan.contains(&format!("volume {labelled}")), "{plan}");
     assert!(plan.contains(&format!("volume {via_container}")), "{plan}");
     assert!(!plan.contains(&format!("volume {plain}")), "{plan}");
@@ -190,16 +212,29 @@ fn one_compose_project_freezes_and_thaws_together() {
     // Both were paused before either was unpaused.
     let until = docker(&["info", "--format", "{{.SystemTime}}"]);
     let events = docker(&[
-        "events", "--since", since.trim(), "--until", until.trim(), "--filter",
-        &format!("label={project}"), "--format", "{{.Action}} {{.Actor.Attributes.name}}",
+        "events",
+        "--since",
+        since.trim(),
+        "--until",
+        until.trim(),
+        "--filter",
+        &format!("label={project}"),
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
     ]);
     let actions: Vec<&str> = events
         .lines()
         .filter(|l| l.starts_with("pause") || l.starts_with("unpause"))
         .collect();
     assert_eq!(actions.len(), 4, "{events}");
-    assert!(actions[..2].iter().all(|a| a.starts_with("pause ")), "{actions:?}");
-    assert!(actions[2..].iter().all(|a| a.starts_with("unpause ")), "{actions:?}");
+    assert!(
+        actions[..2].iter().all(|a| a.starts_with("pause ")),
+        "{actions:?}"
+    );
+    assert!(
+        actions[2..].iter().all(|a| a.starts_with("unpause ")),
+        "{actions:?}"
+    );
     assert_running_not_paused(&app);
     assert_running_not_paused(&db);
 }
@@ -217,7 +252,10 @@ fn snapshot_runs_archive_the_mirror_and_sync_runs_do_not() {
     // Start: mirror + snapshot. Every minute: mirror only.
     let sidecar = env.sidecar(
         &remote,
-        &[("BACKUP_SYNC_SCHEDULE", "* * * * *"), ("BACKUP_ARCHIVE_PREFIX", "test")],
+        &[
+            ("BACKUP_SYNC_SCHEDULE", "* * * * *"),
+            ("BACKUP_ARCHIVE_PREFIX", "test"),
+        ],
     );
     let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(finished["fields"]["outcome"], "success", "{finished}");

@@ -23,7 +23,12 @@ fn app(env: &Env) -> String {
     env.in_volume(&volume, "echo data > /data/file");
     env.container(
         "app",
-        &["--label", &env.project_label(), "-v", &format!("{volume}:/data")],
+        &[
+            "--label",
+            &env.project_label(),
+            "-v",
+            &format!("{volume}:/data"),
+        ],
         APP_IMAGE,
         &["sleep", "infinity"],
     )
@@ -45,14 +50,30 @@ fn bad_input_exits_2_naming_the_variable_and_touches_nothing() {
         ("BACKUP_REMOTE", "no-at-sign", "BACKUP_REMOTE"),
         ("BACKUP_REMOTE_PORT", "65536", "BACKUP_REMOTE_PORT"),
         ("BACKUP_SYNC_SCHEDULE", "0 3 */2 *", "BACKUP_SYNC_SCHEDULE"),
-        ("BACKUP_SNAPSHOT_SCHEDULE", "0 25 * * *", "BACKUP_SNAPSHOT_SCHEDULE"),
+        (
+            "BACKUP_SNAPSHOT_SCHEDULE",
+            "0 25 * * *",
+            "BACKUP_SNAPSHOT_SCHEDULE",
+        ),
         ("BACKUP_PAUSE_TIMEOUT", "a minute", "BACKUP_PAUSE_TIMEOUT"),
         ("BACKUP_SSH_KEY_FILE", "/ssh/missing", "BACKUP_SSH_KEY_FILE"),
-        ("BACKUP_KNOWN_HOSTS_FILE", "/ssh/missing", "BACKUP_KNOWN_HOSTS_FILE"),
-        ("BACKUP_SSH_KEY_FILE", "/ssh/loose_key", "BACKUP_SSH_KEY_FILE"),
+        (
+            "BACKUP_KNOWN_HOSTS_FILE",
+            "/ssh/missing",
+            "BACKUP_KNOWN_HOSTS_FILE",
+        ),
+        (
+            "BACKUP_SSH_KEY_FILE",
+            "/ssh/loose_key",
+            "BACKUP_SSH_KEY_FILE",
+        ),
         ("LOG_FORMAT", "yaml", "LOG_FORMAT"),
         ("BACKUP_REMOTE_DIR", "backup/mirror", "BACKUP_REMOTE_DIR"),
-        ("BACKUP_BORG_PASSPHRASE_FILE", "/ssh/missing", "BACKUP_BORG_PASSPHRASE_FILE"),
+        (
+            "BACKUP_BORG_PASSPHRASE_FILE",
+            "/ssh/missing",
+            "BACKUP_BORG_PASSPHRASE_FILE",
+        ),
     ];
     for (variable, value, named) in cases {
         let mut env_vars = env.sidecar_env(&remote, &[(variable, value)]);
@@ -60,7 +81,12 @@ fn bad_input_exits_2_naming_the_variable_and_touches_nothing() {
             env_vars.retain(|(k, _)| k != "BACKUP_BORG_PASSPHRASE");
             env_vars.push((variable.to_string(), value.to_string()));
         }
-        let mut args = vec!["run".to_string(), "--rm".into(), "--label".into(), TEST_LABEL.into()];
+        let mut args = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "--label".into(),
+            TEST_LABEL.into(),
+        ];
         args.extend(env.sidecar_args(&env_vars));
         args.push(SIDECAR_IMAGE.into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -68,7 +94,11 @@ fn bad_input_exits_2_naming_the_variable_and_touches_nothing() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{variable}={value:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{variable}={value:?}: one line, got {stderr}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{variable}={value:?}: one line, got {stderr}"
+        );
         assert!(
             lines[0].contains(named),
             "{variable}={value:?}: {:?} does not name {named}",
@@ -80,8 +110,15 @@ fn bad_input_exits_2_naming_the_variable_and_touches_nothing() {
     // No container was paused, stopped or started by any of them.
     let until = docker(&["info", "--format", "{{.SystemTime}}"]);
     let events = docker(&[
-        "events", "--since", since.trim(), "--until", until.trim(), "--filter",
-        &format!("container={app}"), "--format", "{{.Action}}",
+        "events",
+        "--since",
+        since.trim(),
+        "--until",
+        until.trim(),
+        "--filter",
+        &format!("container={app}"),
+        "--format",
+        "{{.Action}}",
     ]);
     assert!(events.trim().is_empty(), "the app saw: {events}");
     assert_running_not_paused(&app);
@@ -116,8 +153,14 @@ fn a_changed_host_key_is_refused_and_nothing_is_sent() {
     let error = finished["fields"]["error"].as_str().unwrap();
     assert!(error.contains("host key"), "{error}");
     assert!(error.contains("SHA256:"), "the fingerprint it saw: {error}");
-    assert!(env.mirrored(&remote).is_empty(), "the remote received nothing");
-    assert!(events_named(&sidecar, "group thawed").is_empty(), "nothing was frozen");
+    assert!(
+        env.mirrored(&remote).is_empty(),
+        "the remote received nothing"
+    );
+    assert!(
+        events_named(&sidecar, "group thawed").is_empty(),
+        "nothing was frozen"
+    );
     assert_running_not_paused(&app);
 }
 
@@ -159,6 +202,9 @@ fn a_freeze_past_the_pause_timeout_is_abandoned_and_thawed() {
     let thawed = events_named(&sidecar, "group thawed");
     let pause_ms = thawed[0]["fields"]["pause_ms"].as_u64().unwrap();
     assert!((2000..3000).contains(&pause_ms), "pause_ms {pause_ms}");
-    assert!(env.archives(&remote).is_empty(), "no snapshot after a failed volume");
+    assert!(
+        env.archives(&remote).is_empty(),
+        "no snapshot after a failed volume"
+    );
     assert_running_not_paused(&app);
 }

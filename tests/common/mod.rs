@@ -143,8 +143,16 @@ impl Env {
     /// Runs a shell script in a throwaway container with the volume at /data.
     pub fn in_volume(&self, volume: &str, script: &str) -> String {
         docker(&[
-            "run", "--rm", "--label", TEST_LABEL, "-v", &format!("{volume}:/data"), APP_IMAGE,
-            "sh", "-c", script,
+            "run",
+            "--rm",
+            "--label",
+            TEST_LABEL,
+            "-v",
+            &format!("{volume}:/data"),
+            APP_IMAGE,
+            "sh",
+            "-c",
+            script,
         ])
     }
 
@@ -165,13 +173,23 @@ impl Env {
         );
         let started = Instant::now();
         let host_key = loop {
-            let out = docker_output(&["exec", &name, "cat", "/etc/ssh/keys/ssh_host_ed25519_key.pub"]);
+            let out = docker_output(&[
+                "exec",
+                &name,
+                "cat",
+                "/etc/ssh/keys/ssh_host_ed25519_key.pub",
+            ]);
             let logs = docker_output(&["logs", &name]);
             // sshd -e logs to stderr.
-            if out.status.success() && String::from_utf8_lossy(&logs.stderr).contains("Server listening") {
+            if out.status.success()
+                && String::from_utf8_lossy(&logs.stderr).contains("Server listening")
+            {
                 break String::from_utf8_lossy(&out.stdout).into_owned();
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "remote did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "remote did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
@@ -181,8 +199,15 @@ impl Env {
         )
         .unwrap();
         docker(&[
-            "exec", "-e", &format!("BORG_PASSPHRASE={PASSPHRASE}"), &name, "borg", "init", "-e",
-            "repokey", "/backup/borg",
+            "exec",
+            "-e",
+            &format!("BORG_PASSPHRASE={PASSPHRASE}"),
+            &name,
+            "borg",
+            "init",
+            "-e",
+            "repokey",
+            "/backup/borg",
         ]);
         Remote { name }
     }
@@ -262,8 +287,14 @@ impl Env {
     /// Archives in the test repository.
     pub fn archives(&self, remote: &Remote) -> Vec<String> {
         docker(&[
-            "exec", "-e", &format!("BORG_PASSPHRASE={PASSPHRASE}"), &remote.name, "borg", "list",
-            "--short", "/backup/borg",
+            "exec",
+            "-e",
+            &format!("BORG_PASSPHRASE={PASSPHRASE}"),
+            &remote.name,
+            "borg",
+            "list",
+            "--short",
+            "/backup/borg",
         ])
         .lines()
         .map(String::from)
@@ -351,7 +382,10 @@ pub fn wait_for_run(container: &str, timeout: Duration) -> Value {
 /// `running`/`paused`/... and the Paused flag of a container.
 pub fn state(container: &str) -> (String, bool) {
     let out = docker(&[
-        "inspect", "--format", "{{.State.Status}} {{.State.Paused}}", container,
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Paused}}",
+        container,
     ]);
     let mut parts = out.split_whitespace();
     (
