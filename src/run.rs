@@ -272,7 +272,7 @@ async fn mirror_and_snapshot(
                     snapshot::snapshot(ssh, borg, &prefix, &config.remote_dir, cancel).await?;
                 info!(
                     archive = %created.archive,
-                    seconds = created.seconds,
+                    seconds = (created.seconds * 1000.0).round() / 1000.0,
                     original_bytes = created.original_bytes,
                     deduplicated_bytes = created.deduplicated_bytes,
                     "snapshot created"
