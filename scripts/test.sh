@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/provision.sh
 scripts/build-images.sh
 # The end-to-end tests run one at a time: they time freezes, and this machine has two cores.
-cargo test --locked -- --test-threads=1 "$@"
+cargo test --locked --no-fail-fast -- --test-threads=1 "$@"
