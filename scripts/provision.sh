@@ -17,9 +17,15 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "provision: starting dockerd"
+  # A dockerd killed with its session leaves its pid file behind, which stops the next one.
+  if ! pgrep -x dockerd >/dev/null; then
+    rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid
+  fi
   nohup dockerd >/var/log/dockerd.log 2>&1 &
+  pid=$!
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 1
   done
   docker info >/dev/null 2>&1 || { tail -n 20 /var/log/dockerd.log; echo "provision: dockerd did not start" >&2; exit 1; }
