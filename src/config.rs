@@ -57,6 +57,7 @@ const FILE_CAPABLE: &[&str] = &[
     "BACKUP_REMOTE_PRE_COMMAND",
     "BACKUP_REMOTE_POST_COMMAND",
     "BACKUP_EXCLUDE",
+    "BACKUP_PROJECTS",
 ];
 
 /// Stage one: every variable of the specification, as the environment gave it.
@@ -80,6 +81,9 @@ pub struct RawConfig {
     pub tz: Option<String>,
     pub backup_run_on_start: Option<String>,
     pub backup_pause_timeout: Option<String>,
+    pub backup_retry_attempts: Option<String>,
+    pub backup_retry_delay: Option<String>,
+    pub backup_borg_lock_wait: Option<String>,
     pub backup_exclude: Option<String>,
     pub backup_remote_pre_command: Option<String>,
     pub backup_remote_post_command: Option<String>,
@@ -189,6 +193,25 @@ pub struct Borg {
     pub archive_prefix: Option<String>,
     /// Retention after each snapshot.
     pub keep: Keep,
+    /// How long borg waits for a repository lock held by a live borg process.
+    pub lock_wait: Duration,
+}
+
+/// Retries of network failures: `attempts` tries in all, waiting `delay`, then twice that, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all (1 means no retry).
+    pub attempts: u32,
+    /// Wait before the second try; doubled before each further one.
+    pub delay: Duration,
+}
+
+impl Retry {
+    /// The wait before try number `attempt` (1-based; the first try does not wait).
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        self.delay
+            .saturating_mul(1u32 << attempt.saturating_sub(2).min(16))
+    }
 }
 
 /// Log output format.
@@ -225,6 +248,8 @@ pub struct Config {
     pub run_on_start: bool,
     /// Longest a group may stay frozen.
     pub pause_timeout: Duration,
+    /// Attempts for a step that failed on the network (ssh connect, a group's rsync passes).
+    pub retry: Retry,
     /// rsync exclude patterns for every volume.
     pub exclude: Vec<String>,
     /// Run on the remote before each run.
@@ -321,6 +346,10 @@ impl Config {
                     passphrase: raw.backup_borg_passphrase.map(Secret),
                     archive_prefix,
                     keep,
+                    lock_wait: parse_duration(
+                        "BACKUP_BORG_LOCK_WAIT",
+                        raw.backup_borg_lock_wait.as_deref().unwrap_or("5m"),
+                    )?,
                 })
             }
             None => None,
@@ -359,6 +388,20 @@ impl Config {
                 "BACKUP_PAUSE_TIMEOUT",
                 raw.backup_pause_timeout.as_deref().unwrap_or("60s"),
             )?,
+            retry: Retry {
+                attempts: match parse_u32(
+                    "BACKUP_RETRY_ATTEMPTS",
+                    raw.backup_retry_attempts.as_deref(),
+                    3,
+                )? {
+                    0 => return Err(err("BACKUP_RETRY_ATTEMPTS", "must be at least 1")),
+                    n => n,
+                },
+                delay: parse_duration(
+                    "BACKUP_RETRY_DELAY",
+                    raw.backup_retry_delay.as_deref().unwrap_or("10s"),
+                )?,
+            },
             exclude: split_list(raw.backup_exclude.as_deref()),
             pre_command: raw.backup_remote_pre_command,
             post_command: raw.backup_remote_post_command,
@@ -696,6 +739,12 @@ mod tests {
             ),
             (&[("BACKUP_PAUSE_TIMEOUT", "soon")], "BACKUP_PAUSE_TIMEOUT"),
             (&[("BACKUP_PAUSE_TIMEOUT", "0s")], "BACKUP_PAUSE_TIMEOUT"),
+            (&[("BACKUP_RETRY_ATTEMPTS", "0")], "BACKUP_RETRY_ATTEMPTS"),
+            (&[("BACKUP_RETRY_DELAY", "later")], "BACKUP_RETRY_DELAY"),
+            (
+                &[("BACKUP_BORG_REPO", "/r"), ("BACKUP_BORG_LOCK_WAIT", "x")],
+                "BACKUP_BORG_LOCK_WAIT",
+            ),
             (&[("BACKUP_SSH_KEY_FILE", &missing)], "BACKUP_SSH_KEY_FILE"),
             (
                 &[("BACKUP_KNOWN_HOSTS_FILE", &missing)],
@@ -743,6 +792,16 @@ mod tests {
             ])
             .unwrap_err();
         assert_eq!(error.variable, "BACKUP_BORG_PASSPHRASE_FILE");
+    }
+
+    #[test]
+    fn retry_delays_double() {
+        let retry = Retry {
+            attempts: 4,
+            delay: Duration::from_secs(10),
+        };
+        let waits: Vec<u64> = (2..=4).map(|a| retry.delay_before(a).as_secs()).collect();
+        assert_eq!(waits, vec![10, 20, 40]);
     }
 
     #[test]

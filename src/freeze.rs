@@ -82,15 +82,19 @@ impl Journal {
     pub async fn repair(&self, docker: &Docker) -> Vec<String> {
         let mut repaired = Vec::new();
         for member in self.entries() {
-            let state = docker
-                .inspect_container(&member.id, None)
-                .await
-                .ok()
-                .and_then(|c| c.state);
-            let Some(state) = state else {
-                tracing::warn!(container = %member.name, "container in the freeze journal no longer exists");
-                self.forget(&member.id);
-                continue;
+            let state = match docker.inspect_container(&member.id, None).await {
+                Ok(container) => container.state.unwrap_or_default(),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    tracing::warn!(container = %member.name, "container in the freeze journal no longer exists");
+                    self.forget(&member.id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(container = %member.name, error = %e, "cannot look at a container left frozen by a previous run; trying again next run");
+                    continue;
+                }
             };
             let needs_thaw = match member.quiesce {
                 Quiesce::Pause => state.paused == Some(true),
@@ -98,7 +102,7 @@ impl Journal {
             };
             if needs_thaw {
                 match thaw_one(docker, &member).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         tracing::warn!(container = %member.name, how = %member.quiesce, "thawed a container left frozen by a previous run");
                         repaired.push(member.name.clone());
                     }
@@ -127,11 +131,25 @@ async fn freeze_one(docker: &Docker, member: &Member) -> Result<()> {
     .with_context(|| format!("cannot {} container {}", member.quiesce, member.name))
 }
 
-async fn thaw_one(docker: &Docker, member: &Member) -> Result<()> {
+/// What a thaw found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Thawed {
+    /// Unpaused or started by us.
+    Done,
+    /// The container no longer exists.
+    Removed,
+    /// It was already running: somebody restarted or unpaused it while we held it.
+    AlreadyRunning,
+}
+
+/// Thaws one container. The Docker API may be briefly unreachable (a restarting socket proxy):
+/// retried with backoff for a few seconds; past that the journal keeps the entry and the next run
+/// or start repairs it.
+async fn thaw_one(docker: &Docker, member: &Member) -> Result<Thawed> {
     let mut last = None;
-    for attempt in 0..3 {
+    for attempt in 0..6u32 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
         let result = match member.quiesce {
             Quiesce::Pause => docker.unpause_container(&member.id).await,
@@ -143,22 +161,47 @@ async fn thaw_one(docker: &Docker, member: &Member) -> Result<()> {
             Quiesce::None => Ok(()),
         };
         match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Thawed::Done),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. }) => {
+                match status_code {
+                    404 => return Ok(Thawed::Removed),
+                    304 | 409 => return Ok(Thawed::AlreadyRunning),
+                    _ => {}
+                }
+            }
             Err(e) => last = Some(e),
         }
+        if let Some(e) = &last {
+            tracing::warn!(container = %member.name, attempt = attempt + 1, error = %e, "thaw failed, retrying");
+        }
     }
-    Err(anyhow!(last.expect("three attempts")))
+    Err(anyhow!(last.expect("failed attempts")))
         .with_context(|| format!("cannot thaw container {}", member.name))
 }
 
-/// Thaws `frozen` (every one, whatever fails) and forgets them in the journal.
+/// Thaws `frozen` (every one, whatever fails) and forgets them in the journal. Fails when a thaw
+/// failed, or when a container was removed or restarted while frozen: then the catch-up pass did
+/// not see one still instant.
 async fn thaw_all(docker: &Docker, journal: &Journal, frozen: &[&Member]) -> Result<()> {
     let mut failures = Vec::new();
     for member in frozen {
         match thaw_one(docker, member).await {
-            Ok(()) => journal.forget(&member.id),
+            Ok(thawed) => {
+                journal.forget(&member.id);
+                match thawed {
+                    Thawed::Done => {}
+                    Thawed::Removed => failures.push(format!(
+                        "container {} was removed while frozen",
+                        member.name
+                    )),
+                    Thawed::AlreadyRunning => failures.push(format!(
+                        "container {} was restarted or unpaused by someone else while frozen",
+                        member.name
+                    )),
+                }
+            }
             Err(e) => {
-                tracing::error!(container = %member.name, error = %format!("{e:#}"), "thaw failed; the journal keeps it for the next start");
+                tracing::error!(container = %member.name, error = %format!("{e:#}"), "thaw failed; the journal keeps it for the next run");
                 failures.push(format!("{e:#}"));
             }
         }

@@ -9,6 +9,7 @@
 //! - [`plan`]: pure; volumes and containers in, freeze groups out. `backup-sidecar plan` prints it.
 //! - [`freeze`]: pause or stop a group around a piece of work and thaw on every path; the freeze
 //!   journal that lets a restart undo a crash.
+//! - [`fault`]: remote failures classified: the network (retried) or the remote's state (not).
 //! - [`process`]: child processes in their own process group, drained, killed as a group.
 //! - [`ssh`]: one multiplexed connection per run with the pinned host key; remote command lines.
 //! - [`transfer`]: one rsync pass of one volume.
@@ -28,6 +29,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod discover;
+pub mod fault;
 pub mod freeze;
 pub mod logging;
 pub mod plan;

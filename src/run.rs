@@ -9,12 +9,13 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Retry};
 use crate::discover;
+use crate::fault::{classify, is_transient};
 use crate::freeze::{self, Journal};
 use crate::plan::{self, Group, Plan, PlannedVolume};
-use crate::snapshot;
-use crate::ssh::{Session, Ssh};
+use crate::snapshot::{self, COMPLETE_STAMP};
+use crate::ssh::{Session, Ssh, quote};
 use crate::transfer::{self, Pass, PassResult};
 
 /// How long the post command may take once the sidecar is shutting down.
@@ -170,6 +171,7 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
+    ctx.journal.repair(&ctx.docker).await;
     let inventory = discover::inventory(&ctx.docker).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
     for skip in &plan.skipped {
@@ -178,7 +180,19 @@ async fn run_inner(
     if plan.groups.is_empty() {
         warn!("no volumes selected: label a volume or a container backup.enable=true");
     }
-    let session = Session::open(config, cancel).await?;
+    let session = with_retries(
+        config.retry,
+        "ssh connection",
+        cancel,
+        |r: &Result<Session>| {
+            r.as_ref()
+                .err()
+                .filter(|e| is_transient(e))
+                .map(|e| format!("{e:#}"))
+        },
+        || Session::open(config, cancel),
+    )
+    .await?;
     let result = mirror_and_snapshot(ctx, &session.ssh, &plan, trigger, summary, cancel).await;
     let post = match &config.post_command {
         Some(command) => {
@@ -232,12 +246,30 @@ async fn mirror_and_snapshot(
     if let Some(command) = &config.pre_command {
         remote_hook(ssh, "BACKUP_REMOTE_PRE_COMMAND", command, cancel).await?;
     }
+    // From here until every volume is mirrored, the mirror is incomplete.
+    let stamp = format!("{}/{COMPLETE_STAMP}", config.remote_dir);
+    remote_step(
+        ssh,
+        "removing the completion stamp",
+        &format!("rm -f {}", quote(&stamp)),
+        cancel,
+    )
+    .await?;
     let mut failures = Vec::new();
     for group in &plan.groups {
         if cancel.is_cancelled() {
             bail!("cancelled");
         }
-        let (results, paused) = sync_group(ctx, ssh, group, cancel)
+        let first_transient = |(results, _): &(VolumeResults, Duration)| {
+            results
+                .iter()
+                .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
+                .map(|e| format!("{e:#}"))
+        };
+        let (results, paused) =
+            with_retries(config.retry, "group", cancel, first_transient, || {
+                sync_group(ctx, ssh, group, cancel)
+            })
             .instrument(info_span!("group", group = %group.name))
             .await;
         summary.max_pause = summary.max_pause.max(paused);
@@ -261,6 +293,13 @@ async fn mirror_and_snapshot(
             failures.join("; ")
         );
     }
+    remote_step(
+        ssh,
+        "writing the completion stamp",
+        &format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", quote(&stamp)),
+        cancel,
+    )
+    .await?;
     if trigger.snapshot {
         match &config.borg {
             Some(borg) => {
@@ -283,6 +322,63 @@ async fn mirror_and_snapshot(
         }
     }
     Ok(())
+}
+
+/// Runs a short remote command that must succeed.
+async fn remote_step(
+    ssh: &Ssh,
+    what: &str,
+    command: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let done = ssh.run(command, None, cancel).await?;
+    if !done.success() {
+        return Err(anyhow::Error::new(classify("ssh", done.code, &done.stderr)))
+            .with_context(|| format!("{what} in BACKUP_REMOTE_DIR"));
+    }
+    Ok(())
+}
+
+/// Runs `attempt` until `transient` finds no network failure in its result, at most
+/// `retry.attempts` times, waiting `retry.delay`, doubled each time, in between. Returns the last
+/// result.
+async fn with_retries<T, Fut>(
+    retry: Retry,
+    what: &str,
+    cancel: &CancellationToken,
+    transient: impl Fn(&T) -> Option<String>,
+    mut attempt: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let mut number = 1;
+    loop {
+        let result = attempt().await;
+        let Some(error) = transient(&result) else {
+            return result;
+        };
+        if number >= retry.attempts || cancel.is_cancelled() {
+            if retry.attempts > 1 {
+                warn!(what, attempts = number, error = %error, "network failure; giving up");
+            }
+            return result;
+        }
+        number += 1;
+        let delay = retry.delay_before(number);
+        warn!(
+            what,
+            attempt = number,
+            of = retry.attempts,
+            delay = %humantime::format_duration(delay),
+            error = %error,
+            "network failure; retrying"
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return result,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// The engine's host name, the default archive prefix.

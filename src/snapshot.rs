@@ -3,16 +3,18 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Borg;
+use crate::fault::classify;
 use crate::ssh::{Ssh, quote};
 
-/// How long borg waits for a repository lock held by someone else.
-const LOCK_WAIT_SECONDS: u32 = 120;
+/// The file in `BACKUP_REMOTE_DIR` that says the mirror's last run completed. Removed when a run
+/// starts changing the mirror, written when every volume of the run mirrored without error.
+pub const COMPLETE_STAMP: &str = ".backup-sidecar-complete";
 
 /// A created archive.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +52,35 @@ fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
         .map(|p| p.expose().as_bytes().to_vec())
 }
 
-/// The remote command line for `borg create` of the mirror root.
+fn lock_wait(borg: &Borg) -> u64 {
+    borg.lock_wait.as_secs().max(1)
+}
+
+/// The remote command line for `borg create` of the mirror root. It refuses a mirror without the
+/// completion stamp.
 pub fn create_command(borg: &Borg, remote_dir: &str, archive: &str) -> String {
     format!(
-        "cd {} && {}borg create --json --lock-wait {LOCK_WAIT_SECONDS} {} .",
-        quote(remote_dir),
-        borg_env(borg),
-        quote(&format!("{}::{archive}", borg.repo)),
+        "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
+         of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && \
+         {env}borg create --json --lock-wait {wait} {target} .",
+        dir = quote(remote_dir),
+        env = borg_env(borg),
+        wait = lock_wait(borg),
+        target = quote(&format!("{}::{archive}", borg.repo)),
+    )
+}
+
+/// The remote command line that breaks a stale lock: when the repository is locked and no borg
+/// process runs on the remote, the lock was left by a killed run. Prints `held` or `broken`.
+pub fn stale_lock_command(borg: &Borg) -> String {
+    // `(^|/)[b]org ` matches a running borg ("/usr/bin/borg create ...") but not this script.
+    format!(
+        "test -e {repo}/lock.exclusive || exit 0; \
+         if for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\"; echo; done 2>/dev/null \
+         | grep -Eq '(^|/)[b]org( |$)'; then echo held; \
+         else {env}borg break-lock {repo} && echo broken; fi",
+        repo = quote(&borg.repo),
+        env = borg_env(borg),
     )
 }
 
@@ -75,8 +99,9 @@ pub fn prune_command(borg: &Borg, prefix: &str) -> Option<String> {
         return None;
     }
     Some(format!(
-        "{}borg prune --lock-wait {LOCK_WAIT_SECONDS} --glob-archives {} {} {}",
+        "{}borg prune --lock-wait {} --glob-archives {} {} {}",
         borg_env(borg),
+        lock_wait(borg),
         quote(&format!("{prefix}-*")),
         rules.join(" "),
         quote(&borg.repo)
@@ -109,14 +134,7 @@ async fn borg(
 ) -> Result<String> {
     let done = ssh.run(command, stdin, cancel).await?;
     if !done.success() {
-        let code = done
-            .code
-            .map_or_else(|| "a signal".to_string(), |c| c.to_string());
-        let line = done.last_error_line();
-        if done.code == Some(127) {
-            bail!("{what} failed: borg is not installed on the remote ({line})");
-        }
-        bail!("{what} failed (exit {code}): {line}");
+        return Err(classify(what, done.code, &done.stderr).into());
     }
     Ok(done.stdout)
 }
@@ -129,6 +147,26 @@ pub async fn snapshot(
     remote_dir: &str,
     cancel: &CancellationToken,
 ) -> Result<Created> {
+    let lock = borg(
+        ssh,
+        "borg break-lock",
+        &stale_lock_command(borg_config),
+        stdin_for(borg_config),
+        cancel,
+    )
+    .await?;
+    match lock.trim() {
+        "broken" => tracing::warn!(
+            repo = %borg_config.repo,
+            "broke a stale borg lock: no borg process runs on the remote"
+        ),
+        "held" => tracing::info!(
+            repo = %borg_config.repo,
+            wait = %humantime::format_duration(borg_config.lock_wait),
+            "the borg repository is locked by a running borg process; waiting for it"
+        ),
+        _ => {}
+    }
     let archive = archive_name(prefix, Utc::now());
     let started = Instant::now();
     let stdout = borg(
@@ -152,8 +190,9 @@ pub async fn snapshot(
         borg(ssh, "borg prune", &prune, stdin_for(borg_config), cancel).await?;
     }
     let compact = format!(
-        "{}borg compact --lock-wait {LOCK_WAIT_SECONDS} {}",
+        "{}borg compact --lock-wait {} {}",
         borg_env(borg_config),
+        lock_wait(borg_config),
         quote(&borg_config.repo)
     );
     borg(
@@ -179,6 +218,7 @@ mod tests {
             passphrase: passphrase.then(|| Secret::new("pw".into())),
             archive_prefix: None,
             keep,
+            lock_wait: std::time::Duration::from_secs(120),
         }
     }
 
@@ -199,16 +239,35 @@ mod tests {
             },
         );
         let cmd = create_command(&b, "/mnt/backup/data", "nas-2026-11-01T03:00:07");
-        assert_eq!(
-            cmd,
-            "cd /mnt/backup/data && BORG_RELOCATED_REPO_ACCESS_IS_OK=no \
-             BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no BORG_PASSPHRASE_FD=0 borg create --json \
-             --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
+        assert!(cmd.starts_with("cd /mnt/backup/data && if ! test -f .backup-sidecar-complete"));
+        assert!(
+            cmd.ends_with(
+                "BORG_RELOCATED_REPO_ACCESS_IS_OK=no \
+                 BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no BORG_PASSPHRASE_FD=0 borg create \
+                 --json --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
+            ),
+            "{cmd}"
         );
         assert!(!cmd.contains("pw"));
         assert_eq!(stdin_for(&b), Some(b"pw".to_vec()));
         assert_eq!(stdin_for(&borg(false, b.keep)), None);
         assert!(!create_command(&borg(false, b.keep), "/d", "a").contains("PASSPHRASE"));
+    }
+
+    #[test]
+    fn remote_command_lines_are_valid_shell() {
+        let b = borg(true, Keep { daily: 7, weekly: 4, monthly: 6 });
+        for cmd in [
+            create_command(&b, "/mnt/my backup", "nas-2026-11-01T03:00:07"),
+            stale_lock_command(&b),
+            prune_command(&b, "nas").unwrap(),
+        ] {
+            let status = std::process::Command::new("sh")
+                .args(["-n", "-c", &cmd])
+                .status()
+                .unwrap();
+            assert!(status.success(), "not valid sh: {cmd}");
+        }
     }
 
     #[test]

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Remote};
+use crate::fault::{RemoteError, classify};
 use crate::process::{self, Background, Cmd, Finished};
 
 /// How long the connection may take to come up.
@@ -136,7 +137,7 @@ impl Session {
         loop {
             if master.has_exited() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!(explain_failure(&config.remote, &log));
+                return Err(explain_failure(&config.remote, &log).into());
             }
             if socket.exists() {
                 let check = Cmd::new("ssh")
@@ -152,13 +153,21 @@ impl Session {
                     });
                 }
             }
-            if started.elapsed() > CONNECT_TIMEOUT || cancel.is_cancelled() {
+            if cancel.is_cancelled() {
                 master.stop().await;
-                return Err(anyhow!(
-                    "ssh to {} did not come up within {}s",
-                    config.remote.destination(),
-                    CONNECT_TIMEOUT.as_secs()
-                ));
+                bail!("cancelled while connecting");
+            }
+            if started.elapsed() > CONNECT_TIMEOUT {
+                master.stop().await;
+                return Err(RemoteError {
+                    transient: true,
+                    message: format!(
+                        "ssh to {} did not come up within {}s",
+                        config.remote.destination(),
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                }
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -170,9 +179,8 @@ impl Session {
     }
 }
 
-/// One line on why ssh could not connect, from what it printed.
-fn explain_failure(remote: &Remote, log: &str) -> String {
-    let destination = remote.destination();
+/// Why ssh could not connect, from what it printed.
+fn explain_failure(remote: &Remote, log: &str) -> RemoteError {
     if log.contains("Host key verification failed") {
         let seen = log
             .lines()
@@ -185,18 +193,17 @@ fn explain_failure(remote: &Remote, log: &str) -> String {
         } else {
             "is not in"
         };
-        return format!(
-            "host key of {} {why} BACKUP_KNOWN_HOSTS_FILE, refusing to connect{seen}",
-            remote.host
-        );
+        return RemoteError {
+            transient: false,
+            message: format!(
+                "host key of {} {why} BACKUP_KNOWN_HOSTS_FILE, refusing to connect{seen}",
+                remote.host
+            ),
+        };
     }
-    let last = log
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("ssh exited without a message");
-    format!("ssh to {destination} failed: {last}")
+    let mut error = classify("ssh", None, log);
+    error.message = format!("ssh to {}: {}", remote.destination(), error.message);
+    error
 }
 
 #[cfg(test)]
@@ -226,17 +233,24 @@ mod tests {
         let changed = "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\n\
             The fingerprint for the ED25519 key sent by the remote host is\n\
             SHA256:abc.\nHost key verification failed.\n";
-        let msg = explain_failure(&remote, changed);
-        assert!(msg.contains("differs"), "{msg}");
-        assert!(msg.contains("SHA256:abc"), "{msg}");
+        let error = explain_failure(&remote, changed);
+        assert!(!error.transient);
+        assert!(error.message.contains("differs"), "{error}");
+        assert!(error.message.contains("SHA256:abc"), "{error}");
         let unknown = "No ED25519 host key is known for backup.lan and you have requested strict checking.\nHost key verification failed.\n";
-        assert!(explain_failure(&remote, unknown).contains("is not in"));
-        assert_eq!(
-            explain_failure(
-                &remote,
-                "ssh: connect to host backup.lan port 22: Connection refused\n"
-            ),
-            "ssh to pi@backup.lan failed: ssh: connect to host backup.lan port 22: Connection refused"
+        assert!(
+            explain_failure(&remote, unknown)
+                .message
+                .contains("is not in")
+        );
+        let refused = explain_failure(
+            &remote,
+            "ssh: connect to host backup.lan port 22: Connection refused\n",
+        );
+        assert!(refused.transient);
+        assert!(
+            refused.message.starts_with("ssh to pi@backup.lan: "),
+            "{refused}"
         );
     }
 }

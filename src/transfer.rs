@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
 
+use crate::fault::classify;
 use crate::process::{self, Cmd};
 use crate::ssh::Ssh;
 
@@ -137,7 +138,8 @@ pub async fn sync_volume(
     let source = volumes_dir.join(volume).join("_data");
     if !source.is_dir() {
         bail!(
-            "{} is not a directory (is the volumes directory mounted at BACKUP_VOLUMES_DIR?)",
+            "{} is not there: the volume was removed after the plan, or the volumes directory \
+             is not mounted at BACKUP_VOLUMES_DIR",
             source.display()
         );
     }
@@ -147,12 +149,7 @@ pub async fn sync_volume(
     let exit = RsyncExit::from_code(done.code);
     let seconds = started.elapsed().as_secs_f64();
     if !exit.acceptable(pass) {
-        bail!(
-            "rsync exited with {}: {}",
-            done.code
-                .map_or_else(|| "a signal".to_string(), |c| c.to_string()),
-            done.last_error_line()
-        );
+        return Err(classify("rsync", done.code, &done.stderr).into());
     }
     if exit != RsyncExit::Complete {
         tracing::info!(
