@@ -1,10 +1,12 @@
 //! The daemon: repair what a killed predecessor left frozen, then run on schedule, on start and on
 //! request, one run at a time, until cancelled from outside.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::run::{self, Context, Trigger, TriggerKind};
 use crate::schedule;
@@ -16,6 +18,7 @@ pub async fn serve(
     mut requests: mpsc::UnboundedReceiver<Trigger>,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let ctx = Arc::new(ctx);
     let repaired = ctx.journal.repair(&ctx.docker).await;
     if !repaired.is_empty() {
         info!(containers = %repaired.join(","), "repaired containers left frozen by a previous run");
@@ -46,7 +49,16 @@ pub async fn serve(
     });
     loop {
         if let Some(trigger) = pending.take() {
-            run::run(&ctx, trigger, &cancel).await;
+            // A run in a task of its own: a bug that panics in it fails that run, not the daemon
+            // (the freeze thaws on panics itself; the journal repairs anything left at the next run).
+            let run = tokio::spawn({
+                let ctx = Arc::clone(&ctx);
+                let cancel = cancel.clone();
+                async move { run::run(&ctx, trigger, &cancel).await }
+            });
+            if let Err(e) = run.await {
+                error!(outcome = "failed", error = %e, "run finished");
+            }
             if cancel.is_cancelled() {
                 break;
             }

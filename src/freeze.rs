@@ -160,23 +160,35 @@ async fn thaw_one(docker: &Docker, member: &Member) -> Result<Thawed> {
             }
             Quiesce::None => Ok(()),
         };
-        match result {
+        let error = match result {
             Ok(()) => return Ok(Thawed::Done),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. }) => {
-                match status_code {
-                    404 => return Ok(Thawed::Removed),
-                    304 | 409 => return Ok(Thawed::AlreadyRunning),
-                    _ => {}
-                }
+            Err(e) => e,
+        };
+        if let bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } = &error
+        {
+            // The engine answers 404 for a removed container, and 304, 409 or 500 with "is not
+            // paused" / "already started" for one that somebody else thawed or restarted.
+            if *status_code == 404 || message.contains("No such container") {
+                return Ok(Thawed::Removed);
             }
-            Err(e) => last = Some(e),
+            if *status_code == 304
+                || message.contains("is not paused")
+                || message.contains("already started")
+            {
+                return Ok(Thawed::AlreadyRunning);
+            }
         }
-        if let Some(e) = &last {
-            tracing::warn!(container = %member.name, attempt = attempt + 1, error = %e, "thaw failed, retrying");
-        }
+        tracing::warn!(container = %member.name, attempt = attempt + 1, error = %error, "thaw failed, retrying");
+        last = Some(error);
     }
-    Err(anyhow!(last.expect("failed attempts")))
-        .with_context(|| format!("cannot thaw container {}", member.name))
+    Err(anyhow!(
+        "cannot thaw container {}: {}",
+        member.name,
+        last.map_or_else(|| "no attempt".to_string(), |e| e.to_string())
+    ))
 }
 
 /// Thaws `frozen` (every one, whatever fails) and forgets them in the journal. Fails when a thaw

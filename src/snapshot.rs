@@ -73,11 +73,12 @@ pub fn create_command(borg: &Borg, remote_dir: &str, archive: &str) -> String {
 /// The remote command line that breaks a stale lock: when the repository is locked and no borg
 /// process runs on the remote, the lock was left by a killed run. Prints `held` or `broken`.
 pub fn stale_lock_command(borg: &Borg) -> String {
-    // `(^|/)[b]org ` matches a running borg ("/usr/bin/borg create ...") but not this script.
+    // A running borg shows as "/usr/bin/borg create ..." in /proc. This script's own command line
+    // names borg too; it is the only one that says "break-lock", so such lines are left out.
     format!(
         "test -e {repo}/lock.exclusive || exit 0; \
          if for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\"; echo; done 2>/dev/null \
-         | grep -Eq '(^|/)[b]org( |$)'; then echo held; \
+         | grep -av 'break[-]lock' | grep -aEq '(^|/)[b]org( |$)'; then echo held; \
          else {env}borg break-lock {repo} && echo broken; fi",
         repo = quote(&borg.repo),
         env = borg_env(borg),
@@ -256,7 +257,14 @@ mod tests {
 
     #[test]
     fn remote_command_lines_are_valid_shell() {
-        let b = borg(true, Keep { daily: 7, weekly: 4, monthly: 6 });
+        let b = borg(
+            true,
+            Keep {
+                daily: 7,
+                weekly: 4,
+                monthly: 6,
+            },
+        );
         for cmd in [
             create_command(&b, "/mnt/my backup", "nas-2026-11-01T03:00:07"),
             stale_lock_command(&b),

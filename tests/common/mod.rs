@@ -159,20 +159,18 @@ impl Env {
     /// Starts a remote (sshd, rsync, borg) that trusts this test's key, writes known_hosts for it,
     /// and initialises an encrypted borg repository at /backup/borg.
     pub fn remote(&self) -> Remote {
+        self.remote_with(&[])
+    }
+
+    /// [`Env::remote`] with extra `docker run` arguments (a small tmpfs for the mirror, say).
+    pub fn remote_with(&self, extra_args: &[&str]) -> Remote {
         let public = std::fs::read_to_string(self.ssh_path("id_ed25519.pub")).unwrap();
-        let name = self.container(
-            "remote",
-            &[
-                "--network",
-                &self.network,
-                "-e",
-                &format!("AUTHORIZED_KEYS={}", public.trim()),
-            ],
-            REMOTE_IMAGE,
-            &[],
-        );
+        let authorized = format!("AUTHORIZED_KEYS={}", public.trim());
+        let mut args = vec!["--network", &self.network, "-e", &authorized];
+        args.extend(extra_args);
+        let name = self.container("remote", &args, REMOTE_IMAGE, &[]);
         let started = Instant::now();
-        let host_key = loop {
+        loop {
             let out = docker_output(&[
                 "exec",
                 &name,
@@ -184,32 +182,44 @@ impl Env {
             if out.status.success()
                 && String::from_utf8_lossy(&logs.stderr).contains("Server listening")
             {
-                break String::from_utf8_lossy(&out.stdout).into_owned();
+                break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "remote did not start"
             );
             std::thread::sleep(Duration::from_millis(100));
-        };
-        let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-        std::fs::write(
-            self.ssh_path("known_hosts"),
-            format!("{name} {}\n", key.join(" ")),
-        )
-        .unwrap();
+        }
+        let remote = Remote { name };
+        self.pin_host_key(&remote);
         docker(&[
             "exec",
             "-e",
             &format!("BORG_PASSPHRASE={PASSPHRASE}"),
-            &name,
+            &remote.name,
             "borg",
             "init",
             "-e",
             "repokey",
             "/backup/borg",
         ]);
-        Remote { name }
+        remote
+    }
+
+    /// Writes known_hosts with the remote's current host key.
+    pub fn pin_host_key(&self, remote: &Remote) {
+        let host_key = docker(&[
+            "exec",
+            &remote.name,
+            "cat",
+            "/etc/ssh/keys/ssh_host_ed25519_key.pub",
+        ]);
+        let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+        std::fs::write(
+            self.ssh_path("known_hosts"),
+            format!("{} {}\n", remote.name, key.join(" ")),
+        )
+        .unwrap();
     }
 
     /// The sidecar's environment for a test: this test's remote and project, JSON logs, no
@@ -263,9 +273,15 @@ impl Env {
 
     /// Starts the sidecar daemon; returns its container name.
     pub fn sidecar(&self, remote: &Remote, extra: &[(&str, &str)]) -> String {
-        let args = self.sidecar_args(&self.sidecar_env(remote, extra));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.container("sidecar", &args, SIDECAR_IMAGE, &[])
+        self.sidecar_with(remote, extra, &[])
+    }
+
+    /// [`Env::sidecar`] with extra `docker run` arguments.
+    pub fn sidecar_with(&self, remote: &Remote, extra: &[(&str, &str)], args: &[&str]) -> String {
+        let mut all = self.sidecar_args(&self.sidecar_env(remote, extra));
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.container("sidecar", &all, SIDECAR_IMAGE, &[])
     }
 
     /// Runs a shell command on the remote and returns stdout.
@@ -317,9 +333,11 @@ impl Drop for Env {
     }
 }
 
-/// A listing of a directory tree (type, mode, owner, size, link target) and checksums of its
+/// A listing of a directory tree (type, mode, owner, file size, link target; not directory sizes,
+/// which depend on the file system) and checksums of its
 /// files, for comparing a volume with its mirror. `sh` runs it where the tree is.
-pub const TREE_DIGEST: &str = "find . -printf '%p %y %m %U:%G %s %l\\n' | LC_ALL=C sort; \
+pub const TREE_DIGEST: &str = "find . \\( -type d -printf '%p %y %m %U:%G\\n' \\) \
+    -o -printf '%p %y %m %U:%G %s %l\\n' | LC_ALL=C sort; \
     find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum";
 
 /// The digest of a volume's content.
