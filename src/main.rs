@@ -78,6 +78,16 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
                 variable: "BACKUP_STATE_DIR".into(),
                 message: format!("{e:#}"),
             })?;
+            if let Err(e) = std::fs::read_dir(&config.volumes_dir) {
+                return Err(ConfigError {
+                    variable: "BACKUP_VOLUMES_DIR".into(),
+                    message: format!(
+                        "cannot read {}: {e} (mount the host's volumes directory there, read-only)",
+                        config.volumes_dir.display()
+                    ),
+                }
+                .into());
+            }
             let docker = discover::connect().await?;
             let ctx = Context {
                 config,
