@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/provision.sh
 scripts/build-images.sh
 # The end-to-end tests run one at a time: they time freezes, and this machine has two cores.
-cargo test --locked --no-fail-fast -- --test-threads=1 "$@"
+# --nocapture: the fault suite prints its table, and progress shows while the tests run.
+cargo test --locked --no-fail-fast -- --test-threads=1 --nocapture "$@"

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::discover;
 use crate::plan;
+use crate::snapshot;
 use crate::ssh::{Session, quote};
 
 fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
@@ -91,18 +92,11 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
         }
         if let Some(borg) = &config.borg {
             let command = format!(
-                "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no {}borg list --short --last 1 {}",
-                if borg.passphrase.is_some() {
-                    "BORG_PASSPHRASE_FD=0 "
-                } else {
-                    ""
-                },
+                "{}borg list --short --last 1 {}",
+                snapshot::borg_env(borg),
                 quote(&borg.repo)
             );
-            let stdin = borg
-                .passphrase
-                .as_ref()
-                .map(|p| p.expose().as_bytes().to_vec());
+            let stdin = snapshot::stdin_for(borg);
             let result = match ssh.run(&command, stdin, cancel).await {
                 Ok(done) if done.success() => Ok(format!("{} is reachable", borg.repo)),
                 Ok(done) => Err(anyhow!("{}", done.last_error_line())),

@@ -195,9 +195,11 @@ async fn thaw_one(docker: &Docker, member: &Member) -> Result<Thawed> {
 /// failed, or when a container was removed or restarted while frozen: then the catch-up pass did
 /// not see one still instant.
 async fn thaw_all(docker: &Docker, journal: &Journal, frozen: &[&Member]) -> Result<()> {
+    // All at once: the group's freeze window ends when its last member is thawed.
+    let outcomes = futures::future::join_all(frozen.iter().map(|m| thaw_one(docker, m))).await;
     let mut failures = Vec::new();
-    for member in frozen {
-        match thaw_one(docker, member).await {
+    for (member, outcome) in frozen.iter().zip(outcomes) {
+        match outcome {
             Ok(thawed) => {
                 journal.forget(&member.id);
                 match thawed {
@@ -259,22 +261,29 @@ where
 
     let work_cancel = cancel.child_token();
     let started = Instant::now();
+    // All at once, so the first member is not frozen longer than it must be.
     let mut frozen: Vec<&Member> = Vec::new();
-    let mut result: Result<T> = Err(anyhow!("not run"));
-    let mut freeze_failed = false;
-    for member in &members {
-        if cancel.is_cancelled() {
-            result = Err(anyhow!("cancelled before the freeze completed"));
-            freeze_failed = true;
-            break;
-        }
-        match freeze_one(docker, member).await {
-            Ok(()) => frozen.push(member),
-            Err(e) => {
-                result = Err(e);
-                freeze_failed = true;
-                break;
+    let mut result: Result<T> = Err(anyhow!("cancelled before the freeze"));
+    let mut freeze_failed = cancel.is_cancelled();
+    if !freeze_failed {
+        let outcomes =
+            futures::future::join_all(members.iter().map(|m| freeze_one(docker, m))).await;
+        for (member, outcome) in members.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => frozen.push(member),
+                Err(e) => {
+                    // A member that was never frozen leaves the journal now.
+                    journal.forget(&member.id);
+                    if !freeze_failed {
+                        result = Err(e);
+                    }
+                    freeze_failed = true;
+                }
             }
+        }
+    } else {
+        for member in &members {
+            journal.forget(&member.id);
         }
     }
     if !freeze_failed {
@@ -292,10 +301,6 @@ where
             _ = cancel.cancelled() => Err(anyhow!("cancelled while frozen")),
         };
         work_cancel.cancel();
-    }
-    // Members we never got to are still in the journal: forget them.
-    for member in &members[frozen.len()..] {
-        journal.forget(&member.id);
     }
     let thawed = thaw_all(docker, journal, &frozen).await;
     let paused_for = started.elapsed();

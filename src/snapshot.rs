@@ -36,7 +36,7 @@ pub fn archive_name(prefix: &str, now: DateTime<Utc>) -> String {
 
 /// The environment assignments that go before every borg command on the remote: no prompts ever
 /// (borg would read the answer from stdin, where the passphrase is), and the passphrase from stdin.
-fn borg_env(borg: &Borg) -> String {
+pub fn borg_env(borg: &Borg) -> String {
     let mut env = String::from(
         "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no ",
     );
@@ -46,7 +46,8 @@ fn borg_env(borg: &Borg) -> String {
     env
 }
 
-fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
+/// What goes to a remote borg's stdin: the passphrase, if any.
+pub fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
     borg.passphrase
         .as_ref()
         .map(|p| p.expose().as_bytes().to_vec())
@@ -213,6 +214,12 @@ mod tests {
     use crate::config::{Keep, Secret};
     use chrono::TimeZone;
 
+    const KEEP: Keep = Keep {
+        daily: 7,
+        weekly: 4,
+        monthly: 6,
+    };
+
     fn borg(passphrase: bool, keep: Keep) -> Borg {
         Borg {
             repo: "/mnt/backup/borg".into(),
@@ -231,14 +238,7 @@ mod tests {
 
     #[test]
     fn passphrase_never_in_the_command_line() {
-        let b = borg(
-            true,
-            Keep {
-                daily: 7,
-                weekly: 4,
-                monthly: 6,
-            },
-        );
+        let b = borg(true, KEEP);
         let cmd = create_command(&b, "/mnt/backup/data", "nas-2026-11-01T03:00:07");
         assert!(cmd.starts_with("cd /mnt/backup/data && if ! test -f .backup-sidecar-complete"));
         assert!(
@@ -257,14 +257,7 @@ mod tests {
 
     #[test]
     fn remote_command_lines_are_valid_shell() {
-        let b = borg(
-            true,
-            Keep {
-                daily: 7,
-                weekly: 4,
-                monthly: 6,
-            },
-        );
+        let b = borg(true, KEEP);
         for cmd in [
             create_command(&b, "/mnt/my backup", "nas-2026-11-01T03:00:07"),
             stale_lock_command(&b),

@@ -13,6 +13,9 @@ use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What every app of the suite does: write the time, all the time.
+const CLOCK: &str = "while :; do date +%s%N > /data/clock; sleep 0.05; done";
+
 /// A fault scenario: a remote, an app (compose project of the test) with a labelled volume, and
 /// the sidecar once started.
 struct Scenario {
@@ -42,21 +45,7 @@ impl Scenario {
             &volume,
             "mkdir -p /data/d && for i in $(seq 1 50); do head -c 20000 /dev/urandom > /data/d/f$i; done",
         );
-        let app = env.container(
-            "app",
-            &[
-                "--label",
-                &env.project_label(),
-                "-v",
-                &format!("{volume}:/data"),
-            ],
-            APP_IMAGE,
-            &[
-                "sh",
-                "-c",
-                "while :; do date +%s%N > /data/clock; sleep 0.05; done",
-            ],
-        );
+        let app = env.app("app", &volume, CLOCK);
         Scenario {
             env,
             remote,
@@ -72,21 +61,7 @@ impl Scenario {
             &format!("{suffix}-data"),
             &["backup.enable=true", &self.env.project_label()],
         );
-        let app = self.env.container(
-            suffix,
-            &[
-                "--label",
-                &self.env.project_label(),
-                "-v",
-                &format!("{volume}:/data"),
-            ],
-            APP_IMAGE,
-            &[
-                "sh",
-                "-c",
-                "while :; do date +%s%N > /data/clock; sleep 0.05; done",
-            ],
-        );
+        let app = self.env.app(suffix, &volume, CLOCK);
         self.apps.push(app);
         self.volumes.push(volume);
     }
@@ -214,6 +189,36 @@ impl Scenario {
         });
     }
 
+    /// A borg on the remote holds the repository lock (`borg with-lock ... sleep 600`).
+    fn hold_borg_lock(&self) {
+        let argv = self.env.borg_argv(
+            &self.remote,
+            true,
+            &["with-lock", "/backup/borg", "sleep", "600"],
+        );
+        docker(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+        wait_until("the lock", Duration::from_secs(20), || {
+            self.on_remote("test -e /backup/borg/lock.exclusive && echo yes || true")
+                .contains("yes")
+        });
+    }
+
+    /// Sends `signal` to the borg holding the lock.
+    fn signal_lock_holder(&self, signal: &str) {
+        self.on_remote(&format!(
+            "for p in /proc/[0-9]*; do if tr '\\000' ' ' < $p/cmdline 2>/dev/null \
+             | grep -q '[w]ith-lock'; then kill -{signal} ${{p#/proc/}}; fi; done"
+        ));
+    }
+
+    /// Waits until sshd runs on the remote (after a restart).
+    fn wait_sshd(&self) {
+        wait_until("sshd", Duration::from_secs(20), || {
+            self.on_remote("test -e /run/sshd.pid && echo yes || true")
+                .contains("yes")
+        });
+    }
+
     fn retries_logged(&self) -> usize {
         events_named(&self.sidecar, "network failure; retrying").len()
     }
@@ -277,11 +282,7 @@ fn remote_stopped_mid_transfer() -> Row {
     let retries = s.retries_logged();
     assert!(retries >= 1, "network failures are retried");
     docker(&["start", &s.remote.name]);
-    wait_until("sshd", Duration::from_secs(20), || {
-        docker_output(&["exec", &s.remote.name, "test", "-e", "/run/sshd.pid"])
-            .status
-            .success()
-    });
+    s.wait_sshd();
     s.assert_no_new_archive();
     s.recover(
         2,
@@ -382,11 +383,7 @@ fn host_key_changed() -> Row {
          ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/keys/ssh_host_ed25519_key",
     );
     docker(&["restart", "-t", "1", &s.remote.name]);
-    wait_until("sshd", Duration::from_secs(20), || {
-        docker_output(&["exec", &s.remote.name, "test", "-e", "/run/sshd.pid"])
-            .status
-            .success()
-    });
+    s.wait_sshd();
     s.start(&[], &[]);
     let error = s.expect_failure(1, "host key");
     assert!(error.contains("SHA256:"), "the fingerprint it saw: {error}");
@@ -402,33 +399,8 @@ fn host_key_changed() -> Row {
 fn stale_borg_lock() -> Row {
     let mut s = Scenario::new("stalelock", &[]);
     // A borg killed while it held the repository lock (kill -9: no cleanup).
-    docker(&[
-        "exec",
-        "-d",
-        "-e",
-        &format!("BORG_PASSPHRASE={PASSPHRASE}"),
-        &s.remote.name,
-        "borg",
-        "with-lock",
-        "/backup/borg",
-        "sleep",
-        "600",
-    ]);
-    wait_until("the lock", Duration::from_secs(20), || {
-        docker_output(&[
-            "exec",
-            &s.remote.name,
-            "test",
-            "-e",
-            "/backup/borg/lock.exclusive",
-        ])
-        .status
-        .success()
-    });
-    s.on_remote(
-        "for p in /proc/[0-9]*; do if tr '\\000' ' ' < $p/cmdline 2>/dev/null | grep -q '[w]ith-lock'; \
-         then kill -9 ${p#/proc/}; fi; done",
-    );
+    s.hold_borg_lock();
+    s.signal_lock_holder("KILL");
     s.start(&[], &[]);
     let row = s.recovered(
         1,
@@ -449,36 +421,13 @@ fn stale_borg_lock() -> Row {
 
 fn live_borg_lock() -> Row {
     let mut s = Scenario::new("livelock", &[]);
-    docker(&[
-        "exec",
-        "-d",
-        "-e",
-        &format!("BORG_PASSPHRASE={PASSPHRASE}"),
-        &s.remote.name,
-        "borg",
-        "with-lock",
-        "/backup/borg",
-        "sleep",
-        "600",
-    ]);
-    wait_until("the lock", Duration::from_secs(20), || {
-        docker_output(&[
-            "exec",
-            &s.remote.name,
-            "test",
-            "-e",
-            "/backup/borg/lock.exclusive",
-        ])
-        .status
-        .success()
-    });
+    s.hold_borg_lock();
     s.start(&[], &[]);
     let error = s.failed_run(1, "locked by another borg process");
     // The holder finishes (SIGTERM: borg releases its lock).
+    s.signal_lock_holder("TERM");
     s.on_remote(
-        "for p in /proc/[0-9]*; do if tr '\\000' ' ' < $p/cmdline 2>/dev/null | grep -q '[w]ith-lock'; \
-         then kill ${p#/proc/}; fi; done; \
-         for i in $(seq 1 100); do test -e /backup/borg/lock.exclusive || break; sleep 0.2; done",
+        "for i in $(seq 1 100); do test -e /backup/borg/lock.exclusive || break; sleep 0.2; done",
     );
     s.assert_no_new_archive();
     s.recover(

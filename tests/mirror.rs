@@ -24,17 +24,7 @@ fn running_app_is_mirrored_consistently_and_keeps_running() {
         "mkdir -p /data/static && cd /data/static && for d in 0 1 2; do mkdir -p $d; \
          for i in $(seq 1 100); do head -c 65536 /dev/urandom > $d/f$i; done; done",
     );
-    let app = env.container(
-        "app",
-        &[
-            "--label",
-            &env.project_label(),
-            "-v",
-            &format!("{volume}:/data"),
-        ],
-        APP_IMAGE,
-        &["sh", "-c", WRITER],
-    );
+    let app = env.app("app", &volume, WRITER);
     wait_until("the app to write", Duration::from_secs(20), || {
         env.in_volume(&volume, "cat /data/state 2>/dev/null || echo 0")
             .trim()
@@ -182,18 +172,8 @@ fn one_compose_project_freezes_and_thaws_together() {
     let project = env.project_label();
     let app_data = env.volume("app-data", &["backup.enable=true", &project]);
     let db_data = env.volume("db-data", &["backup.enable=true", &project]);
-    let app = env.container(
-        "app",
-        &["--label", &project, "-v", &format!("{app_data}:/data")],
-        APP_IMAGE,
-        &["sleep", "infinity"],
-    );
-    let db = env.container(
-        "db",
-        &["--label", &project, "-v", &format!("{db_data}:/data")],
-        APP_IMAGE,
-        &["sleep", "infinity"],
-    );
+    let app = env.app("app", &app_data, "sleep infinity");
+    let db = env.app("db", &db_data, "sleep infinity");
     let since = docker(&["info", "--format", "{{.SystemTime}}"]);
     let sidecar = env.sidecar(&remote, &[]);
     let finished = wait_for_run(&sidecar, RUN_TIMEOUT);

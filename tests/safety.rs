@@ -21,17 +21,7 @@ const SLOW_CATCH_UP: &str = "printf '%s\\n' '#!/bin/sh' \
 fn app(env: &Env) -> String {
     let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
     env.in_volume(&volume, "echo data > /data/file");
-    env.container(
-        "app",
-        &[
-            "--label",
-            &env.project_label(),
-            "-v",
-            &format!("{volume}:/data"),
-        ],
-        APP_IMAGE,
-        &["sleep", "infinity"],
-    )
+    env.app("app", &volume, "sleep infinity")
 }
 
 #[test]

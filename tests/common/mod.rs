@@ -140,6 +140,19 @@ impl Env {
         name
     }
 
+    /// Starts an app container `<name>-<suffix>` of this test's compose project, with `volume`
+    /// at /data, running the shell script `script`; returns its name.
+    pub fn app(&self, suffix: &str, volume: &str, script: &str) -> String {
+        let mount = format!("{volume}:/data");
+        let project = self.project_label();
+        self.container(
+            suffix,
+            &["--label", &project, "-v", &mount],
+            APP_IMAGE,
+            &["sh", "-c", script],
+        )
+    }
+
     /// Runs a shell script in a throwaway container with the volume at /data.
     pub fn in_volume(&self, volume: &str, script: &str) -> String {
         docker(&[
@@ -192,17 +205,7 @@ impl Env {
         }
         let remote = Remote { name };
         self.pin_host_key(&remote);
-        docker(&[
-            "exec",
-            "-e",
-            &format!("BORG_PASSPHRASE={PASSPHRASE}"),
-            &remote.name,
-            "borg",
-            "init",
-            "-e",
-            "repokey",
-            "/backup/borg",
-        ]);
+        self.borg(&remote, &["init", "-e", "repokey", "/backup/borg"]);
         remote
     }
 
@@ -300,21 +303,35 @@ impl Env {
         names
     }
 
+    /// Runs borg on the remote with the test repository's passphrase; returns stdout.
+    pub fn borg(&self, remote: &Remote, args: &[&str]) -> String {
+        docker(
+            &self
+                .borg_argv(remote, false, args)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The `docker exec` argv for borg on the remote (`detach`: in the background).
+    pub fn borg_argv(&self, remote: &Remote, detach: bool, args: &[&str]) -> Vec<String> {
+        let mut argv = vec!["exec".to_string()];
+        if detach {
+            argv.push("-d".into());
+        }
+        argv.extend(["-e".into(), format!("BORG_PASSPHRASE={PASSPHRASE}")]);
+        argv.extend([remote.name.clone(), "borg".into()]);
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
     /// Archives in the test repository.
     pub fn archives(&self, remote: &Remote) -> Vec<String> {
-        docker(&[
-            "exec",
-            "-e",
-            &format!("BORG_PASSPHRASE={PASSPHRASE}"),
-            &remote.name,
-            "borg",
-            "list",
-            "--short",
-            "/backup/borg",
-        ])
-        .lines()
-        .map(String::from)
-        .collect()
+        self.borg(remote, &["list", "--short", "/backup/borg"])
+            .lines()
+            .map(String::from)
+            .collect()
     }
 }
 
