@@ -9,8 +9,9 @@
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rsync openssh-client tini \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rsync openssh-client tini borgbackup \
  && rm -rf /var/lib/apt/lists/*
+# borg: `restore --from ARCHIVE` runs `borg extract` here, against the remote repository over ssh.
 # Root: the sidecar must read every file of every volume, whoever owns it.
 ENTRYPOINT ["/usr/bin/tini", "--", "backup-sidecar"]
 CMD ["run"]

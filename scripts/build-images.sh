@@ -18,4 +18,6 @@ build() {
 }
 build --target prebuilt -t backup-sidecar:latest .
 build -t backup-sidecar-remote:latest compose/remote
+# Rebuilds leave the previous images untagged.
+docker image prune -f >/dev/null
 echo "built backup-sidecar:latest and backup-sidecar-remote:latest"

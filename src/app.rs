@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::freeze::RunLock;
 use crate::run::{self, Context, Trigger, TriggerKind};
 use crate::schedule;
 
@@ -54,7 +55,21 @@ pub async fn serve(
             let run = tokio::spawn({
                 let ctx = Arc::clone(&ctx);
                 let cancel = cancel.clone();
-                async move { run::run(&ctx, trigger, &cancel).await }
+                async move {
+                    // A restore started with `docker exec` holds the lock: the run waits for it.
+                    let _lock = tokio::select! {
+                        lock = RunLock::acquire(&ctx.config.state_dir) => lock,
+                        _ = cancel.cancelled() => return,
+                    };
+                    match _lock {
+                        Ok(_lock) => {
+                            run::run(&ctx, trigger, &cancel).await;
+                        }
+                        Err(e) => {
+                            error!(outcome = "failed", error = %format!("{e:#}"), "run finished")
+                        }
+                    }
+                }
             });
             if let Err(e) = run.await {
                 error!(outcome = "failed", error = %e, "run finished");

@@ -15,6 +15,8 @@
 //! - [`transfer`]: one rsync pass of one volume.
 //! - [`snapshot`]: `borg create`, `prune`, `compact` on the remote.
 //! - [`run`]: one run: plan, live pass, freeze + catch-up pass, snapshot, summary line.
+//! - [`restore`]: `snapshots` and `restore`: a volume back from the mirror or an archive, through
+//!   a helper container that mounts only the target volume.
 //! - [`schedule`]: when the next run is due.
 //! - [`app`]: the daemon loop: schedule, start and signal triggers, one run at a time.
 //! - [`check`]: the preflight command.
@@ -34,6 +36,7 @@ pub mod freeze;
 pub mod logging;
 pub mod plan;
 pub mod process;
+pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod snapshot;

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use backup_sidecar::config::{Config, ConfigError};
-use backup_sidecar::freeze::Journal;
+use backup_sidecar::freeze::{Journal, RunLock};
 use backup_sidecar::run::{Context, Trigger, TriggerKind};
-use backup_sidecar::{app, check, discover, logging, plan};
+use backup_sidecar::{app, check, discover, logging, plan, restore};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -22,7 +22,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// The daemon (default): run on schedule, on start if asked, and on SIGUSR1.
     Run,
@@ -30,6 +30,25 @@ enum Command {
     Plan,
     /// Preflight: Docker, volumes, ssh with the pinned host key, remote rsync and borg, repository.
     Check,
+    /// The borg archives on the remote: name, time, size; newest first.
+    Snapshots,
+    /// Brings a volume back from the mirror or a borg archive.
+    Restore {
+        /// The backed-up volume.
+        volume: String,
+        /// `mirror`, `latest` or an archive name.
+        #[arg(long, default_value = "mirror")]
+        from: String,
+        /// Restore into this volume (created if missing) instead of in place.
+        #[arg(long)]
+        to: Option<String>,
+        /// List what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Go ahead (without it, restore says what it would overwrite and stops).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +129,32 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Check => check::check(&config, &cancel)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Snapshots => restore::snapshots(&config, &cancel)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Restore {
+            volume,
+            from,
+            to,
+            dry_run,
+            yes,
+        } => {
+            let journal = Journal::open(&config.state_dir)?;
+            let Some(_lock) = RunLock::try_acquire(&config.state_dir)? else {
+                anyhow::bail!("a backup run is in progress; restore again when it has finished");
+            };
+            let docker = discover::connect().await?;
+            let request = restore::Request {
+                volume,
+                from: restore::Source::parse(&from),
+                to,
+                dry_run,
+                yes,
+            };
+            restore::restore(&config, &docker, &journal, &request, &cancel)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     handle.close();
     watcher.abort();

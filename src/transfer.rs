@@ -94,11 +94,31 @@ impl Stats {
     }
 }
 
-/// The rsync command for one pass of one volume.
+/// The rsync command for one pass of one volume: `source` (a local directory) to `target` on the
+/// remote.
 pub fn rsync_command(ssh: &Ssh, source: &Path, target: &str, excludes: &[String]) -> Cmd {
+    let mut source = source.as_os_str().to_owned();
+    source.push("/");
+    let mut cmd = rsync_base(ssh);
+    for pattern in excludes {
+        cmd = cmd.arg(format!("--exclude={pattern}"));
+    }
+    cmd.arg(source).arg(ssh.rsync_target(target))
+}
+
+/// The rsync command that brings `remote` (a directory on the remote, with a trailing slash)
+/// back into the local directory `local`, for a restore; `extra` options go before the paths.
+pub fn pull_command(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -> Cmd {
+    rsync_base(ssh)
+        .args(extra)
+        .arg(ssh.rsync_target(remote))
+        .arg(local)
+}
+
+fn rsync_base(ssh: &Ssh) -> Cmd {
     // rsync's quick check compares whole seconds by default: a file rewritten at the same size
     // within the second of the live pass would be skipped by the catch-up pass. Nanoseconds count.
-    let mut cmd = Cmd::new("rsync")
+    Cmd::new("rsync")
         .args([
             "-aHAXS",
             "--numeric-ids",
@@ -107,13 +127,7 @@ pub fn rsync_command(ssh: &Ssh, source: &Path, target: &str, excludes: &[String]
             "--stats",
         ])
         .arg("-e")
-        .arg(ssh.rsh());
-    for pattern in excludes {
-        cmd = cmd.arg(format!("--exclude={pattern}"));
-    }
-    let mut source = source.as_os_str().to_owned();
-    source.push("/");
-    cmd.arg(source).arg(ssh.rsync_target(target))
+        .arg(ssh.rsh())
 }
 
 /// Result of one pass.

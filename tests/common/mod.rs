@@ -122,6 +122,11 @@ impl Env {
         name
     }
 
+    /// Removes this volume at the end of the test too (one the sidecar creates, say).
+    pub fn track_volume(&self, name: &str) {
+        self.volumes.lock().unwrap().push(name.to_string());
+    }
+
     /// The compose project label of this test.
     pub fn project_label(&self) -> String {
         format!("com.docker.compose.project={}", self.name)

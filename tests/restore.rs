@@ -1,0 +1,375 @@
+//! Restore, with proof: a volume holding everything a volume can hold is backed up, wiped, restored
+//! from the mirror and compared; restored from the borg archive into a new volume and compared.
+//! The comparison reads both trees on the host (root, like the engine): content, type, mode,
+//! owner, mtime to the nanosecond, link targets, hard-link identity, xattrs (ACLs are the
+//! `system.posix_acl_*` xattrs), sparseness, and the volume root's own metadata.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::hash::{DefaultHasher, Hasher};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Everything a volume can hold; runs as root in the remote image (it has setfacl and setfattr).
+const FIDELITY: &str = r#"set -e
+cd /data
+for a in $(seq 0 19); do for b in $(seq 0 9); do mkdir -p n/$a/$b
+  for c in $(seq 0 99); do echo "$a/$b/$c" > n/$a/$b/f$c; done; done; done
+truncate -s 1G sparse
+printf middle | dd of=sparse bs=1 seek=536870912 conv=notrunc status=none
+printf end | dd of=sparse bs=1 seek=1073741821 conv=notrunc status=none
+echo linked > hl1; ln hl1 hl2; mkdir -p other; ln hl1 other/hl3
+ln -s hl1 sym; ln -s /nonexistent/target dangling
+mkdir empty
+mkfifo fifo
+echo s > "with space"; echo n > $'new\nline'; echo b > $'bad\xff\xfename'
+echo long > "$(printf 'x%.0s' $(seq 1 255))"
+echo 0 > m0000; chmod 0000 m0000
+echo s > m4755; chmod 4755 m4755
+mkdir m1777; chmod 1777 m1777
+echo o > owned; chown 12345:54321 owned; chown -h 23456:65432 sym
+echo t > nanos; touch -d '2020-01-02 03:04:05.123456789' nanos
+setfattr -n user.color -v blue hl1
+setfattr -n user.note -v 'two words' owned
+setfacl -m u:4242:rwx,g:4343:r-x owned
+setfacl -d -m u:4242:rwx m1777
+chown 999:999 /data; chmod 0750 /data
+touch -d '2021-05-06 07:08:09.123456' /data
+"#;
+
+/// What the comparison sees of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    target: Option<Vec<u8>>,
+    content: Option<u64>,
+    sparse: bool,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// A tree: entries by relative path (raw bytes), and hard-link groups.
+#[derive(Debug, PartialEq, Eq)]
+struct Tree {
+    entries: BTreeMap<Vec<u8>, Entry>,
+    links: Vec<Vec<Vec<u8>>>,
+}
+
+fn xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 65536];
+    // SAFETY: buffers are valid for their stated lengths; l* variants do not follow symlinks.
+    let len = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let mut out = BTreeMap::new();
+    if len <= 0 {
+        return out;
+    }
+    for name in names[..len as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let cname = CString::new(name).unwrap();
+        let mut value = vec![0u8; 65536];
+        // SAFETY: as above.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n >= 0 {
+            value.truncate(n as usize);
+            out.insert(name.to_vec(), value);
+        }
+    }
+    out
+}
+
+fn hash_file(path: &Path) -> u64 {
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut hasher = DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.write(&buf[..n]);
+    }
+    hasher.finish()
+}
+
+fn walk(root: &Path, dir: &Path, tree: &mut Tree, inodes: &mut BTreeMap<u64, Vec<Vec<u8>>>) {
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    let rel = dir
+        .strip_prefix(root)
+        .unwrap()
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        "dir"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_file() {
+        "file"
+    } else {
+        "other"
+    };
+    let is_file = ft.is_file();
+    if is_file && meta.nlink() > 1 {
+        inodes.entry(meta.ino()).or_default().push(rel.clone());
+    }
+    tree.entries.insert(
+        rel,
+        Entry {
+            kind,
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: if ft.is_dir() { 0 } else { meta.size() },
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            target: ft.is_symlink().then(|| {
+                std::fs::read_link(dir)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            }),
+            content: is_file.then(|| hash_file(dir)),
+            sparse: is_file && meta.size() > 1 << 20 && meta.blocks() * 512 < meta.size() / 2,
+            xattrs: xattrs(dir),
+        },
+    );
+    if ft.is_dir() {
+        let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        children.sort();
+        for child in children {
+            walk(root, &child, tree, inodes);
+        }
+    }
+}
+
+/// Reads a volume's tree on the host.
+fn tree(volume: &str) -> Tree {
+    let root = PathBuf::from(format!("/var/lib/docker/volumes/{volume}/_data"));
+    let mut tree = Tree {
+        entries: BTreeMap::new(),
+        links: Vec::new(),
+    };
+    let mut inodes = BTreeMap::new();
+    walk(&root, &root, &mut tree, &mut inodes);
+    tree.links = inodes.into_values().collect();
+    tree.links.iter_mut().for_each(|g| g.sort());
+    tree.links.sort();
+    tree
+}
+
+fn assert_same(original: &Tree, restored: &Tree, what: &str) {
+    let mut differences = Vec::new();
+    for (path, entry) in &original.entries {
+        match restored.entries.get(path) {
+            None => differences.push(format!("missing {:?}", String::from_utf8_lossy(path))),
+            Some(other) if other != entry => differences.push(format!(
+                "{:?}: {entry:?} became {other:?}",
+                String::from_utf8_lossy(path)
+            )),
+            Some(_) => {}
+        }
+    }
+    for path in restored.entries.keys() {
+        if !original.entries.contains_key(path) {
+            differences.push(format!("extra {:?}", String::from_utf8_lossy(path)));
+        }
+    }
+    if original.links != restored.links {
+        differences.push(format!(
+            "hard links {:?} became {:?}",
+            original.links, restored.links
+        ));
+    }
+    assert!(
+        differences.is_empty(),
+        "{what}: {} difference(s):\n{}",
+        differences.len(),
+        differences
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn restore(sidecar: &str, args: &[&str]) -> (String, Duration) {
+    let mut argv = vec!["exec", sidecar, "backup-sidecar", "restore"];
+    argv.extend(args);
+    let started = Instant::now();
+    let out = docker_output(&argv);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "restore {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, took)
+}
+
+#[test]
+fn round_trips_keep_everything_a_volume_holds() {
+    let env = Env::new("fidelity");
+    let remote = env.remote();
+    let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    docker(&[
+        "run",
+        "--rm",
+        "--label",
+        TEST_LABEL,
+        "-v",
+        &format!("{volume}:/data"),
+        "--entrypoint",
+        "bash",
+        REMOTE_IMAGE,
+        "-c",
+        FIDELITY,
+    ]);
+    let original = tree(&volume);
+    assert!(original.entries.len() > 20_000);
+    assert!(
+        original.entries.values().any(|e| e.sparse),
+        "the fixture has a sparse file"
+    );
+
+    let sidecar = env.sidecar(&remote, &[]);
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let archive = run["fields"]["archive"].as_str().unwrap().to_string();
+
+    // The archive is listed.
+    let listed = docker(&["exec", &sidecar, "backup-sidecar", "snapshots"]);
+    assert!(listed.contains(&archive), "{listed}");
+
+    // Without --yes: says what it would do, changes nothing.
+    let (said, _) = restore(&sidecar, &[&volume]);
+    assert!(said.contains("would overwrite"), "{said}");
+    // Dry run lists changes, changes nothing.
+    env.in_volume(&volume, "rm /data/hl2");
+    let (listed, _) = restore(&sidecar, &[&volume, "--dry-run"]);
+    assert!(listed.contains("hl2"), "{listed}");
+    assert!(!tree(&volume).entries.contains_key(b"hl2".as_slice()));
+
+    // Wipe, restore from the mirror, compare.
+    env.in_volume(
+        &volume,
+        "find /data -mindepth 1 -delete && chown 0:0 /data && chmod 755 /data",
+    );
+    let (mirror_out, mirror_took) = restore(&sidecar, &[&volume, "--from", "mirror", "--yes"]);
+    assert_same(&original, &tree(&volume), "restore from the mirror");
+
+    // From the archive into a new volume, compare.
+    let copy = format!("{}-copy", env.name);
+    env.track_volume(&copy);
+    let (archive_out, archive_took) = restore(
+        &sidecar,
+        &[&volume, "--from", &archive, "--to", &copy, "--yes"],
+    );
+    assert_same(&original, &tree(&copy), "restore from the archive");
+    // `docker exec` shows the restore's own log lines.
+    let restored: Vec<serde_json::Value> = [&mirror_out, &archive_out]
+        .iter()
+        .flat_map(|out| out.lines())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| message(e) == "volume restored")
+        .collect();
+    assert_eq!(restored.len(), 2, "{mirror_out}{archive_out}");
+    for (event, took) in restored.iter().zip([mirror_took, archive_took]) {
+        eprintln!(
+            "restore from {}: {} files, {} bytes in {:.1} s ({} MiB/s apparent; docker exec {:.1} s)",
+            event["fields"]["source"].as_str().unwrap_or(""),
+            event["fields"]["files"],
+            event["fields"]["bytes"],
+            event["fields"]["seconds"].as_f64().unwrap_or(0.0),
+            event["fields"]["mib_per_second"],
+            took.as_secs_f64()
+        );
+    }
+    // The helpers are gone.
+    let helpers = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=backup-sidecar.restore-helper",
+    ]);
+    assert!(
+        helpers.trim().is_empty(),
+        "helper containers left: {helpers}"
+    );
+}
+
+#[test]
+fn restore_in_place_stops_and_starts_the_app() {
+    let env = Env::new("inplace");
+    let remote = env.remote();
+    let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    env.in_volume(&volume, "echo version-1 > /data/page");
+    // The "app" serves its page: it prints it every half second.
+    let app = env.app(
+        "app",
+        &volume,
+        "while :; do cat /data/page; sleep 0.5; done",
+    );
+    let sidecar = env.sidecar(&remote, &[]);
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+
+    // A bad change, then the restore while the app runs.
+    env.in_volume(&volume, "echo broken > /data/page");
+    let since = docker(&["info", "--format", "{{.SystemTime}}"]);
+    restore(&sidecar, &[&volume, "--yes"]);
+    let until = docker(&["info", "--format", "{{.SystemTime}}"]);
+    let events = docker(&[
+        "events",
+        "--since",
+        since.trim(),
+        "--until",
+        until.trim(),
+        "--filter",
+        &format!("container={app}"),
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = events
+        .lines()
+        .filter(|a| matches!(*a, "stop" | "start"))
+        .collect();
+    assert_eq!(actions, vec!["stop", "start"], "{events}");
+    assert_running_not_paused(&app);
+    wait_until(
+        "the app to serve the restored page",
+        Duration::from_secs(20),
+        || {
+            let logs = docker(&["logs", "--tail", "1", &app]);
+            logs.trim() == "version-1"
+        },
+    );
+}
