@@ -11,6 +11,7 @@ use tracing::{error, info};
 use crate::freeze::RunLock;
 use crate::run::{self, Context, Trigger, TriggerKind};
 use crate::schedule;
+use crate::verify;
 
 /// Runs the daemon until `cancel` fires. `requests` carries SIGUSR1 (a mirror + snapshot run now).
 /// Triggers that arrive during a run are merged into one run after it.
@@ -40,59 +41,88 @@ pub async fn serve(
         sync_schedule = %config.sync_schedule.pattern,
         snapshot_schedule = %config.snapshot_schedule.pattern,
         tz = %config.tz,
+        check_schedule = %config.check_schedule.pattern,
         snapshots = config.borg.is_some(),
         "backup-sidecar started"
     );
+
+    let (check_tx, mut checks) = mpsc::unbounded_channel();
+    let checker = tokio::spawn(schedule::ticks(
+        config.check_schedule.clone(),
+        config.tz,
+        check_tx,
+        cancel.clone(),
+    ));
 
     let mut pending = config.run_on_start.then_some(Trigger {
         kind: TriggerKind::Start,
         snapshot: true,
     });
+    let mut check_pending = false;
     loop {
         if let Some(trigger) = pending.take() {
-            // A run in a task of its own: a bug that panics in it fails that run, not the daemon
-            // (the freeze thaws on panics itself; the journal repairs anything left at the next run).
-            let run = tokio::spawn({
-                let ctx = Arc::clone(&ctx);
-                let cancel = cancel.clone();
-                async move {
-                    // A restore started with `docker exec` holds the lock: the run waits for it.
-                    let _lock = tokio::select! {
-                        lock = RunLock::acquire(&ctx.config.state_dir) => lock,
-                        _ = cancel.cancelled() => return,
-                    };
-                    match _lock {
-                        Ok(_lock) => {
-                            run::run(&ctx, trigger, &cancel).await;
-                        }
-                        Err(e) => {
-                            error!(outcome = "failed", error = %format!("{e:#}"), "run finished")
-                        }
-                    }
-                }
-            });
-            if let Err(e) = run.await {
-                error!(outcome = "failed", error = %e, "run finished");
-            }
-            if cancel.is_cancelled() {
-                break;
-            }
-            // Whatever arrived during the run becomes one more run.
-            while let Ok(t) = requests.try_recv().or_else(|_| scheduled.try_recv()) {
-                pending = Some(pending.map_or(t, |p| p.merge(t)));
-            }
-            if let Some(t) = pending {
-                info!(trigger = %t.kind, snapshot = t.snapshot, "a run was asked for during the last one; running it now");
+            exclusive(&ctx, &cancel, move |ctx, cancel| async move {
+                run::run(&ctx, trigger, &cancel).await;
+            })
+            .await;
+        } else if check_pending {
+            check_pending = false;
+            exclusive(&ctx, &cancel, |ctx, cancel| async move {
+                let _ = verify::verify(&ctx.config, &cancel).await;
+            })
+            .await;
+        } else {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(t) = requests.recv() => pending = Some(t),
+                Some(t) = scheduled.recv() => pending = Some(t),
+                Some(()) = checks.recv() => check_pending = true,
             }
             continue;
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(t) = requests.recv() => pending = Some(t),
-            Some(t) = scheduled.recv() => pending = Some(t),
+        if cancel.is_cancelled() {
+            break;
+        }
+        // Whatever arrived meanwhile becomes one more run (and one verification).
+        while let Ok(t) = requests.try_recv().or_else(|_| scheduled.try_recv()) {
+            pending = Some(pending.map_or(t, |p| p.merge(t)));
+        }
+        while checks.try_recv().is_ok() {
+            check_pending = true;
+        }
+        if let Some(t) = pending {
+            info!(trigger = %t.kind, snapshot = t.snapshot, "a run was asked for during the last one; running it now");
         }
     }
+    checker.abort();
     scheduler.abort();
     info!("backup-sidecar stopped");
     Ok(())
+}
+
+/// Runs `job` in a task of its own, holding the run lock (a restore started with `docker exec`
+/// holds it too: the job waits for it). A bug that panics in the job fails that job, not the
+/// daemon: the freeze thaws on panics itself, and the journal repairs anything left at the next run.
+async fn exclusive<F, Fut>(ctx: &Arc<Context>, cancel: &CancellationToken, job: F)
+where
+    F: FnOnce(Arc<Context>, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn({
+        let ctx = Arc::clone(ctx);
+        let cancel = cancel.clone();
+        async move {
+            let lock = tokio::select! {
+                lock = RunLock::acquire(&ctx.config.state_dir) => lock,
+                _ = cancel.cancelled() => return,
+            };
+            match lock {
+                Ok(_lock) => job(ctx, cancel).await,
+                Err(e) => error!(error = %format!("{e:#}"), "cannot take the run lock"),
+            }
+        }
+    });
+    if let Err(e) = task.await {
+        error!(outcome = "failed", error = %e, "run finished");
+    }
 }

@@ -78,6 +78,7 @@ pub struct RawConfig {
     pub backup_keep_monthly: Option<String>,
     pub backup_sync_schedule: Option<String>,
     pub backup_snapshot_schedule: Option<String>,
+    pub backup_check_schedule: Option<String>,
     pub tz: Option<String>,
     pub backup_run_on_start: Option<String>,
     pub backup_pause_timeout: Option<String>,
@@ -242,6 +243,8 @@ pub struct Config {
     pub sync_schedule: Cron,
     /// Mirror + snapshot runs.
     pub snapshot_schedule: Cron,
+    /// Verification of the repository and the newest archive against the mirror.
+    pub check_schedule: Cron,
     /// Time zone of both schedules.
     pub tz: Tz,
     /// One mirror + snapshot run right after start.
@@ -381,6 +384,10 @@ impl Config {
                 raw.backup_snapshot_schedule
                     .as_deref()
                     .unwrap_or("0 3 * * 0"),
+            )?,
+            check_schedule: parse_cron(
+                "BACKUP_CHECK_SCHEDULE",
+                raw.backup_check_schedule.as_deref().unwrap_or("0 4 1 * *"),
             )?,
             tz,
             run_on_start: parse_bool("BACKUP_RUN_ON_START", raw.backup_run_on_start.as_deref())?,
@@ -736,6 +743,10 @@ mod tests {
             (
                 &[("BACKUP_SNAPSHOT_SCHEDULE", "0 0 3 * * 0")],
                 "BACKUP_SNAPSHOT_SCHEDULE",
+            ),
+            (
+                &[("BACKUP_CHECK_SCHEDULE", "monthly")],
+                "BACKUP_CHECK_SCHEDULE",
             ),
             (&[("BACKUP_PAUSE_TIMEOUT", "soon")], "BACKUP_PAUSE_TIMEOUT"),
             (&[("BACKUP_PAUSE_TIMEOUT", "0s")], "BACKUP_PAUSE_TIMEOUT"),

@@ -18,6 +18,7 @@
 //! - [`restore`]: `snapshots` and `restore`: a volume back from the mirror or an archive, through
 //!   a helper container that mounts only the target volume.
 //! - [`schedule`]: when the next run is due.
+//! - [`verify`]: `borg check` and a spot check of the newest archive against the mirror.
 //! - [`app`]: the daemon loop: schedule, start and signal triggers, one run at a time.
 //! - [`check`]: the preflight command.
 //! - [`logging`]: text or JSON logs.
@@ -42,3 +43,4 @@ pub mod schedule;
 pub mod snapshot;
 pub mod ssh;
 pub mod transfer;
+pub mod verify;

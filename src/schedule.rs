@@ -57,6 +57,28 @@ pub async fn drive(
     }
 }
 
+/// Sends `()` each time `cron` fires, until cancelled (for verification).
+pub async fn ticks(
+    cron: Cron,
+    tz: Tz,
+    ticks: mpsc::UnboundedSender<()>,
+    cancel: CancellationToken,
+) {
+    let mut after = Utc::now();
+    while let Ok(at) = cron.find_next_occurrence(&after.with_timezone(&tz), false) {
+        let at = at.with_timezone(&Utc);
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if ticks.send(()).is_err() {
+            return;
+        }
+        after = at;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

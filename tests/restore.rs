@@ -373,3 +373,42 @@ fn restore_in_place_stops_and_starts_the_app() {
         },
     );
 }
+
+#[test]
+fn verification_finds_a_file_that_rotted_in_the_mirror() {
+    let env = Env::new("verify");
+    let remote = env.remote();
+    let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    env.in_volume(
+        &volume,
+        "echo one > /data/one && echo two > /data/two && mkdir /data/d && echo three > /data/d/three",
+    );
+    let sidecar = env.sidecar(&remote, &[("BACKUP_CHECK_SCHEDULE", "* * * * *")]);
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    // Bit rot: the content changes, size and mtime do not (rsync's quick check cannot see it).
+    env.on_remote(
+        &remote,
+        &format!(
+            "f=/backup/mirror/{volume}/two; t=$(stat -c %y $f); \
+             printf X | dd of=$f bs=1 conv=notrunc status=none; touch -d \"$t\" $f"
+        ),
+    );
+    let finished = wait_for_events(
+        &sidecar,
+        "verification finished",
+        1,
+        Duration::from_secs(150),
+    )
+    .remove(0);
+    assert_eq!(finished["fields"]["outcome"], "failed", "{finished}");
+    assert_eq!(finished["fields"]["compared"], 3, "{finished}");
+    assert_eq!(finished["fields"]["mismatches"], 1, "{finished}");
+    let found: Vec<_> = events(&sidecar)
+        .into_iter()
+        .filter(|e| e["fields"]["path"] == format!("{volume}/two").as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "the error names the path");
+    assert_eq!(found[0]["level"], "ERROR");
+    assert_eq!(found[0]["fields"]["archive"], run["fields"]["archive"]);
+}

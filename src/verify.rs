@@ -1,0 +1,240 @@
+//! Verification, on `BACKUP_CHECK_SCHEDULE`: `borg check` of the repository on the remote, then a
+//! spot check that samples files of the newest archive and compares them with the mirror. A file
+//! whose size and mtime are the same in both must have the same content; if not, the mirror or
+//! the archive has rotted, and that is logged as an error with the archive and the path.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{Borg, Config};
+use crate::fault::classify;
+use crate::restore::list_archives;
+use crate::snapshot::{borg_env, stdin_for};
+use crate::ssh::{Session, Ssh, quote};
+
+/// How many files of the newest archive are compared with the mirror.
+const SAMPLE: usize = 20;
+
+#[derive(Debug, Deserialize)]
+struct Item {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    size: u64,
+    mtime: String,
+}
+
+/// The outcome of one verification.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The archive sampled.
+    pub archive: Option<String>,
+    /// Files compared.
+    pub compared: usize,
+    /// Paths whose content differs although size and mtime agree.
+    pub mismatches: Vec<String>,
+}
+
+/// Whether borg's `2026-11-26T22:57:59.123456` and stat's `2026-11-26 22:57:59.123456789 +0000`
+/// are the same instant, to the microsecond borg keeps.
+fn same_time(borg: &str, stat: &str) -> bool {
+    let normal = |t: &str| {
+        let t = t.replacen(' ', "T", 1);
+        let t = t.split(' ').next().unwrap_or("").to_string();
+        let (whole, fraction) = t.split_once('.').unwrap_or((&t, ""));
+        format!("{whole}.{:0<6}", &fraction[..fraction.len().min(6)])
+    };
+    normal(borg) == normal(stat)
+}
+
+/// Picks up to `n` items spread evenly over the listing (the same sample for the same archive).
+fn sample(items: &[Item], n: usize) -> Vec<&Item> {
+    if items.len() <= n {
+        return items.iter().collect();
+    }
+    let step = items.len() as f64 / n as f64;
+    (0..n).map(|i| &items[(i as f64 * step) as usize]).collect()
+}
+
+async fn remote(
+    ssh: &Ssh,
+    borg: &Borg,
+    what: &str,
+    command: &str,
+    cancel: &CancellationToken,
+) -> Result<String> {
+    let done = ssh.run(command, stdin_for(borg), cancel).await?;
+    if !done.success() {
+        return Err(classify(what, done.code, &done.stderr).into());
+    }
+    Ok(done.stdout)
+}
+
+/// Runs `borg check` and the spot check; logs `verification finished`.
+pub async fn verify(config: &Config, cancel: &CancellationToken) -> Result<Verified> {
+    let Some(borg) = &config.borg else {
+        info!("verification skipped: BACKUP_BORG_REPO is not set");
+        return Ok(Verified::default());
+    };
+    let started = Instant::now();
+    let session = Session::open(config, cancel).await?;
+    let result = check(config, borg, &session.ssh, cancel).await;
+    session.close().await;
+    let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    match &result {
+        Ok(v) if v.mismatches.is_empty() => info!(
+            outcome = "success",
+            archive = v.archive.as_deref().unwrap_or(""),
+            compared = v.compared,
+            seconds,
+            "verification finished"
+        ),
+        Ok(v) => error!(
+            outcome = "failed",
+            archive = v.archive.as_deref().unwrap_or(""),
+            compared = v.compared,
+            mismatches = v.mismatches.len(),
+            seconds,
+            "verification finished"
+        ),
+        Err(e) => {
+            error!(outcome = "failed", error = %format!("{e:#}"), seconds, "verification finished")
+        }
+    }
+    result
+}
+
+async fn check(
+    config: &Config,
+    borg: &Borg,
+    ssh: &Ssh,
+    cancel: &CancellationToken,
+) -> Result<Verified> {
+    let wait = borg.lock_wait.as_secs().max(1);
+    remote(
+        ssh,
+        borg,
+        "borg check",
+        &format!(
+            "{}borg check --lock-wait {wait} {}",
+            borg_env(borg),
+            quote(&borg.repo)
+        ),
+        cancel,
+    )
+    .await?;
+    info!(repo = %borg.repo, "borg check passed");
+
+    let Some(newest) = list_archives(ssh, borg, cancel).await?.into_iter().next() else {
+        return Ok(Verified::default());
+    };
+    let target = format!("{}::{}", borg.repo, newest.name);
+    let listing = remote(
+        ssh,
+        borg,
+        "borg list",
+        &format!(
+            "{}borg list --json-lines {}",
+            borg_env(borg),
+            quote(&target)
+        ),
+        cancel,
+    )
+    .await?;
+    let files: Vec<Item> = listing
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Item>(l).ok())
+        .filter(|i| i.kind == "-" && !i.path.starts_with('.'))
+        .collect();
+    let mut verified = Verified {
+        archive: Some(newest.name.clone()),
+        ..Default::default()
+    };
+    for item in sample(&files, SAMPLE) {
+        let mirror = format!("{}/{}", config.remote_dir, item.path);
+        // Size and mtime of the mirror's copy, in the remote's local time like borg's listing.
+        let stat = ssh
+            .run(
+                &format!("stat -c '%s %y' -- {}", quote(&mirror)),
+                None,
+                cancel,
+            )
+            .await?;
+        let Some((size, mtime)) = stat.stdout.trim().split_once(' ') else {
+            continue; // gone from the mirror since: nothing to compare
+        };
+        if size.parse::<u64>().ok() != Some(item.size) || !same_time(&item.mtime, mtime) {
+            continue; // changed since the archive: not comparable
+        }
+        let sums = remote(
+            ssh,
+            borg,
+            "borg extract",
+            &format!(
+                "{}borg extract --stdout {} {} | sha256sum; sha256sum < {}",
+                borg_env(borg),
+                quote(&target),
+                quote(&item.path),
+                quote(&mirror)
+            ),
+            cancel,
+        )
+        .await?;
+        let sums: Vec<&str> = sums
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        verified.compared += 1;
+        if sums.len() != 2 || sums[0] != sums[1] {
+            error!(
+                archive = %newest.name,
+                path = %item.path,
+                "verification: the archive and the mirror differ for a file whose size and mtime agree"
+            );
+            verified.mismatches.push(item.path.clone());
+        }
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(path: &str) -> Item {
+        Item {
+            path: path.into(),
+            kind: "-".into(),
+            size: 1,
+            mtime: "2026-01-01T00:00:00.000000".into(),
+        }
+    }
+
+    #[test]
+    fn compares_borg_and_stat_times() {
+        assert!(same_time(
+            "2026-11-26T22:57:59.123456",
+            "2026-11-26 22:57:59.123456789 +0000"
+        ));
+        assert!(same_time(
+            "2026-11-26T22:57:59",
+            "2026-11-26 22:57:59.000000000 +0100"
+        ));
+        assert!(!same_time(
+            "2026-11-26T22:57:59.123456",
+            "2026-11-26 22:57:59.123457000 +0000"
+        ));
+    }
+
+    #[test]
+    fn samples_spread_over_the_listing() {
+        let items: Vec<Item> = (0..100).map(|i| item(&format!("f{i}"))).collect();
+        let picked: Vec<&str> = sample(&items, 4).iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(picked, vec!["f0", "f25", "f50", "f75"]);
+        assert_eq!(sample(&items[..3], 20).len(), 3);
+    }
+}
