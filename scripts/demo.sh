@@ -46,6 +46,7 @@ echo "---- docker logs backup-sidecar"
 docker logs backup-sidecar 2>&1
 echo "----"
 echo "The sidecar now mirrors every minute; snapshot now: docker kill -s USR1 backup-sidecar"
-echo "Archives: docker-compose -p demo -f $demo/docker-compose.yml exec remote sh -c 'BORG_PASSPHRASE=\$(cat /dev/stdin) borg list /backup/borg' < $ssh/borg_passphrase"
+echo "Archives:  docker exec backup-sidecar backup-sidecar snapshots"
+echo "Restore:   docker exec backup-sidecar backup-sidecar restore demo_app-data --from latest --yes"
 echo "Remove it all: scripts/demo.sh down"
 docker logs backup-sidecar 2>&1 | grep "run finished" | head -n1 | grep -q 'outcome="success"'

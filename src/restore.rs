@@ -162,7 +162,11 @@ pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()
             &session.ssh,
             borg,
             "borg info",
-            &format!("{}borg info --json {}", borg_env(borg), quote(&borg.repo)),
+            &format!(
+                "{}borg info --json --glob-archives '*' {}",
+                borg_env(borg),
+                quote(&borg.repo)
+            ),
             cancel,
         )
         .await;
