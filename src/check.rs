@@ -96,12 +96,9 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
                 snapshot::borg_env(borg),
                 quote(&borg.repo)
             );
-            let stdin = snapshot::stdin_for(borg);
-            let result = match ssh.run(&command, stdin, cancel).await {
-                Ok(done) if done.success() => Ok(format!("{} is reachable", borg.repo)),
-                Ok(done) => Err(anyhow!("{}", done.last_error_line())),
-                Err(e) => Err(e),
-            };
+            let result = snapshot::remote_borg(ssh, borg, "borg list", &command, cancel)
+                .await
+                .map(|_| format!("{} is reachable", borg.repo));
             ok &= report("borg repository", &result);
         }
         session.close().await;

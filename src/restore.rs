@@ -24,7 +24,8 @@ use crate::config::{Borg, Config};
 use crate::discover;
 use crate::freeze::{self, Journal};
 use crate::plan::{Group, Member, Quiesce};
-use crate::snapshot::{borg_env, stdin_for};
+use crate::run::human_bytes;
+use crate::snapshot::{borg_env, remote_borg};
 use crate::ssh::{Session, Ssh, quote};
 use crate::transfer;
 
@@ -119,27 +120,13 @@ fn borg_config(config: &Config) -> Result<&Borg> {
         .ok_or_else(|| anyhow!("BACKUP_BORG_REPO is not set: there are no archives"))
 }
 
-async fn remote_output(
-    ssh: &Ssh,
-    borg: &Borg,
-    what: &str,
-    command: &str,
-    cancel: &CancellationToken,
-) -> Result<String> {
-    let done = ssh.run(command, stdin_for(borg), cancel).await?;
-    if !done.success() {
-        return Err(crate::fault::classify(what, done.code, &done.stderr).into());
-    }
-    Ok(done.stdout)
-}
-
 /// The archives, newest first.
 pub async fn list_archives(
     ssh: &Ssh,
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<Vec<ArchiveEntry>> {
-    let out = remote_output(
+    let out = remote_borg(
         ssh,
         borg,
         "borg list",
@@ -158,7 +145,7 @@ pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()
     let borg = borg_config(config)?;
     let session = Session::open(config, cancel).await?;
     let result = async {
-        let out = remote_output(
+        let out = remote_borg(
             &session.ssh,
             borg,
             "borg info",
@@ -192,7 +179,7 @@ pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()
         for archive in &archives {
             let (size, added) = sizes
                 .get(&archive.name)
-                .map(|(o, d)| (human(*o), human(*d)))
+                .map(|(o, d)| (human_bytes(*o), human_bytes(*d)))
                 .unwrap_or_default();
             println!(
                 "{:<40} {:<20} {:>12} {:>12}",
@@ -210,17 +197,6 @@ pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()
     .await;
     session.close().await;
     result
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The volume root's own metadata from the archive (`--strip-components` does not apply it).
@@ -619,7 +595,7 @@ async fn prepare(
                     .map(|a| a.name.clone())
                     .ok_or_else(|| anyhow!("the repository {} holds no archive", borg.repo))?,
             };
-            let listing = remote_output(
+            let listing = remote_borg(
                 ssh,
                 borg,
                 "borg list",

@@ -47,7 +47,7 @@ pub fn borg_env(borg: &Borg) -> String {
 }
 
 /// What goes to a remote borg's stdin: the passphrase, if any.
-pub fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
+fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
     borg.passphrase
         .as_ref()
         .map(|p| p.expose().as_bytes().to_vec())
@@ -127,14 +127,16 @@ struct ArchiveStats {
     deduplicated_size: u64,
 }
 
-async fn borg(
+/// Runs a borg command line on the remote with the passphrase on stdin; returns stdout, or the
+/// classified failure.
+pub async fn remote_borg(
     ssh: &Ssh,
+    borg_config: &Borg,
     what: &str,
     command: &str,
-    stdin: Option<Vec<u8>>,
     cancel: &CancellationToken,
 ) -> Result<String> {
-    let done = ssh.run(command, stdin, cancel).await?;
+    let done = ssh.run(command, stdin_for(borg_config), cancel).await?;
     if !done.success() {
         return Err(classify(what, done.code, &done.stderr).into());
     }
@@ -149,11 +151,11 @@ pub async fn snapshot(
     remote_dir: &str,
     cancel: &CancellationToken,
 ) -> Result<Created> {
-    let lock = borg(
+    let lock = remote_borg(
         ssh,
+        borg_config,
         "borg break-lock",
         &stale_lock_command(borg_config),
-        stdin_for(borg_config),
         cancel,
     )
     .await?;
@@ -171,11 +173,11 @@ pub async fn snapshot(
     }
     let archive = archive_name(prefix, Utc::now());
     let started = Instant::now();
-    let stdout = borg(
+    let stdout = remote_borg(
         ssh,
+        borg_config,
         "borg create",
         &create_command(borg_config, remote_dir, &archive),
-        stdin_for(borg_config),
         cancel,
     )
     .await?;
@@ -189,7 +191,7 @@ pub async fn snapshot(
         deduplicated_bytes: output.archive.stats.deduplicated_size,
     };
     if let Some(prune) = prune_command(borg_config, prefix) {
-        borg(ssh, "borg prune", &prune, stdin_for(borg_config), cancel).await?;
+        remote_borg(ssh, borg_config, "borg prune", &prune, cancel).await?;
     }
     let compact = format!(
         "{}borg compact --lock-wait {} {}",
@@ -197,14 +199,7 @@ pub async fn snapshot(
         lock_wait(borg_config),
         quote(&borg_config.repo)
     );
-    borg(
-        ssh,
-        "borg compact",
-        &compact,
-        stdin_for(borg_config),
-        cancel,
-    )
-    .await?;
+    remote_borg(ssh, borg_config, "borg compact", &compact, cancel).await?;
     Ok(created)
 }
 

@@ -11,9 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Borg, Config};
-use crate::fault::classify;
 use crate::restore::list_archives;
-use crate::snapshot::{borg_env, stdin_for};
+use crate::snapshot::{borg_env, remote_borg};
 use crate::ssh::{Session, Ssh, quote};
 
 /// How many files of the newest archive are compared with the mirror.
@@ -60,20 +59,6 @@ fn sample(items: &[Item], n: usize) -> Vec<&Item> {
     (0..n).map(|i| &items[(i as f64 * step) as usize]).collect()
 }
 
-async fn remote(
-    ssh: &Ssh,
-    borg: &Borg,
-    what: &str,
-    command: &str,
-    cancel: &CancellationToken,
-) -> Result<String> {
-    let done = ssh.run(command, stdin_for(borg), cancel).await?;
-    if !done.success() {
-        return Err(classify(what, done.code, &done.stderr).into());
-    }
-    Ok(done.stdout)
-}
-
 /// Runs `borg check` and the spot check; logs `verification finished`.
 pub async fn verify(config: &Config, cancel: &CancellationToken) -> Result<Verified> {
     let Some(borg) = &config.borg else {
@@ -115,7 +100,7 @@ async fn check(
     cancel: &CancellationToken,
 ) -> Result<Verified> {
     let wait = borg.lock_wait.as_secs().max(1);
-    remote(
+    remote_borg(
         ssh,
         borg,
         "borg check",
@@ -133,7 +118,7 @@ async fn check(
         return Ok(Verified::default());
     };
     let target = format!("{}::{}", borg.repo, newest.name);
-    let listing = remote(
+    let listing = remote_borg(
         ssh,
         borg,
         "borg list",
@@ -170,7 +155,7 @@ async fn check(
         if size.parse::<u64>().ok() != Some(item.size) || !same_time(&item.mtime, mtime) {
             continue; // changed since the archive: not comparable
         }
-        let sums = remote(
+        let sums = remote_borg(
             ssh,
             borg,
             "borg extract",
