@@ -13,14 +13,14 @@
 //! - [`process`]: child processes in their own process group, drained, killed as a group.
 //! - [`ssh`]: one multiplexed connection per run with the pinned host key; remote command lines.
 //! - [`transfer`]: one rsync pass of one volume.
-//! - [`snapshot`]: `borg create`, `prune`, `compact` on the remote.
+//! - [`snapshot`]: `borg create`, `prune`, `compact` on the remote; listing the archives.
 //! - [`run`]: one run: plan, live pass, freeze + catch-up pass, snapshot, summary line.
-//! - [`restore`]: `snapshots` and `restore`: a volume back from the mirror or an archive, through
-//!   a helper container that mounts only the target volume.
+//! - [`restore`]: a volume back from the mirror or an archive, in place or into another volume.
 //! - [`schedule`]: when the next run is due.
 //! - [`verify`]: `borg check` and a spot check of the newest archive against the mirror.
 //! - [`app`]: the daemon loop: schedule, start and signal triggers, one run at a time.
 //! - [`check`]: the preflight command.
+//! - [`helper`]: the short-lived container a restore writes through.
 //! - [`logging`]: text or JSON logs.
 //!
 //! The library never handles signals: the binary turns them into a [`CancellationToken`] and run
@@ -34,6 +34,7 @@ pub mod config;
 pub mod discover;
 pub mod fault;
 pub mod freeze;
+pub mod helper;
 pub mod logging;
 pub mod plan;
 pub mod process;

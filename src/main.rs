@@ -6,7 +6,7 @@ use anyhow::Result;
 use backup_sidecar::config::{Config, ConfigError};
 use backup_sidecar::freeze::{Journal, RunLock};
 use backup_sidecar::run::{Context, Trigger, TriggerKind};
-use backup_sidecar::{app, check, discover, logging, plan, restore};
+use backup_sidecar::{app, check, discover, logging, plan, restore, snapshot};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -129,7 +129,7 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Check => check::check(&config, &cancel)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Snapshots => restore::snapshots(&config, &cancel)
+        Command::Snapshots => snapshot::snapshots(&config, &cancel)
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Restore {

@@ -4,34 +4,25 @@
 //! read-only. Restoring in place stops the volume's running users through the freeze journal and
 //! starts them again after.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, VolumeCreateRequest};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder, WaitContainerOptions,
-};
-use futures::StreamExt;
+use bollard::models::VolumeCreateRequest;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Borg, Config};
+use crate::config::Config;
 use crate::discover;
 use crate::freeze::{self, Journal};
+use crate::helper::{HELPER_SCRIPT, Helper, SECRETS};
 use crate::plan::{Group, Member, Quiesce};
-use crate::run::human_bytes;
-use crate::snapshot::{borg_env, remote_borg};
+use crate::snapshot::{self, borg_env, list_archives, remote_borg};
 use crate::ssh::{Session, Ssh, quote};
 use crate::transfer;
 
-/// Where the helper finds the ssh key, known_hosts and passphrase (copied in, never on a command
-/// line or in its environment).
-const SECRETS: &str = "/run/restore";
 /// How long a restore may hold the volume's users stopped.
 const RESTORE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -80,123 +71,6 @@ pub struct Request {
     pub dry_run: bool,
     /// Go ahead without asking.
     pub yes: bool,
-}
-
-/// An archive as `borg list --json` shows it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ArchiveEntry {
-    /// Archive name.
-    pub name: String,
-    /// Start time (local to the remote).
-    pub start: String,
-}
-
-#[derive(Deserialize)]
-struct ArchiveList {
-    archives: Vec<ArchiveEntry>,
-}
-
-#[derive(Deserialize)]
-struct InfoList {
-    archives: Vec<InfoEntry>,
-}
-
-#[derive(Deserialize)]
-struct InfoEntry {
-    name: String,
-    stats: InfoStats,
-}
-
-#[derive(Deserialize)]
-struct InfoStats {
-    original_size: u64,
-    deduplicated_size: u64,
-}
-
-fn borg_config(config: &Config) -> Result<&Borg> {
-    config
-        .borg
-        .as_ref()
-        .ok_or_else(|| anyhow!("BACKUP_BORG_REPO is not set: there are no archives"))
-}
-
-/// The archives, newest first.
-pub async fn list_archives(
-    ssh: &Ssh,
-    borg: &Borg,
-    cancel: &CancellationToken,
-) -> Result<Vec<ArchiveEntry>> {
-    let out = remote_borg(
-        ssh,
-        borg,
-        "borg list",
-        &format!("{}borg list --json {}", borg_env(borg), quote(&borg.repo)),
-        cancel,
-    )
-    .await?;
-    let mut list: ArchiveList =
-        serde_json::from_str(&out).context("cannot read borg list --json")?;
-    list.archives.reverse();
-    Ok(list.archives)
-}
-
-/// `backup-sidecar snapshots`: name, time and size of every archive, newest first.
-pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()> {
-    let borg = borg_config(config)?;
-    let session = Session::open(config, cancel).await?;
-    let result = async {
-        let out = remote_borg(
-            &session.ssh,
-            borg,
-            "borg info",
-            &format!(
-                "{}borg info --json --glob-archives '*' {}",
-                borg_env(borg),
-                quote(&borg.repo)
-            ),
-            cancel,
-        )
-        .await;
-        let sizes: HashMap<String, (u64, u64)> = match out {
-            Ok(json) => serde_json::from_str::<InfoList>(&json)
-                .map(|l| {
-                    l.archives
-                        .into_iter()
-                        .map(|a| {
-                            let s = a.stats;
-                            (a.name, (s.original_size, s.deduplicated_size))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => HashMap::new(),
-        };
-        let archives = list_archives(&session.ssh, borg, cancel).await?;
-        println!(
-            "{:<40} {:<20} {:>12} {:>12}",
-            "ARCHIVE", "TIME", "SIZE", "ADDED"
-        );
-        for archive in &archives {
-            let (size, added) = sizes
-                .get(&archive.name)
-                .map(|(o, d)| (human_bytes(*o), human_bytes(*d)))
-                .unwrap_or_default();
-            println!(
-                "{:<40} {:<20} {:>12} {:>12}",
-                archive.name,
-                archive.start.chars().take(19).collect::<String>(),
-                size,
-                added
-            );
-        }
-        if archives.is_empty() {
-            println!("no archives in {}", borg.repo);
-        }
-        Ok(())
-    }
-    .await;
-    session.close().await;
-    result
 }
 
 /// The volume root's own metadata from the archive (`--strip-components` does not apply it).
@@ -258,189 +132,6 @@ async fn running_users(docker: &Docker, volume: &str) -> Result<Vec<Member>> {
         .collect())
 }
 
-/// The helper: the sidecar's own image, its network, the target volume at /target.
-struct Helper<'a> {
-    docker: &'a Docker,
-    id: String,
-}
-
-impl<'a> Helper<'a> {
-    async fn create(
-        docker: &'a Docker,
-        target: &str,
-        script: &str,
-        args: Vec<String>,
-    ) -> Result<Helper<'a>> {
-        let own = discover::own_container_id().ok_or_else(|| {
-            anyhow!(
-                "restore runs inside the sidecar container: \
-                 docker exec backup-sidecar backup-sidecar restore ..."
-            )
-        })?;
-        let me = docker
-            .inspect_container(&own, None)
-            .await
-            .context("cannot inspect the sidecar's own container")?;
-        let image = me
-            .image
-            .ok_or_else(|| anyhow!("the sidecar's image is unknown"))?;
-        let mut cmd = vec![script.to_string(), "restore-helper".to_string()];
-        cmd.extend(args);
-        let body = ContainerCreateBody {
-            image: Some(image),
-            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-            cmd: Some(cmd),
-            labels: Some(HashMap::from([(
-                "backup-sidecar.restore-helper".to_string(),
-                target.to_string(),
-            )])),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!("{target}:/target")]),
-                network_mode: Some(format!("container:{own}")),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let name = format!("backup-sidecar-restore-{target}");
-        // A helper left by a killed restore holds nothing of value: replace it.
-        let _ = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await;
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-                body,
-            )
-            .await
-            .context("cannot create the restore helper container")?;
-        Ok(Helper {
-            docker,
-            id: created.id,
-        })
-    }
-
-    /// Copies the ssh key, known_hosts and passphrase into the helper (mode 0600).
-    async fn upload_secrets(&self, config: &Config) -> Result<()> {
-        let mut files: Vec<(&str, Vec<u8>)> = vec![
-            (
-                "id_ed25519",
-                std::fs::read(&config.ssh_key_file).context("cannot read BACKUP_SSH_KEY_FILE")?,
-            ),
-            (
-                "known_hosts",
-                std::fs::read(&config.known_hosts_file)
-                    .context("cannot read BACKUP_KNOWN_HOSTS_FILE")?,
-            ),
-        ];
-        if let Some(passphrase) = config.borg.as_ref().and_then(|b| b.passphrase.as_ref()) {
-            files.push(("passphrase", passphrase.expose().as_bytes().to_vec()));
-        }
-        let mut archive = tar::Builder::new(Vec::new());
-        for (name, data) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o600);
-            header.set_cksum();
-            archive.append_data(&mut header, format!("{}/{name}", &SECRETS[1..]), &data[..])?;
-        }
-        let bytes = archive.into_inner()?;
-        self.docker
-            .upload_to_container(
-                &self.id,
-                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
-                bollard::body_full(bytes.into()),
-            )
-            .await
-            .context("cannot copy the ssh key into the restore helper")
-    }
-
-    /// Starts the helper, logs progress while it runs, returns its exit code and output.
-    async fn run(&self, cancel: &CancellationToken) -> Result<(i64, String)> {
-        self.docker
-            .start_container(
-                &self.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .context("cannot start the restore helper")?;
-        let started = Instant::now();
-        let mut wait = self
-            .docker
-            .wait_container(&self.id, None::<WaitContainerOptions>);
-        let mut ticker = tokio::time::interval(Duration::from_secs(10));
-        ticker.tick().await;
-        let code = loop {
-            tokio::select! {
-                _ = cancel.cancelled() => bail!("cancelled"),
-                _ = ticker.tick() => info!(seconds = started.elapsed().as_secs(), "restore in progress"),
-                next = wait.next() => match next {
-                    Some(Ok(response)) => break response.status_code,
-                    // A non-zero exit arrives as an error carrying the code.
-                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => break code,
-                    Some(Err(e)) => return Err(e).context("cannot wait for the restore helper"),
-                    None => bail!("the restore helper vanished"),
-                },
-            }
-        };
-        let mut logs = self.docker.logs(
-            &self.id,
-            Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
-        );
-        let mut output = String::new();
-        while let Some(Ok(chunk)) = logs.next().await {
-            output.push_str(&chunk.to_string());
-        }
-        Ok((code, output))
-    }
-
-    async fn remove(self) {
-        if let Err(e) = self
-            .docker
-            .remove_container(
-                &self.id,
-                Some(
-                    RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .v(false)
-                        .build(),
-                ),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "cannot remove the restore helper");
-        }
-    }
-}
-
-/// The helper's script. `$1` is the mode (`mirror` or `archive`), `$2` dry-run (`0`/`1`); the rest
-/// are the mode's arguments. It prints `RESTORED <entries> <bytes>` at the end.
-const HELPER_SCRIPT: &str = r#"set -eu
-mode=$1; dry=$2; shift 2
-if [ "$mode" = mirror ]; then
-  # $@: the rsync argv
-  "$@"
-else
-  # $1 repository::archive  $2 volume  $3 BORG_RSH  $4 mode  $5 uid  $6 gid  $7 mtime
-  repo=$1 volume=$2; export BORG_RSH=$3
-  if [ -e /run/restore/passphrase ]; then export BORG_PASSCOMMAND='cat /run/restore/passphrase'; fi
-  export BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-  cd /target
-  if [ "$dry" = 1 ]; then
-    borg extract --dry-run --list --strip-components 1 "$repo" "$volume"
-    exit 0
-  fi
-  find /target -mindepth 1 -delete
-  borg extract --numeric-ids --sparse --strip-components 1 "$repo" "$volume"
-  chown "$5:$6" /target; chmod "$4" /target; touch -d "$7" /target
-fi
-if [ "$dry" = 0 ]; then
-  echo "RESTORED $(find /target -mindepth 1 | wc -l) $(du -sb --apparent-size /target | cut -f1)"
-fi
-"#;
-
 /// `backup-sidecar restore`.
 pub async fn restore(
     config: &Config,
@@ -478,6 +169,12 @@ pub async fn restore(
         );
         println!(
             "Nothing was changed. Run again with --yes to restore, or --dry-run to list the changes."
+        );
+        return Ok(());
+    }
+    if !exists && request.dry_run {
+        println!(
+            "volume {target} does not exist: a restore would create it with all of {source_desc}."
         );
         return Ok(());
     }
@@ -586,7 +283,7 @@ async fn prepare(
             Ok((format!("the mirror {dir}"), args))
         }
         source => {
-            let borg = borg_config(config)?;
+            let borg = snapshot::repository(config)?;
             let archive = match source {
                 Source::Archive(name) => name.clone(),
                 _ => list_archives(ssh, borg, cancel)

@@ -1,16 +1,18 @@
 //! Snapshot: `borg create` of the whole mirror on the remote, then `borg prune` and `borg compact`,
 //! all through the run's ssh connection. The passphrase travels on stdin (`BORG_PASSPHRASE_FD=0`).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Borg;
+use crate::config::{Borg, Config};
 use crate::fault::classify;
-use crate::ssh::{Ssh, quote};
+use crate::run::human_bytes;
+use crate::ssh::{Session, Ssh, quote};
 
 /// The file in `BACKUP_REMOTE_DIR` that says the mirror's last run completed. Removed when a run
 /// starts changing the mirror, written when every volume of the run mirrored without error.
@@ -201,6 +203,124 @@ pub async fn snapshot(
     );
     remote_borg(ssh, borg_config, "borg compact", &compact, cancel).await?;
     Ok(created)
+}
+
+/// The repository settings, or an error when `BACKUP_BORG_REPO` is not set.
+pub fn repository(config: &Config) -> Result<&Borg> {
+    config
+        .borg
+        .as_ref()
+        .ok_or_else(|| anyhow!("BACKUP_BORG_REPO is not set: there are no archives"))
+}
+
+/// An archive as `borg list --json` shows it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArchiveEntry {
+    /// Archive name.
+    pub name: String,
+    /// Start time (local to the remote).
+    pub start: String,
+}
+
+#[derive(Deserialize)]
+struct ArchiveList {
+    archives: Vec<ArchiveEntry>,
+}
+
+#[derive(Deserialize)]
+struct InfoList {
+    archives: Vec<InfoEntry>,
+}
+
+#[derive(Deserialize)]
+struct InfoEntry {
+    name: String,
+    stats: InfoStats,
+}
+
+#[derive(Deserialize)]
+struct InfoStats {
+    original_size: u64,
+    deduplicated_size: u64,
+}
+
+/// The archives, newest first.
+pub async fn list_archives(
+    ssh: &Ssh,
+    borg: &Borg,
+    cancel: &CancellationToken,
+) -> Result<Vec<ArchiveEntry>> {
+    let out = remote_borg(
+        ssh,
+        borg,
+        "borg list",
+        &format!("{}borg list --json {}", borg_env(borg), quote(&borg.repo)),
+        cancel,
+    )
+    .await?;
+    let mut list: ArchiveList =
+        serde_json::from_str(&out).context("cannot read borg list --json")?;
+    list.archives.reverse();
+    Ok(list.archives)
+}
+
+/// `backup-sidecar snapshots`: name, time and size of every archive, newest first.
+pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()> {
+    let borg = repository(config)?;
+    let session = Session::open(config, cancel).await?;
+    let result = async {
+        let out = remote_borg(
+            &session.ssh,
+            borg,
+            "borg info",
+            &format!(
+                "{}borg info --json --glob-archives '*' {}",
+                borg_env(borg),
+                quote(&borg.repo)
+            ),
+            cancel,
+        )
+        .await;
+        let sizes: HashMap<String, (u64, u64)> = match out {
+            Ok(json) => serde_json::from_str::<InfoList>(&json)
+                .map(|l| {
+                    l.archives
+                        .into_iter()
+                        .map(|a| {
+                            let s = a.stats;
+                            (a.name, (s.original_size, s.deduplicated_size))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        };
+        let archives = list_archives(&session.ssh, borg, cancel).await?;
+        println!(
+            "{:<40} {:<20} {:>12} {:>12}",
+            "ARCHIVE", "TIME", "SIZE", "ADDED"
+        );
+        for archive in &archives {
+            let (size, added) = sizes
+                .get(&archive.name)
+                .map(|(o, d)| (human_bytes(*o), human_bytes(*d)))
+                .unwrap_or_default();
+            println!(
+                "{:<40} {:<20} {:>12} {:>12}",
+                archive.name,
+                archive.start.chars().take(19).collect::<String>(),
+                size,
+                added
+            );
+        }
+        if archives.is_empty() {
+            println!("no archives in {}", borg.repo);
+        }
+        Ok(())
+    }
+    .await;
+    session.close().await;
+    result
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Borg, Config};
-use crate::restore::list_archives;
+use crate::snapshot::list_archives;
 use crate::snapshot::{borg_env, remote_borg};
 use crate::ssh::{Session, Ssh, quote};
 

@@ -1,0 +1,209 @@
+//! The restore helper: a short-lived container from the sidecar's own image, sharing its network,
+//! that mounts only the target volume and runs the restore's rsync or `borg extract`. The ssh key,
+//! known_hosts and passphrase are copied into it (never on a command line or in its environment),
+//! and it is removed afterwards, also on failure.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder, WaitContainerOptions,
+};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::discover;
+
+/// Where the helper finds the ssh key, known_hosts and passphrase (copied in, never on a command
+/// line or in its environment).
+pub const SECRETS: &str = "/run/restore";
+/// The helper: the sidecar's own image, its network, the target volume at /target.
+pub struct Helper<'a> {
+    docker: &'a Docker,
+    id: String,
+}
+
+impl<'a> Helper<'a> {
+    /// Creates (does not start) the helper for `target`, running `script` with `args`.
+    pub async fn create(
+        docker: &'a Docker,
+        target: &str,
+        script: &str,
+        args: Vec<String>,
+    ) -> Result<Helper<'a>> {
+        let own = discover::own_container_id().ok_or_else(|| {
+            anyhow!(
+                "restore runs inside the sidecar container: \
+                 docker exec backup-sidecar backup-sidecar restore ..."
+            )
+        })?;
+        let me = docker
+            .inspect_container(&own, None)
+            .await
+            .context("cannot inspect the sidecar's own container")?;
+        let image = me
+            .image
+            .ok_or_else(|| anyhow!("the sidecar's image is unknown"))?;
+        let mut cmd = vec![script.to_string(), "restore-helper".to_string()];
+        cmd.extend(args);
+        let body = ContainerCreateBody {
+            image: Some(image),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            cmd: Some(cmd),
+            labels: Some(HashMap::from([(
+                "backup-sidecar.restore-helper".to_string(),
+                target.to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{target}:/target")]),
+                network_mode: Some(format!("container:{own}")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("backup-sidecar-restore-{target}");
+        // A helper left by a killed restore holds nothing of value: replace it.
+        let _ = docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await;
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await
+            .context("cannot create the restore helper container")?;
+        Ok(Helper {
+            docker,
+            id: created.id,
+        })
+    }
+
+    /// Copies the ssh key, known_hosts and passphrase into the helper (mode 0600).
+    pub async fn upload_secrets(&self, config: &Config) -> Result<()> {
+        let mut files: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "id_ed25519",
+                std::fs::read(&config.ssh_key_file).context("cannot read BACKUP_SSH_KEY_FILE")?,
+            ),
+            (
+                "known_hosts",
+                std::fs::read(&config.known_hosts_file)
+                    .context("cannot read BACKUP_KNOWN_HOSTS_FILE")?,
+            ),
+        ];
+        if let Some(passphrase) = config.borg.as_ref().and_then(|b| b.passphrase.as_ref()) {
+            files.push(("passphrase", passphrase.expose().as_bytes().to_vec()));
+        }
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            archive.append_data(&mut header, format!("{}/{name}", &SECRETS[1..]), &data[..])?;
+        }
+        let bytes = archive.into_inner()?;
+        self.docker
+            .upload_to_container(
+                &self.id,
+                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                bollard::body_full(bytes.into()),
+            )
+            .await
+            .context("cannot copy the ssh key into the restore helper")
+    }
+
+    /// Starts the helper, logs progress while it runs, returns its exit code and output.
+    pub async fn run(&self, cancel: &CancellationToken) -> Result<(i64, String)> {
+        self.docker
+            .start_container(
+                &self.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .context("cannot start the restore helper")?;
+        let started = Instant::now();
+        let mut wait = self
+            .docker
+            .wait_container(&self.id, None::<WaitContainerOptions>);
+        let mut ticker = tokio::time::interval(Duration::from_secs(10));
+        ticker.tick().await;
+        let code = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => bail!("cancelled"),
+                _ = ticker.tick() => info!(seconds = started.elapsed().as_secs(), "restore in progress"),
+                next = wait.next() => match next {
+                    Some(Ok(response)) => break response.status_code,
+                    // A non-zero exit arrives as an error carrying the code.
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => break code,
+                    Some(Err(e)) => return Err(e).context("cannot wait for the restore helper"),
+                    None => bail!("the restore helper vanished"),
+                },
+            }
+        };
+        let mut logs = self.docker.logs(
+            &self.id,
+            Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+        );
+        let mut output = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            output.push_str(&chunk.to_string());
+        }
+        Ok((code, output))
+    }
+
+    /// Removes the helper (killing it if it still runs).
+    pub async fn remove(self) {
+        if let Err(e) = self
+            .docker
+            .remove_container(
+                &self.id,
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(false)
+                        .build(),
+                ),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remove the restore helper");
+        }
+    }
+}
+
+/// The helper's script. `$1` is the mode (`mirror` or `archive`), `$2` dry-run (`0`/`1`); the rest
+/// are the mode's arguments. It prints `RESTORED <entries> <bytes>` at the end.
+pub const HELPER_SCRIPT: &str = r#"set -eu
+mode=$1; dry=$2; shift 2
+if [ "$mode" = mirror ]; then
+  # $@: the rsync argv
+  "$@"
+else
+  # $1 repository::archive  $2 volume  $3 BORG_RSH  $4 mode  $5 uid  $6 gid  $7 mtime
+  repo=$1 volume=$2; export BORG_RSH=$3
+  if [ -e /run/restore/passphrase ]; then export BORG_PASSCOMMAND='cat /run/restore/passphrase'; fi
+  export BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+  cd /target
+  if [ "$dry" = 1 ]; then
+    borg extract --dry-run --list --strip-components 1 "$repo" "$volume"
+    exit 0
+  fi
+  find /target -mindepth 1 -delete
+  borg extract --numeric-ids --sparse --strip-components 1 "$repo" "$volume"
+  chown "$5:$6" /target; chmod "$4" /target; touch -d "$7" /target
+fi
+if [ "$dry" = 0 ]; then
+  echo "RESTORED $(find /target -mindepth 1 | wc -l) $(du -sb --apparent-size /target | cut -f1)"
+fi
+"#;
