@@ -39,15 +39,19 @@ pub struct Verified {
 }
 
 /// Whether borg's `2026-11-26T22:57:59.123456` and stat's `2026-11-26 22:57:59.123456789 +0000`
-/// are the same instant, to the microsecond borg keeps.
+/// are the same instant. borg rounds to the nearest microsecond, so they may differ by one.
 fn same_time(borg: &str, stat: &str) -> bool {
-    let normal = |t: &str| {
+    // (date and time to the second, nanoseconds)
+    let split = |t: &str| {
         let t = t.replacen(' ', "T", 1);
         let t = t.split(' ').next().unwrap_or("").to_string();
         let (whole, fraction) = t.split_once('.').unwrap_or((&t, ""));
-        format!("{whole}.{:0<6}", &fraction[..fraction.len().min(6)])
+        let digits: String = format!("{fraction:0<9}").chars().take(9).collect();
+        (whole.to_string(), digits.parse::<i64>().unwrap_or(-1))
     };
-    normal(borg) == normal(stat)
+    let (borg_second, borg_ns) = split(borg);
+    let (stat_second, stat_ns) = split(stat);
+    borg_second == stat_second && (borg_ns - stat_ns).abs() <= 1000
 }
 
 /// Picks up to `n` items spread evenly over the listing (the same sample for the same archive).
@@ -209,9 +213,18 @@ mod tests {
             "2026-11-26T22:57:59",
             "2026-11-26 22:57:59.000000000 +0100"
         ));
+        // borg rounds 0.123456789 up.
+        assert!(same_time(
+            "2026-11-26T22:57:59.123457",
+            "2026-11-26 22:57:59.123456789 +0000"
+        ));
         assert!(!same_time(
             "2026-11-26T22:57:59.123456",
-            "2026-11-26 22:57:59.123457000 +0000"
+            "2026-11-26 22:57:59.123459000 +0000"
+        ));
+        assert!(!same_time(
+            "2026-11-26T22:57:58.123456",
+            "2026-11-26 22:57:59.123456000 +0000"
         ));
     }
 

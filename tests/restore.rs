@@ -401,7 +401,11 @@ fn verification_finds_a_file_that_rotted_in_the_mirror() {
         Duration::from_secs(150),
     )
     .remove(0);
-    assert_eq!(finished["fields"]["outcome"], "failed", "{finished}");
+    let logs = docker(&["logs", &sidecar]);
+    assert_eq!(
+        finished["fields"]["outcome"], "failed",
+        "{finished}\n{logs}"
+    );
     assert_eq!(finished["fields"]["compared"], 3, "{finished}");
     assert_eq!(finished["fields"]["mismatches"], 1, "{finished}");
     let found: Vec<_> = events(&sidecar)
