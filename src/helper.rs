@@ -23,6 +23,7 @@ use crate::discover;
 /// Where the helper finds the ssh key, known_hosts and passphrase (copied in, never on a command
 /// line or in its environment).
 pub const SECRETS: &str = "/run/restore";
+
 /// The helper: the sidecar's own image, its network, the target volume at /target.
 pub struct Helper<'a> {
     docker: &'a Docker,

@@ -174,7 +174,7 @@ fn one_compose_project_freezes_and_thaws_together() {
     let db_data = env.volume("db-data", &["backup.enable=true", &project]);
     let app = env.app("app", &app_data, "sleep infinity");
     let db = env.app("db", &db_data, "sleep infinity");
-    let since = docker(&["info", "--format", "{{.SystemTime}}"]);
+    let since = engine_time();
     let sidecar = env.sidecar(&remote, &[]);
     let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
@@ -190,23 +190,16 @@ fn one_compose_project_freezes_and_thaws_together() {
     members.sort();
     assert_eq!(members, vec![app.as_str(), db.as_str()]);
     // Both were paused before either was unpaused.
-    let until = docker(&["info", "--format", "{{.SystemTime}}"]);
-    let events = docker(&[
-        "events",
-        "--since",
-        since.trim(),
-        "--until",
-        until.trim(),
-        "--filter",
+    let events = engine_events(
+        &since,
         &format!("label={project}"),
-        "--format",
         "{{.Action}} {{.Actor.Attributes.name}}",
-    ]);
-    let actions: Vec<&str> = events
-        .lines()
+    );
+    let actions: Vec<&String> = events
+        .iter()
         .filter(|l| l.starts_with("pause") || l.starts_with("unpause"))
         .collect();
-    assert_eq!(actions.len(), 4, "{events}");
+    assert_eq!(actions.len(), 4, "{events:?}");
     assert!(
         actions[..2].iter().all(|a| a.starts_with("pause ")),
         "{actions:?}"

@@ -344,25 +344,15 @@ fn restore_in_place_stops_and_starts_the_app() {
 
     // A bad change, then the restore while the app runs.
     env.in_volume(&volume, "echo broken > /data/page");
-    let since = docker(&["info", "--format", "{{.SystemTime}}"]);
+    let since = engine_time();
     restore(&sidecar, &[&volume, "--yes"]);
-    let until = docker(&["info", "--format", "{{.SystemTime}}"]);
-    let events = docker(&[
-        "events",
-        "--since",
-        since.trim(),
-        "--until",
-        until.trim(),
-        "--filter",
-        &format!("container={app}"),
-        "--format",
-        "{{.Action}}",
-    ]);
+    let events = engine_events(&since, &format!("container={app}"), "{{.Action}}");
     let actions: Vec<&str> = events
-        .lines()
+        .iter()
+        .map(String::as_str)
         .filter(|a| matches!(*a, "stop" | "start"))
         .collect();
-    assert_eq!(actions, vec!["stop", "start"], "{events}");
+    assert_eq!(actions, vec!["stop", "start"], "{events:?}");
     assert_running_not_paused(&app);
     wait_until(
         "the app to serve the restored page",

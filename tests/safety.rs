@@ -32,7 +32,7 @@ fn bad_input_exits_2_naming_the_variable_and_touches_nothing() {
     let loose_key = env.ssh_path("loose_key");
     std::fs::copy(env.ssh_path("id_ed25519"), &loose_key).unwrap();
     std::fs::set_permissions(&loose_key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let since = docker(&["info", "--format", "{{.SystemTime}}"]);
+    let since = engine_time();
 
     let cases: &[(&str, &str, &str)] = &[
         ("BACKUP_REMOTE", "", "BACKUP_REMOTE"),
@@ -98,19 +98,8 @@ fn bad_input_exits_2_naming_the_variable_and_touches_nothing() {
     }
 
     // No container was paused, stopped or started by any of them.
-    let until = docker(&["info", "--format", "{{.SystemTime}}"]);
-    let events = docker(&[
-        "events",
-        "--since",
-        since.trim(),
-        "--until",
-        until.trim(),
-        "--filter",
-        &format!("container={app}"),
-        "--format",
-        "{{.Action}}",
-    ]);
-    assert!(events.trim().is_empty(), "the app saw: {events}");
+    let events = engine_events(&since, &format!("container={app}"), "{{.Action}}");
+    assert!(events.is_empty(), "the app saw: {events:?}");
     assert_running_not_paused(&app);
     assert!(env.mirrored(&remote).is_empty());
 }

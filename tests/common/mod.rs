@@ -419,6 +419,25 @@ pub fn wait_for_run(container: &str, timeout: Duration) -> Value {
     wait_for_events(container, "run finished", 1, timeout).remove(0)
 }
 
+/// The engine's clock, to bound [`engine_events`].
+pub fn engine_time() -> String {
+    docker(&["info", "--format", "{{.SystemTime}}"])
+        .trim()
+        .to_string()
+}
+
+/// The engine's events since `since` (from [`engine_time`]) until now, matching `filter`, one
+/// line each in `format`.
+pub fn engine_events(since: &str, filter: &str, format: &str) -> Vec<String> {
+    let until = engine_time();
+    docker(&[
+        "events", "--since", since, "--until", &until, "--filter", filter, "--format", format,
+    ])
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
 /// `running`/`paused`/... and the Paused flag of a container.
 pub fn state(container: &str) -> (String, bool) {
     let out = docker(&[
