@@ -86,13 +86,6 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
-impl Summary {
-    /// True when the run failed.
-    pub fn failed(&self) -> bool {
-        self.error.is_some()
-    }
-}
-
 /// Formats a byte count for people.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -240,19 +240,10 @@ fn round_trips_keep_everything_a_volume_holds() {
     let env = Env::new("fidelity");
     let remote = env.remote();
     let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
-    docker(&[
-        "run",
-        "--rm",
-        "--label",
-        TEST_LABEL,
-        "-v",
-        &format!("{volume}:/data"),
-        "--entrypoint",
-        "bash",
-        REMOTE_IMAGE,
-        "-c",
-        FIDELITY,
-    ]);
+    env.with_volume(
+        &volume,
+        &["--entrypoint", "bash", REMOTE_IMAGE, "-c", FIDELITY],
+    );
     let original = tree(&volume);
     assert!(original.entries.len() > 20_000);
     assert!(

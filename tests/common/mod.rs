@@ -160,18 +160,16 @@ impl Env {
 
     /// Runs a shell script in a throwaway container with the volume at /data.
     pub fn in_volume(&self, volume: &str, script: &str) -> String {
-        docker(&[
-            "run",
-            "--rm",
-            "--label",
-            TEST_LABEL,
-            "-v",
-            &format!("{volume}:/data"),
-            APP_IMAGE,
-            "sh",
-            "-c",
-            script,
-        ])
+        self.with_volume(volume, &[APP_IMAGE, "sh", "-c", script])
+    }
+
+    /// Runs `image_and_command` (docker run arguments from the image on) in a throwaway container
+    /// with the volume at /data.
+    pub fn with_volume(&self, volume: &str, image_and_command: &[&str]) -> String {
+        let mount = format!("{volume}:/data");
+        let mut args = vec!["run", "--rm", "--label", TEST_LABEL, "-v", &mount];
+        args.extend(image_and_command);
+        docker(&args)
     }
 
     /// Starts a remote (sshd, rsync, borg) that trusts this test's key, writes known_hosts for it,
