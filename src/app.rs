@@ -8,20 +8,55 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::freeze::RunLock;
-use crate::run::{self, Context, Trigger, TriggerKind};
+use crate::config::{Config, ConfigError};
+use crate::engine::discover;
+use crate::engine::freeze;
+use crate::engine::journal::Journal;
+use crate::lock::RunLock;
+use crate::run::{self, Context};
 use crate::schedule;
+use crate::schedule::{Trigger, TriggerKind};
 use crate::verify;
+
+/// `backup-sidecar run`: checks the state and volumes directories, connects to the engine and
+/// serves until `cancel` fires.
+pub async fn daemon(
+    config: Config,
+    requests: mpsc::UnboundedReceiver<Trigger>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let journal = Journal::open(&config.state_dir).map_err(|e| ConfigError {
+        variable: "BACKUP_STATE_DIR".into(),
+        message: format!("{e:#}"),
+    })?;
+    if let Err(e) = std::fs::read_dir(&config.volumes_dir) {
+        return Err(ConfigError {
+            variable: "BACKUP_VOLUMES_DIR".into(),
+            message: format!(
+                "cannot read {}: {e} (mount the host's volumes directory there, read-only)",
+                config.volumes_dir.display()
+            ),
+        }
+        .into());
+    }
+    let docker = discover::connect().await?;
+    let ctx = Context {
+        config,
+        docker,
+        journal,
+    };
+    serve(ctx, requests, cancel).await
+}
 
 /// Runs the daemon until `cancel` fires. `requests` carries SIGUSR1 (a mirror + snapshot run now).
 /// Triggers that arrive during a run are merged into one run after it.
-pub async fn serve(
+async fn serve(
     ctx: Context,
     mut requests: mpsc::UnboundedReceiver<Trigger>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let ctx = Arc::new(ctx);
-    let repaired = ctx.journal.repair(&ctx.docker).await;
+    let repaired = freeze::repair(&ctx.journal, &ctx.docker).await;
     if !repaired.is_empty() {
         info!(containers = %repaired.join(","), "repaired containers left frozen by a previous run");
     }

@@ -6,10 +6,10 @@ use anyhow::{Result, anyhow, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::discover;
-use crate::plan;
-use crate::snapshot;
-use crate::ssh::{Session, quote};
+use crate::engine::discover;
+use crate::engine::plan;
+use crate::remote::borg;
+use crate::remote::ssh::{Session, quote};
 
 fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
     match result {
@@ -19,7 +19,18 @@ fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
     result.is_ok()
 }
 
-/// Runs every check; `Err` when any failed.
+/// `backup-sidecar plan`: prints the groups, containers and volumes a run would touch.
+pub async fn print_plan(config: &Config) -> Result<()> {
+    let docker = discover::connect().await?;
+    let inventory = discover::inventory(&docker).await?;
+    print!(
+        "{}",
+        plan::plan(&inventory, config.projects.as_deref(), &config.exclude)
+    );
+    Ok(())
+}
+
+/// `backup-sidecar check`: runs every check; `Err` when any failed.
 pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     let mut ok = true;
 
@@ -93,10 +104,10 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
         if let Some(borg) = &config.borg {
             let command = format!(
                 "{}borg list --short --last 1 {}",
-                snapshot::borg_env(borg),
+                borg::borg_env(borg),
                 quote(&borg.repo)
             );
-            let result = snapshot::remote_borg(ssh, borg, "borg list", &command, cancel)
+            let result = borg::remote_borg(ssh, borg, "borg list", &command, cancel)
                 .await
                 .map(|_| format!("{} is reachable", borg.repo));
             ok &= report("borg repository", &result);

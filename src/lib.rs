@@ -2,46 +2,39 @@
 //! containers still for only a short catch-up pass, and snapshots the mirror with borg.
 //!
 //! # Layout
-//! Data flows one way; each module is one concern:
+//! Data flows one way: config -> discover -> plan -> freeze and transfer -> snapshot -> report.
 //!
-//! - [`config`]: the environment, read and validated once at start (two stages: raw, then typed).
-//! - [`discover`]: what the Docker engine has (volumes, containers), through bollard.
-//! - [`plan`]: pure; volumes and containers in, freeze groups out. `backup-sidecar plan` prints it.
-//! - [`freeze`]: pause or stop a group around a piece of work and thaw on every path; the freeze
-//!   journal that lets a restart undo a crash.
-//! - [`fault`]: remote failures classified: the network (retried) or the remote's state (not).
-//! - [`process`]: child processes in their own process group, drained, killed as a group.
-//! - [`ssh`]: one multiplexed connection per run with the pinned host key; remote command lines.
-//! - [`transfer`]: one rsync pass of one volume.
-//! - [`snapshot`]: `borg create`, `prune`, `compact` on the remote; listing the archives.
-//! - [`run`]: one run: plan, live pass, freeze + catch-up pass, snapshot, summary line.
-//! - [`restore`]: a volume back from the mirror or an archive, in place or into another volume.
-//! - [`schedule`]: when the next run is due.
-//! - [`verify`]: `borg check` and a spot check of the newest archive against the mirror.
-//! - [`app`]: the daemon loop: schedule, start and signal triggers, one run at a time.
-//! - [`check`]: the preflight command.
-//! - [`helper`]: the short-lived container a restore writes through.
-//! - [`logging`]: text or JSON logs.
+//! - [`config`]: the environment, read and validated once at start (raw, then typed).
+//! - [`engine`]: the Docker side: discovery, the plan, the freeze and its journal, the restore
+//!   helper container. It never touches the remote.
+//! - [`remote`]: the ssh side: child processes, the connection, fault kinds, rsync passes, borg.
+//!   It never touches the engine.
+//! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume back,
+//!   and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
+//!   the printed plan), [`schedule`] (when runs are due), [`app`] (the daemon loop).
+//! - [`lock`], [`format`], [`logging`]: the run lock, number formatting, log output.
 //!
-//! The library never handles signals: the binary turns them into a [`CancellationToken`] and run
-//! requests, so tests can do the same.
+//! Neither side imports the other or a use case. The library never handles signals: the binary
+//! turns them into a [`CancellationToken`] and run requests, so tests can do the same.
 //!
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
-pub mod app;
-pub mod check;
-pub mod config;
-pub mod discover;
-pub mod fault;
-pub mod freeze;
-pub mod helper;
-pub mod logging;
-pub mod plan;
-pub mod process;
-pub mod restore;
-pub mod run;
-pub mod schedule;
-pub mod snapshot;
-pub mod ssh;
-pub mod transfer;
-pub mod verify;
+pub(crate) mod app;
+pub(crate) mod check;
+pub(crate) mod config;
+pub(crate) mod engine;
+pub(crate) mod format;
+pub(crate) mod lock;
+pub(crate) mod logging;
+pub(crate) mod remote;
+pub(crate) mod restore;
+pub(crate) mod run;
+pub(crate) mod schedule;
+pub(crate) mod verify;
+
+pub use app::daemon;
+pub use check::{check, print_plan};
+pub use config::{Config, ConfigError};
+pub use logging::init as init_logging;
+pub use restore::{Request as RestoreRequest, Source as RestoreSource, restore, snapshots};
+pub use schedule::{Trigger, TriggerKind};

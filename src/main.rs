@@ -3,10 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use backup_sidecar::config::{Config, ConfigError};
-use backup_sidecar::freeze::{Journal, RunLock};
-use backup_sidecar::run::{Context, Trigger, TriggerKind};
-use backup_sidecar::{app, check, discover, logging, plan, restore, snapshot};
+use backup_sidecar::{Config, ConfigError, RestoreRequest, RestoreSource, Trigger, TriggerKind};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -57,7 +54,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_error(&e),
     };
-    if let Err(e) = logging::init(config.log_format) {
+    if let Err(e) = backup_sidecar::init_logging(config.log_format) {
         return config_error(&e);
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -92,46 +89,10 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
     let watcher = tokio::spawn(watch_signals(signals, cancel.clone(), requests));
 
     let result = match command {
-        Command::Run => {
-            let journal = Journal::open(&config.state_dir).map_err(|e| ConfigError {
-                variable: "BACKUP_STATE_DIR".into(),
-                message: format!("{e:#}"),
-            })?;
-            if let Err(e) = std::fs::read_dir(&config.volumes_dir) {
-                return Err(ConfigError {
-                    variable: "BACKUP_VOLUMES_DIR".into(),
-                    message: format!(
-                        "cannot read {}: {e} (mount the host's volumes directory there, read-only)",
-                        config.volumes_dir.display()
-                    ),
-                }
-                .into());
-            }
-            let docker = discover::connect().await?;
-            let ctx = Context {
-                config,
-                docker,
-                journal,
-            };
-            app::serve(ctx, received, cancel.clone())
-                .await
-                .map(|()| ExitCode::SUCCESS)
-        }
-        Command::Plan => {
-            let docker = discover::connect().await?;
-            let inventory = discover::inventory(&docker).await?;
-            print!(
-                "{}",
-                plan::plan(&inventory, config.projects.as_deref(), &config.exclude)
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check => check::check(&config, &cancel)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Snapshots => snapshot::snapshots(&config, &cancel)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Run => backup_sidecar::daemon(config, received, cancel.clone()).await,
+        Command::Plan => backup_sidecar::print_plan(&config).await,
+        Command::Check => backup_sidecar::check(&config, &cancel).await,
+        Command::Snapshots => backup_sidecar::snapshots(&config, &cancel).await,
         Command::Restore {
             volume,
             from,
@@ -139,23 +100,17 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
             dry_run,
             yes,
         } => {
-            let journal = Journal::open(&config.state_dir)?;
-            let Some(_lock) = RunLock::try_acquire(&config.state_dir)? else {
-                anyhow::bail!("a backup run is in progress; restore again when it has finished");
-            };
-            let docker = discover::connect().await?;
-            let request = restore::Request {
+            let request = RestoreRequest {
                 volume,
-                from: restore::Source::parse(&from),
+                from: RestoreSource::parse(&from),
                 to,
                 dry_run,
                 yes,
             };
-            restore::restore(&config, &docker, &journal, &request, &cancel)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            backup_sidecar::restore(&config, &request, &cancel).await
         }
-    };
+    }
+    .map(|()| ExitCode::SUCCESS);
     handle.close();
     watcher.abort();
     result

@@ -15,13 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::discover;
-use crate::freeze::{self, Journal};
-use crate::helper::{HELPER_SCRIPT, Helper, SECRETS};
-use crate::plan::{Group, Member, Quiesce};
-use crate::snapshot::{self, borg_env, list_archives, remote_borg};
-use crate::ssh::{Session, Ssh, quote};
-use crate::transfer;
+use crate::engine::discover;
+use crate::engine::freeze;
+use crate::engine::helper::{HELPER_SCRIPT, Helper, SECRETS};
+use crate::engine::journal::Journal;
+use crate::engine::plan::{Group, Member, Quiesce};
+use crate::format::human_bytes;
+use crate::lock::RunLock;
+use crate::remote::borg::{self, borg_env, list_archives, remote_borg};
+use crate::remote::ssh::{Session, Ssh, quote};
+use crate::remote::transfer;
 
 /// How long a restore may hold the volume's users stopped.
 const RESTORE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -132,8 +135,18 @@ async fn running_users(docker: &Docker, volume: &str) -> Result<Vec<Member>> {
         .collect())
 }
 
-/// `backup-sidecar restore`.
-pub async fn restore(
+/// `backup-sidecar restore`: takes the run lock (a running backup makes it refuse), then
+/// restores.
+pub async fn restore(config: &Config, request: &Request, cancel: &CancellationToken) -> Result<()> {
+    let journal = Journal::open(&config.state_dir)?;
+    let Some(_lock) = RunLock::try_acquire(&config.state_dir)? else {
+        bail!("a backup run is in progress; restore again when it has finished");
+    };
+    let docker = discover::connect().await?;
+    restore_volume(config, &docker, &journal, request, cancel).await
+}
+
+async fn restore_volume(
     config: &Config,
     docker: &Docker,
     journal: &Journal,
@@ -283,7 +296,7 @@ async fn prepare(
             Ok((format!("the mirror {dir}"), args))
         }
         source => {
-            let borg = snapshot::repository(config)?;
+            let borg = borg::repository(config)?;
             let archive = match source {
                 Source::Archive(name) => name.clone(),
                 _ => list_archives(ssh, borg, cancel)
@@ -339,6 +352,43 @@ async fn prepare(
             Ok((format!("archive {archive}"), args))
         }
     }
+}
+
+/// `backup-sidecar snapshots`: name, time and size of every archive, newest first.
+pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()> {
+    let borg = borg::repository(config)?;
+    let session = Session::open(config, cancel).await?;
+    let result = async {
+        // Sizes are a nicety: a listing without them is still a listing.
+        let sizes = borg::archive_sizes(&session.ssh, borg, cancel)
+            .await
+            .unwrap_or_default();
+        let archives = list_archives(&session.ssh, borg, cancel).await?;
+        println!(
+            "{:<40} {:<20} {:>12} {:>12}",
+            "ARCHIVE", "TIME", "SIZE", "ADDED"
+        );
+        for archive in &archives {
+            let (size, added) = sizes
+                .get(&archive.name)
+                .map(|s| (human_bytes(s.original), human_bytes(s.deduplicated)))
+                .unwrap_or_default();
+            println!(
+                "{:<40} {:<20} {:>12} {:>12}",
+                archive.name,
+                archive.start.chars().take(19).collect::<String>(),
+                size,
+                added
+            );
+        }
+        if archives.is_empty() {
+            println!("no archives in {}", borg.repo);
+        }
+        Ok(())
+    }
+    .await;
+    session.close().await;
+    result
 }
 
 #[cfg(test)]

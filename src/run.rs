@@ -1,7 +1,6 @@
 //! One run: discover, plan, open ssh, pre command, each group (live pass, freeze, catch-up pass,
 //! thaw), snapshot when asked and everything mirrored, post command, one summary line.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -10,13 +9,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Retry};
-use crate::discover;
-use crate::fault::{classify, is_transient};
-use crate::freeze::{self, Journal};
-use crate::plan::{self, Group, Plan, PlannedVolume};
-use crate::snapshot::{self, COMPLETE_STAMP};
-use crate::ssh::{Session, Ssh, quote};
-use crate::transfer::{self, Pass, PassResult};
+use crate::engine::discover;
+use crate::engine::freeze;
+use crate::engine::journal::Journal;
+use crate::engine::plan::{self, Group, Plan, PlannedVolume};
+use crate::format::human_bytes;
+use crate::remote::borg::{self, COMPLETE_STAMP};
+use crate::remote::fault::{classify, is_transient};
+use crate::remote::ssh::{Session, Ssh, quote};
+use crate::remote::transfer::{self, Pass, PassResult};
+use crate::schedule::Trigger;
 
 /// How long the post command may take once the sidecar is shutting down.
 const POST_COMMAND_GRACE: Duration = Duration::from_secs(3);
@@ -29,46 +31,6 @@ pub struct Context {
     pub docker: Docker,
     /// Freeze journal.
     pub journal: Journal,
-}
-
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TriggerKind {
-    /// A cron schedule.
-    Schedule,
-    /// `BACKUP_RUN_ON_START`.
-    Start,
-    /// SIGUSR1.
-    Signal,
-}
-
-impl fmt::Display for TriggerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TriggerKind::Schedule => "schedule",
-            TriggerKind::Start => "start",
-            TriggerKind::Signal => "signal",
-        })
-    }
-}
-
-/// A request for a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trigger {
-    /// What asked.
-    pub kind: TriggerKind,
-    /// Mirror + snapshot (true) or mirror only.
-    pub snapshot: bool,
-}
-
-impl Trigger {
-    /// Two requests made into one run: the first one's kind, a snapshot if either wants one.
-    pub fn merge(self, other: Trigger) -> Trigger {
-        Trigger {
-            kind: self.kind,
-            snapshot: self.snapshot || other.snapshot,
-        }
-    }
 }
 
 /// The outcome of a run.
@@ -84,22 +46,6 @@ pub struct Summary {
     pub archive: Option<String>,
     /// Why the run failed, if it did.
     pub error: Option<String>,
-}
-
-/// Formats a byte count for people.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Runs once and logs `run started` ... `run finished`.
@@ -164,7 +110,7 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
-    ctx.journal.repair(&ctx.docker).await;
+    freeze::repair(&ctx.journal, &ctx.docker).await;
     let inventory = discover::inventory(&ctx.docker).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
     for skip in &plan.skipped {
@@ -301,7 +247,7 @@ async fn mirror_and_snapshot(
                     None => engine_name(&ctx.docker).await?,
                 };
                 let created =
-                    snapshot::snapshot(ssh, borg, &prefix, &config.remote_dir, cancel).await?;
+                    borg::snapshot(ssh, borg, &prefix, &config.remote_dir, cancel).await?;
                 info!(
                     archive = %created.archive,
                     seconds = (created.seconds * 1000.0).round() / 1000.0,
@@ -497,34 +443,4 @@ async fn sync_group(
         }
     }
     (results, paused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merges_triggers() {
-        let sync = Trigger {
-            kind: TriggerKind::Schedule,
-            snapshot: false,
-        };
-        let signal = Trigger {
-            kind: TriggerKind::Signal,
-            snapshot: true,
-        };
-        assert_eq!(
-            sync.merge(signal),
-            Trigger {
-                kind: TriggerKind::Schedule,
-                snapshot: true
-            }
-        );
-    }
-
-    #[test]
-    fn formats_bytes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(130 * 1024 * 1024), "130.0 MiB");
-    }
 }

@@ -1,12 +1,52 @@
 //! Schedule: when the next run is due, from the two cron expressions in `TZ`.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::run::{Trigger, TriggerKind};
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// A cron schedule.
+    Schedule,
+    /// `BACKUP_RUN_ON_START`.
+    Start,
+    /// SIGUSR1.
+    Signal,
+}
+
+impl fmt::Display for TriggerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Start => "start",
+            TriggerKind::Signal => "signal",
+        })
+    }
+}
+
+/// A request for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    /// What asked.
+    pub kind: TriggerKind,
+    /// Mirror + snapshot (true) or mirror only.
+    pub snapshot: bool,
+}
+
+impl Trigger {
+    /// Two requests made into one run: the first one's kind, a snapshot if either wants one.
+    pub fn merge(self, other: Trigger) -> Trigger {
+        Trigger {
+            kind: self.kind,
+            snapshot: self.snapshot || other.snapshot,
+        }
+    }
+}
 
 /// The next run strictly after `after`: its time and whether it takes a snapshot. When a sync and a
 /// snapshot fall on the same minute, one run does both.
@@ -114,6 +154,25 @@ mod tests {
         // 03:00 in Berlin summer time is 01:00 UTC.
         assert_eq!(at, Utc.with_ymd_and_hms(2026, 7, 1, 1, 0, 0).unwrap());
         assert!(!snapshot);
+    }
+
+    #[test]
+    fn merges_triggers() {
+        let sync = Trigger {
+            kind: TriggerKind::Schedule,
+            snapshot: false,
+        };
+        let signal = Trigger {
+            kind: TriggerKind::Signal,
+            snapshot: true,
+        };
+        assert_eq!(
+            sync.merge(signal),
+            Trigger {
+                kind: TriggerKind::Schedule,
+                snapshot: true
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

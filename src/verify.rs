@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Borg, Config};
-use crate::snapshot::list_archives;
-use crate::snapshot::{borg_env, remote_borg};
-use crate::ssh::{Session, Ssh, quote};
+use crate::remote::borg::list_archives;
+use crate::remote::borg::{borg_env, remote_borg};
+use crate::remote::ssh::{Session, Ssh, quote};
 
 /// How many files of the newest archive are compared with the mirror.
 const SAMPLE: usize = 20;

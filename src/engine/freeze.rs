@@ -3,9 +3,7 @@
 //! a sidecar killed mid-freeze repairs it at its next start.
 
 use std::future::Future;
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -14,150 +12,47 @@ use bollard::query_parameters::{StartContainerOptions, StopContainerOptions};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{Group, Member, Quiesce};
+use crate::engine::journal::Journal;
+use crate::engine::plan::{Group, Member, Quiesce};
 
-/// Durable record of containers we froze, one file per container under `STATE_DIR/frozen/`.
-#[derive(Debug, Clone)]
-pub struct Journal {
-    dir: PathBuf,
-}
-
-impl Journal {
-    /// Opens (creating) the journal under the state directory.
-    pub fn open(state_dir: &Path) -> Result<Self> {
-        let dir = state_dir.join("frozen");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let probe = dir.join(".probe");
-        std::fs::write(&probe, b"")
-            .with_context(|| format!("cannot write in {}", dir.display()))?;
-        std::fs::remove_file(&probe).ok();
-        Ok(Journal { dir })
-    }
-
-    fn record(&self, member: &Member) -> Result<()> {
-        let path = self.dir.join(&member.id);
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        writeln!(file, "{} {}", member.quiesce, member.name)?;
-        file.sync_all()?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
-        Ok(())
-    }
-
-    fn forget(&self, id: &str) {
-        let path = self.dir.join(id);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove journal entry");
-        }
-    }
-
-    fn entries(&self) -> Vec<Member> {
-        let Ok(read) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
+/// Undoes what a killed predecessor left frozen: unpauses what it paused, starts what it
+/// stopped. Returns the names of the containers repaired.
+pub async fn repair(journal: &Journal, docker: &Docker) -> Vec<String> {
+    let mut repaired = Vec::new();
+    for member in journal.entries() {
+        let state = match docker.inspect_container(&member.id, None).await {
+            Ok(container) => container.state.unwrap_or_default(),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                tracing::warn!(container = %member.name, "container in the freeze journal no longer exists");
+                journal.forget(&member.id);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(container = %member.name, error = %e, "cannot look at a container left frozen by a previous run; trying again next run");
+                continue;
+            }
         };
-        read.filter_map(|e| e.ok())
-            .filter_map(|entry| {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                let text = std::fs::read_to_string(entry.path()).ok()?;
-                let (how, name) = text.trim().split_once(' ')?;
-                let quiesce = match how {
-                    "pause" => Quiesce::Pause,
-                    "stop" => Quiesce::Stop,
-                    _ => return None,
-                };
-                Some(Member {
-                    name: name.to_string(),
-                    id,
-                    quiesce,
-                })
-            })
-            .collect()
-    }
-
-    /// Undoes what a killed predecessor left frozen: unpauses what it paused, starts what it
-    /// stopped. Returns the names of the containers repaired.
-    pub async fn repair(&self, docker: &Docker) -> Vec<String> {
-        let mut repaired = Vec::new();
-        for member in self.entries() {
-            let state = match docker.inspect_container(&member.id, None).await {
-                Ok(container) => container.state.unwrap_or_default(),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {
-                    tracing::warn!(container = %member.name, "container in the freeze journal no longer exists");
-                    self.forget(&member.id);
-                    continue;
+        let needs_thaw = match member.quiesce {
+            Quiesce::Pause => state.paused == Some(true),
+            _ => state.running != Some(true),
+        };
+        if needs_thaw {
+            match thaw_one(docker, &member).await {
+                Ok(_) => {
+                    tracing::warn!(container = %member.name, how = %member.quiesce, "thawed a container left frozen by a previous run");
+                    repaired.push(member.name.clone());
                 }
                 Err(e) => {
-                    tracing::error!(container = %member.name, error = %e, "cannot look at a container left frozen by a previous run; trying again next run");
+                    tracing::error!(container = %member.name, error = %format!("{e:#}"), "cannot thaw a container left frozen by a previous run");
                     continue;
                 }
-            };
-            let needs_thaw = match member.quiesce {
-                Quiesce::Pause => state.paused == Some(true),
-                _ => state.running != Some(true),
-            };
-            if needs_thaw {
-                match thaw_one(docker, &member).await {
-                    Ok(_) => {
-                        tracing::warn!(container = %member.name, how = %member.quiesce, "thawed a container left frozen by a previous run");
-                        repaired.push(member.name.clone());
-                    }
-                    Err(e) => {
-                        tracing::error!(container = %member.name, error = %format!("{e:#}"), "cannot thaw a container left frozen by a previous run");
-                        continue;
-                    }
-                }
             }
-            self.forget(&member.id);
         }
-        repaired
+        journal.forget(&member.id);
     }
-}
-
-/// One backup run or restore at a time: an exclusive `flock` on `STATE_DIR/run.lock`, held by the
-/// daemon for each run and by `restore`, which share the state directory inside the container.
-pub struct RunLock {
-    _file: std::fs::File,
-}
-
-impl RunLock {
-    /// Takes the lock if it is free.
-    pub fn try_acquire(state_dir: &Path) -> Result<Option<RunLock>> {
-        let path = state_dir.join("run.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; released when the file is closed.
-        let taken = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } == 0;
-        Ok(taken.then_some(RunLock { _file: file }))
-    }
-
-    /// Waits for the lock.
-    pub async fn acquire(state_dir: &Path) -> Result<RunLock> {
-        let mut said = false;
-        loop {
-            if let Some(lock) = Self::try_acquire(state_dir)? {
-                return Ok(lock);
-            }
-            if !said {
-                tracing::info!("a restore is in progress; the run waits for it");
-                said = true;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
+    repaired
 }
 
 async fn freeze_one(docker: &Docker, member: &Member) -> Result<()> {

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Remote};
-use crate::fault::{RemoteError, classify};
-use crate::process::{self, Background, Cmd, Finished};
+use crate::remote::fault::{RemoteError, classify};
+use crate::remote::process::{self, Background, Cmd, Finished};
 
 /// How long the connection may take to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

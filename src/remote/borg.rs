@@ -10,9 +10,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Borg, Config};
-use crate::fault::classify;
-use crate::run::human_bytes;
-use crate::ssh::{Session, Ssh, quote};
+use crate::remote::fault::classify;
+use crate::remote::ssh::{Ssh, quote};
 
 /// The file in `BACKUP_REMOTE_DIR` that says the mirror's last run completed. Removed when a run
 /// starts changing the mirror, written when every volume of the run mirrored without error.
@@ -117,16 +116,22 @@ struct CreateOutput {
     archive: ArchiveOutput,
 }
 
+/// An archive with its sizes, as `borg create --json` and `borg info --json` show it.
 #[derive(Deserialize)]
 struct ArchiveOutput {
     name: String,
-    stats: ArchiveStats,
+    stats: Sizes,
 }
 
-#[derive(Deserialize)]
-struct ArchiveStats {
-    original_size: u64,
-    deduplicated_size: u64,
+/// An archive's sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Sizes {
+    /// Size of the archived files.
+    #[serde(rename = "original_size")]
+    pub original: u64,
+    /// What the archive added to the repository.
+    #[serde(rename = "deduplicated_size")]
+    pub deduplicated: u64,
 }
 
 /// Runs a borg command line on the remote with the passphrase on stdin; returns stdout, or the
@@ -189,8 +194,8 @@ pub async fn snapshot(
     let created = Created {
         archive: output.archive.name,
         seconds,
-        original_bytes: output.archive.stats.original_size,
-        deduplicated_bytes: output.archive.stats.deduplicated_size,
+        original_bytes: output.archive.stats.original,
+        deduplicated_bytes: output.archive.stats.deduplicated,
     };
     if let Some(prune) = prune_command(borg_config, prefix) {
         remote_borg(ssh, borg_config, "borg prune", &prune, cancel).await?;
@@ -229,19 +234,7 @@ struct ArchiveList {
 
 #[derive(Deserialize)]
 struct InfoList {
-    archives: Vec<InfoEntry>,
-}
-
-#[derive(Deserialize)]
-struct InfoEntry {
-    name: String,
-    stats: InfoStats,
-}
-
-#[derive(Deserialize)]
-struct InfoStats {
-    original_size: u64,
-    deduplicated_size: u64,
+    archives: Vec<ArchiveOutput>,
 }
 
 /// The archives, newest first.
@@ -264,63 +257,30 @@ pub async fn list_archives(
     Ok(list.archives)
 }
 
-/// `backup-sidecar snapshots`: name, time and size of every archive, newest first.
-pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()> {
-    let borg = repository(config)?;
-    let session = Session::open(config, cancel).await?;
-    let result = async {
-        let out = remote_borg(
-            &session.ssh,
-            borg,
-            "borg info",
-            &format!(
-                "{}borg info --json --glob-archives '*' {}",
-                borg_env(borg),
-                quote(&borg.repo)
-            ),
-            cancel,
-        )
-        .await;
-        let sizes: HashMap<String, (u64, u64)> = match out {
-            Ok(json) => serde_json::from_str::<InfoList>(&json)
-                .map(|l| {
-                    l.archives
-                        .into_iter()
-                        .map(|a| {
-                            let s = a.stats;
-                            (a.name, (s.original_size, s.deduplicated_size))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => HashMap::new(),
-        };
-        let archives = list_archives(&session.ssh, borg, cancel).await?;
-        println!(
-            "{:<40} {:<20} {:>12} {:>12}",
-            "ARCHIVE", "TIME", "SIZE", "ADDED"
-        );
-        for archive in &archives {
-            let (size, added) = sizes
-                .get(&archive.name)
-                .map(|(o, d)| (human_bytes(*o), human_bytes(*d)))
-                .unwrap_or_default();
-            println!(
-                "{:<40} {:<20} {:>12} {:>12}",
-                archive.name,
-                archive.start.chars().take(19).collect::<String>(),
-                size,
-                added
-            );
-        }
-        if archives.is_empty() {
-            println!("no archives in {}", borg.repo);
-        }
-        Ok(())
-    }
-    .await;
-    session.close().await;
-    result
+/// Every archive's sizes, by name (`borg info`).
+pub async fn archive_sizes(
+    ssh: &Ssh,
+    borg: &Borg,
+    cancel: &CancellationToken,
+) -> Result<HashMap<String, Sizes>> {
+    let json = remote_borg(
+        ssh,
+        borg,
+        "borg info",
+        &format!(
+            "{}borg info --json --glob-archives '*' {}",
+            borg_env(borg),
+            quote(&borg.repo)
+        ),
+        cancel,
+    )
+    .await?;
+    let list: InfoList = serde_json::from_str(&json).context("cannot read borg info --json")?;
+    Ok(list
+        .archives
+        .into_iter()
+        .map(|a| (a.name, a.stats))
+        .collect())
 }
 
 #[cfg(test)]
@@ -424,7 +384,12 @@ mod tests {
         let json = r#"{"archive": {"name": "a", "duration": 1.5, "stats": {"compressed_size": 10,
             "deduplicated_size": 5, "nfiles": 3, "original_size": 20}}, "repository": {}}"#;
         let out: CreateOutput = serde_json::from_str(json).unwrap();
-        assert_eq!(out.archive.stats.original_size, 20);
-        assert_eq!(out.archive.stats.deduplicated_size, 5);
+        assert_eq!(
+            out.archive.stats,
+            Sizes {
+                original: 20,
+                deduplicated: 5
+            }
+        );
     }
 }

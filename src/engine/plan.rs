@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::config::split_list;
-use crate::discover::{ContainerInfo, Inventory, VolumeInfo};
+use crate::engine::discover::{ContainerInfo, Inventory, VolumeInfo};
 
 /// Label that turns backups on or off, on a volume or a container.
 pub const ENABLE_LABEL: &str = "backup.enable";

@@ -6,9 +6,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::fault::classify;
-use crate::process::{self, Cmd};
-use crate::ssh::Ssh;
+use crate::remote::fault::classify;
+use crate::remote::process::{self, Cmd};
+use crate::remote::ssh::Ssh;
 
 /// Which pass this is; it decides which rsync results are acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

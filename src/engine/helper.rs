@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::discover;
+use crate::engine::discover;
 
 /// Where the helper finds the ssh key, known_hosts and passphrase (copied in, never on a command
 /// line or in its environment).

@@ -1,0 +1,13 @@
+//! The engine side: everything that talks to the Docker engine. It never reaches the remote.
+//!
+//! - [`discover`]: volumes and containers, read through bollard, as plain data.
+//! - [`plan`]: pure; volumes and containers in, freeze groups out.
+//! - [`freeze`]: pause or stop a group around a piece of work, thaw on every path.
+//! - [`journal`]: what is frozen, on disk first, so a restart can undo a crash.
+//! - [`helper`]: the short-lived container a restore writes through.
+
+pub mod discover;
+pub mod freeze;
+pub mod helper;
+pub mod journal;
+pub mod plan;

@@ -1,0 +1,13 @@
+//! The remote side: everything that runs over ssh. It never talks to the Docker engine.
+//!
+//! - [`process`]: child processes in their own process group, drained, killed as a group.
+//! - [`ssh`]: one multiplexed connection per run with the pinned host key.
+//! - [`fault`]: failures classified into kinds: the network (retried) or the remote's state (not).
+//! - [`transfer`]: one rsync pass of one volume.
+//! - [`borg`]: snapshot (`borg create`, `prune`, `compact`) and archive listings.
+
+pub mod borg;
+pub mod fault;
+pub mod process;
+pub mod ssh;
+pub mod transfer;
