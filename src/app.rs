@@ -2,6 +2,7 @@
 //! request, one run at a time, until cancelled from outside.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use tokio::sync::mpsc;
@@ -13,6 +14,7 @@ use crate::engine::discover;
 use crate::engine::freeze;
 use crate::engine::journal::Journal;
 use crate::lock::RunLock;
+use crate::report::{self, Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::run::{self, Context};
 use crate::schedule;
 use crate::schedule::{Trigger, TriggerKind};
@@ -96,14 +98,14 @@ async fn serve(
     let mut check_pending = false;
     loop {
         if let Some(trigger) = pending.take() {
-            exclusive(&ctx, &cancel, move |ctx, cancel| async move {
-                run::run(&ctx, trigger, &cancel).await;
+            exclusive(&ctx, &cancel, Some(trigger), move |ctx, cancel| async move {
+                Report::Run(run::run(&ctx, trigger, &cancel).await)
             })
             .await;
         } else if check_pending {
             check_pending = false;
-            exclusive(&ctx, &cancel, |ctx, cancel| async move {
-                let _ = verify::verify(&ctx.config, &cancel).await;
+            exclusive(&ctx, &cancel, None, |ctx, cancel| async move {
+                Report::Verification(verify::verify(&ctx.config, &cancel).await)
             })
             .await;
         } else {
@@ -136,12 +138,17 @@ async fn serve(
 }
 
 /// Runs `job` in a task of its own, holding the run lock (a restore started with `docker exec`
-/// holds it too: the job waits for it). A bug that panics in the job fails that job, not the
-/// daemon: the freeze thaws on panics itself, and the journal repairs anything left at the next run.
-async fn exclusive<F, Fut>(ctx: &Arc<Context>, cancel: &CancellationToken, job: F)
-where
+/// holds it too: the job waits for it), and publishes its report. A bug that panics in the job
+/// fails that job, not the daemon: the freeze thaws on panics itself, and the journal repairs
+/// anything left at the next run. A panicked run still reports, as failed.
+async fn exclusive<F, Fut>(
+    ctx: &Arc<Context>,
+    cancel: &CancellationToken,
+    run: Option<Trigger>,
+    job: F,
+) where
     F: FnOnce(Arc<Context>, CancellationToken) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: std::future::Future<Output = Report> + Send + 'static,
 {
     let task = tokio::spawn({
         let ctx = Arc::clone(ctx);
@@ -149,15 +156,35 @@ where
         async move {
             let lock = tokio::select! {
                 lock = RunLock::acquire(&ctx.config.state_dir) => lock,
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return None,
             };
             match lock {
-                Ok(_lock) => job(ctx, cancel).await,
-                Err(e) => error!(error = %format!("{e:#}"), "cannot take the run lock"),
+                Ok(_lock) => Some(job(ctx, cancel).await),
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "cannot take the run lock");
+                    None
+                }
             }
         }
     });
-    if let Err(e) = task.await {
-        error!(outcome = "failed", error = %e, "run finished");
+    match task.await {
+        Ok(Some(report)) => report::publish(&report),
+        Ok(None) => {}
+        Err(e) => {
+            let failure = Failure {
+                kind: FailureKind::Other,
+                message: e.to_string(),
+            };
+            match run {
+                Some(trigger) => report::publish(&Report::Run(RunReport {
+                    failure: Some(failure),
+                    ..RunReport::new(trigger)
+                })),
+                None => report::publish(&Report::Verification(VerifyReport {
+                    outcome: Err(failure),
+                    duration: Duration::ZERO,
+                })),
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ use crate::config::Config;
 use crate::engine::discover;
 use crate::engine::plan;
 use crate::remote::borg;
-use crate::remote::ssh::{Session, quote};
+use crate::remote::commands;
+use crate::remote::ssh::Session;
 
 fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
     match result {
@@ -81,14 +82,11 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     if let Ok(session) = session {
         let ssh = &session.ssh;
         for (name, command) in [
-            ("remote rsync", "rsync --version | head -n1".to_string()),
-            ("remote borg", "borg --version".to_string()),
+            ("remote rsync", commands::rsync_version()),
+            ("remote borg", commands::borg_version()),
             (
                 "remote directory",
-                format!(
-                    "test -d {0} && test -w {0} && echo {0} is writable",
-                    quote(&config.remote_dir)
-                ),
+                commands::directory_writable(&config.remote_dir),
             ),
         ] {
             if name == "remote borg" && config.borg.is_none() {
@@ -102,11 +100,7 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
             ok &= report(name, &result);
         }
         if let Some(borg) = &config.borg {
-            let command = format!(
-                "{}borg list --short --last 1 {}",
-                borg::borg_env(borg),
-                quote(&borg.repo)
-            );
+            let command = commands::borg_list_last(borg);
             let result = borg::remote_borg(ssh, borg, "borg list", &command, cancel)
                 .await
                 .map(|_| format!("{} is reachable", borg.repo));

@@ -20,11 +20,13 @@ use crate::engine::freeze;
 use crate::engine::helper::{HELPER_SCRIPT, Helper, SECRETS};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{Group, Member, Quiesce};
-use crate::format::human_bytes;
+use crate::events;
+use crate::format::{human_bytes, millis};
 use crate::lock::RunLock;
-use crate::remote::borg::{self, borg_env, list_archives, remote_borg};
-use crate::remote::ssh::{Session, Ssh, quote};
-use crate::remote::transfer;
+use crate::remote::borg::{self, list_archives, remote_borg};
+use crate::remote::commands;
+use crate::remote::fault::last_line;
+use crate::remote::ssh::{Session, Ssh};
 
 /// How long a restore may hold the volume's users stopped.
 const RESTORE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -233,12 +235,10 @@ async fn restore_volume(
         return Ok(());
     }
     if code != 0 {
-        let last = output
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        bail!("restore of {target} failed (helper exit {code}): {last}");
+        bail!(
+            "restore of {target} failed (helper exit {code}): {}",
+            last_line(&output)
+        );
     }
     let (files, bytes) = output
         .lines()
@@ -251,13 +251,13 @@ async fn restore_volume(
         .unwrap_or((0, 0));
     let seconds = started.elapsed().as_secs_f64();
     info!(
+        message = events::VOLUME_RESTORED,
         volume = %target,
         source = %source_desc,
         files,
         bytes,
-        seconds = (seconds * 1000.0).round() / 1000.0,
+        seconds = millis(seconds),
         mib_per_second = ((bytes as f64 / 1048576.0 / seconds) * 10.0).round() / 10.0,
-        "volume restored"
     );
     Ok(())
 }
@@ -279,9 +279,7 @@ async fn prepare(
     match &request.from {
         Source::Mirror => {
             let dir = format!("{}/{volume}", config.remote_dir);
-            let done = ssh
-                .run(&format!("test -d {}", quote(&dir)), None, cancel)
-                .await?;
+            let done = ssh.run(&commands::is_directory(&dir), None, cancel).await?;
             if !done.success() {
                 bail!("the mirror holds no {volume} (no directory {dir} on the remote)");
             }
@@ -290,7 +288,7 @@ async fn prepare(
             } else {
                 &[]
             };
-            let cmd = transfer::pull_command(&helper_ssh, &format!("{dir}/"), "/target/", extra);
+            let cmd = commands::rsync_pull(&helper_ssh, &format!("{dir}/"), "/target/", extra);
             let mut args = vec!["mirror".to_string(), dry.to_string(), cmd.program.clone()];
             args.extend(cmd.args.iter().map(|a| a.to_string_lossy().into_owned()));
             Ok((format!("the mirror {dir}"), args))
@@ -309,12 +307,7 @@ async fn prepare(
                 ssh,
                 borg,
                 "borg list",
-                &format!(
-                    "{}borg list --json-lines {} {} | head -n 1",
-                    borg_env(borg),
-                    quote(&format!("{}::{archive}", borg.repo)),
-                    quote(volume)
-                ),
+                &commands::borg_list_root(borg, &archive, volume),
                 cancel,
             )
             .await?;

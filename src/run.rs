@@ -1,5 +1,5 @@
 //! One run: discover, plan, open ssh, pre command, each group (live pass, freeze, catch-up pass,
-//! thaw), snapshot when asked and everything mirrored, post command, one summary line.
+//! thaw), snapshot when asked and everything mirrored, post command; one report out.
 
 use std::time::{Duration, Instant};
 
@@ -10,14 +10,17 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Retry};
 use crate::engine::discover;
-use crate::engine::freeze;
+use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{self, Group, Plan, PlannedVolume};
-use crate::format::human_bytes;
-use crate::remote::borg::{self, COMPLETE_STAMP};
+use crate::events;
+use crate::format::millis;
+use crate::remote::borg;
+use crate::remote::commands;
 use crate::remote::fault::{classify, is_transient};
-use crate::remote::ssh::{Session, Ssh, quote};
+use crate::remote::ssh::{Session, Ssh};
 use crate::remote::transfer::{self, Pass, PassResult};
+use crate::report::{Failure, FailureKind, GroupReport, RunReport, Synced, VolumeReport};
 use crate::schedule::Trigger;
 
 /// How long the post command may take once the sidecar is shutting down.
@@ -33,71 +36,22 @@ pub struct Context {
     pub journal: Journal,
 }
 
-/// The outcome of a run.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// Volumes mirrored completely.
-    pub volumes: usize,
-    /// Their total size.
-    pub bytes: u64,
-    /// Longest time any group was frozen.
-    pub max_pause: Duration,
-    /// The archive created, if any.
-    pub archive: Option<String>,
-    /// Why the run failed, if it did.
-    pub error: Option<String>,
-}
-
-/// Runs once and logs `run started` ... `run finished`.
-pub async fn run(ctx: &Context, trigger: Trigger, cancel: &CancellationToken) -> Summary {
+/// Runs once: logs `run started`, and returns the report (the daemon publishes it).
+pub async fn run(ctx: &Context, trigger: Trigger, cancel: &CancellationToken) -> RunReport {
     let span = info_span!("run", trigger = %trigger.kind, snapshot = trigger.snapshot);
     async {
-        info!(trigger = %trigger.kind, snapshot = trigger.snapshot, "run started");
+        info!(message = events::RUN_STARTED, trigger = %trigger.kind, snapshot = trigger.snapshot);
         let started = Instant::now();
-        let mut summary = Summary::default();
-        if let Err(e) = run_inner(ctx, trigger, &mut summary, cancel).await {
-            summary.error = Some(format!("{e:#}"));
-        }
-        let max_pause_ms = summary.max_pause.as_millis() as u64;
-        let archive = summary.archive.clone().unwrap_or_default();
-        let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-        let mut line = format!(
-            "{} volume(s), {}, longest freeze {max_pause_ms} ms, {}, {seconds} s",
-            summary.volumes,
-            human_bytes(summary.bytes),
-            if archive.is_empty() {
-                "no archive".to_string()
-            } else {
-                format!("archive {archive}")
-            },
-        );
-        match &summary.error {
-            None => info!(
-                outcome = "success",
-                volumes = summary.volumes,
-                bytes = summary.bytes,
-                max_pause_ms,
-                archive = %archive,
-                seconds,
-                summary = %line,
-                "run finished"
-            ),
-            Some(e) => {
-                line.push_str(&format!(": FAILED: {e}"));
-                error!(
-                    outcome = "failed",
-                    volumes = summary.volumes,
-                    bytes = summary.bytes,
-                    max_pause_ms,
-                    archive = %archive,
-                    seconds,
-                    error = %e,
-                    summary = %line,
-                    "run finished"
-                )
+        let mut report = RunReport::new(trigger);
+        if let Err(e) = run_inner(ctx, &mut report, cancel).await {
+            let mut failure = Failure::of(&e);
+            if cancel.is_cancelled() {
+                failure.kind = FailureKind::Cancelled;
             }
+            report.failure = Some(failure);
         }
-        summary
+        report.duration = started.elapsed();
+        report
     }
     .instrument(span)
     .await
@@ -105,8 +59,7 @@ pub async fn run(ctx: &Context, trigger: Trigger, cancel: &CancellationToken) ->
 
 async fn run_inner(
     ctx: &Context,
-    trigger: Trigger,
-    summary: &mut Summary,
+    report: &mut RunReport,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
@@ -114,7 +67,7 @@ async fn run_inner(
     let inventory = discover::inventory(&ctx.docker).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
     for skip in &plan.skipped {
-        warn!(volume = %skip.volume, reason = %skip.reason, "volume skipped");
+        warn!(message = events::VOLUME_SKIPPED, volume = %skip.volume, reason = %skip.reason);
     }
     if plan.groups.is_empty() {
         warn!("no volumes selected: label a volume or a container backup.enable=true");
@@ -132,7 +85,7 @@ async fn run_inner(
         || Session::open(config, cancel),
     )
     .await?;
-    let result = mirror_and_snapshot(ctx, &session.ssh, &plan, trigger, summary, cancel).await;
+    let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
     let post = match &config.post_command {
         Some(command) => {
             remote_hook(&session.ssh, "BACKUP_REMOTE_POST_COMMAND", command, cancel).await
@@ -177,8 +130,7 @@ async fn mirror_and_snapshot(
     ctx: &Context,
     ssh: &Ssh,
     plan: &Plan,
-    trigger: Trigger,
-    summary: &mut Summary,
+    report: &mut RunReport,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
@@ -186,60 +138,67 @@ async fn mirror_and_snapshot(
         remote_hook(ssh, "BACKUP_REMOTE_PRE_COMMAND", command, cancel).await?;
     }
     // From here until every volume is mirrored, the mirror is incomplete.
-    let stamp = format!("{}/{COMPLETE_STAMP}", config.remote_dir);
     remote_step(
         ssh,
         "removing the completion stamp",
-        &format!("rm -f {}", quote(&stamp)),
+        &commands::clear_stamp(&config.remote_dir),
         cancel,
     )
     .await?;
-    let mut failures = Vec::new();
     for group in &plan.groups {
         if cancel.is_cancelled() {
             bail!("cancelled");
         }
-        let first_transient = |(results, _): &(VolumeResults, Duration)| {
+        let first_transient = |(results, _): &(VolumeResults, Frozen)| {
             results
                 .iter()
                 .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
                 .map(|e| format!("{e:#}"))
         };
-        let (results, paused) =
+        let (results, frozen) =
             with_retries(config.retry, "group", cancel, first_transient, || {
                 sync_group(ctx, ssh, group, cancel)
             })
             .instrument(info_span!("group", group = %group.name))
             .await;
-        summary.max_pause = summary.max_pause.max(paused);
-        for (volume, result) in results {
-            match result {
-                Ok(bytes) => {
-                    summary.volumes += 1;
-                    summary.bytes += bytes;
-                }
-                Err(e) => {
-                    error!(volume = %volume, error = %format!("{e:#}"), "volume failed");
-                    failures.push(format!("{volume}: {e:#}"));
-                }
-            }
+        report.groups.push(GroupReport {
+            name: group.name.clone(),
+            frozen,
+        });
+        for (name, result) in results {
+            let outcome = result.map_err(|e| {
+                let failure = Failure::of(&e);
+                error!(message = events::VOLUME_FAILED, volume = %name, error = %failure.message);
+                failure
+            });
+            report.volumes.push(VolumeReport { name, outcome });
         }
     }
-    if !failures.is_empty() {
-        bail!(
-            "{} volume(s) failed, no snapshot taken: {}",
-            failures.len(),
-            failures.join("; ")
-        );
+    let failures: Vec<(&str, &Failure)> = report
+        .volumes
+        .iter()
+        .filter_map(|v| v.outcome.as_ref().err().map(|f| (v.name.as_str(), f)))
+        .collect();
+    if let Some((_, first)) = failures.first() {
+        let listed: Vec<String> = failures.iter().map(|(v, f)| format!("{v}: {f}")).collect();
+        return Err(Failure {
+            kind: first.kind,
+            message: format!(
+                "{} volume(s) failed, no snapshot taken: {}",
+                failures.len(),
+                listed.join("; ")
+            ),
+        }
+        .into());
     }
     remote_step(
         ssh,
         "writing the completion stamp",
-        &format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", quote(&stamp)),
+        &commands::write_stamp(&config.remote_dir),
         cancel,
     )
     .await?;
-    if trigger.snapshot {
+    if report.trigger.snapshot {
         match &config.borg {
             Some(borg) => {
                 let prefix = match &borg.archive_prefix {
@@ -249,13 +208,13 @@ async fn mirror_and_snapshot(
                 let created =
                     borg::snapshot(ssh, borg, &prefix, &config.remote_dir, cancel).await?;
                 info!(
+                    message = events::SNAPSHOT_CREATED,
                     archive = %created.archive,
-                    seconds = (created.seconds * 1000.0).round() / 1000.0,
+                    seconds = millis(created.seconds),
                     original_bytes = created.original_bytes,
                     deduplicated_bytes = created.deduplicated_bytes,
-                    "snapshot created"
                 );
-                summary.archive = Some(created.archive);
+                report.archive = Some(created);
             }
             None => info!("no snapshot: BACKUP_BORG_REPO is not set"),
         }
@@ -345,30 +304,38 @@ async fn engine_name(docker: &Docker) -> Result<String> {
     })
 }
 
-type VolumeResults = Vec<(String, Result<u64>)>;
+type VolumeResults = Vec<(String, Result<Synced>)>;
 
-fn log_synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) -> u64 {
-    let seconds = live.map_or(0.0, |l| l.seconds) + last.seconds;
+/// The volume's figures from its passes, logged as `volume synced`.
+fn synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) -> Synced {
+    let synced = Synced {
+        bytes: last.stats.bytes,
+        files: last.stats.files,
+        sent_bytes: live.map_or(0, |l| l.stats.bytes_sent) + last.stats.bytes_sent,
+        seconds: live.map_or(0.0, |l| l.seconds) + last.seconds,
+        live_seconds: live.map(|l| l.seconds),
+    };
     info!(
+        message = events::VOLUME_SYNCED,
         volume = %volume.name,
-        bytes = last.stats.bytes,
-        files = last.stats.files,
-        seconds = (seconds * 1000.0).round() / 1000.0,
-        live_seconds = live.map(|l| (l.seconds * 1000.0).round() / 1000.0),
-        sent_bytes = live.map_or(0, |l| l.stats.bytes_sent) + last.stats.bytes_sent,
-        "volume synced"
+        bytes = synced.bytes,
+        files = synced.files,
+        seconds = millis(synced.seconds),
+        live_seconds = synced.live_seconds.map(millis),
+        sent_bytes = synced.sent_bytes,
     );
-    last.stats.bytes
+    synced
 }
 
 /// Mirrors one group: a live pass of each volume, then the freeze with a catch-up pass of each,
-/// or a single pass when nothing is to be frozen. Returns each volume's result and the freeze time.
+/// or a single pass when nothing is to be frozen. Returns each volume's result and what the freeze
+/// did.
 async fn sync_group(
     ctx: &Context,
     ssh: &Ssh,
     group: &Group,
     cancel: &CancellationToken,
-) -> (VolumeResults, Duration) {
+) -> (VolumeResults, Frozen) {
     let config = &ctx.config;
     let pass = |volume: &PlannedVolume, kind: Pass, token: CancellationToken| {
         let ssh = ssh.clone();
@@ -394,10 +361,10 @@ async fn sync_group(
         for volume in &group.volumes {
             let result = pass(volume, Pass::Final, cancel.clone())
                 .await
-                .map(|done| log_synced(volume, None, done));
+                .map(|done| synced(volume, None, done));
             results.push((volume.name.clone(), result));
         }
-        return (results, Duration::ZERO);
+        return (results, Frozen::default());
     }
 
     let mut ready = Vec::new();
@@ -408,9 +375,9 @@ async fn sync_group(
         }
     }
     if ready.is_empty() {
-        return (results, Duration::ZERO);
+        return (results, Frozen::default());
     }
-    let (caught_up, paused) = freeze::with_frozen(
+    let (caught_up, frozen) = freeze::with_frozen(
         &ctx.docker,
         &ctx.journal,
         group,
@@ -431,16 +398,17 @@ async fn sync_group(
     match caught_up {
         Ok(passes) => {
             for ((volume, live), result) in ready.iter().zip(passes) {
-                let result = result.map(|last| log_synced(volume, Some(*live), last));
+                let result = result.map(|last| synced(volume, Some(*live), last));
                 results.push((volume.name.clone(), result));
             }
         }
         Err(e) => {
-            let message = format!("{e:#}");
+            // Every volume of the group failed for the one reason, with its kind.
+            let failure = Failure::of(&e);
             for (volume, _) in &ready {
-                results.push((volume.name.clone(), Err(anyhow!(message.clone()))));
+                results.push((volume.name.clone(), Err(failure.clone().into())));
             }
         }
     }
-    (results, paused)
+    (results, frozen)
 }

@@ -12,8 +12,10 @@ use tracing::{error, info};
 
 use crate::config::{Borg, Config};
 use crate::remote::borg::list_archives;
-use crate::remote::borg::{borg_env, remote_borg};
-use crate::remote::ssh::{Session, Ssh, quote};
+use crate::remote::borg::remote_borg;
+use crate::remote::commands;
+use crate::remote::ssh::{Session, Ssh};
+use crate::report::{Failure, Verified, VerifyReport};
 
 /// How many files of the newest archive are compared with the mirror.
 const SAMPLE: usize = 20;
@@ -25,17 +27,6 @@ struct Item {
     kind: String,
     size: u64,
     mtime: String,
-}
-
-/// The outcome of one verification.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Verified {
-    /// The archive sampled.
-    pub archive: Option<String>,
-    /// Files compared.
-    pub compared: usize,
-    /// Paths whose content differs although size and mtime agree.
-    pub mismatches: Vec<String>,
 }
 
 /// Whether borg's `2026-11-26T22:57:59.123456` and stat's `2026-11-26 22:57:59.123456789 +0000`
@@ -63,38 +54,27 @@ fn sample(items: &[Item], n: usize) -> Vec<&Item> {
     (0..n).map(|i| &items[(i as f64 * step) as usize]).collect()
 }
 
-/// Runs `borg check` and the spot check; logs `verification finished`.
-pub async fn verify(config: &Config, cancel: &CancellationToken) -> Result<Verified> {
-    let Some(borg) = &config.borg else {
-        info!("verification skipped: BACKUP_BORG_REPO is not set");
-        return Ok(Verified::default());
-    };
+/// Runs `borg check` and the spot check; returns the report (the daemon publishes it).
+pub async fn verify(config: &Config, cancel: &CancellationToken) -> VerifyReport {
     let started = Instant::now();
-    let session = Session::open(config, cancel).await?;
-    let result = check(config, borg, &session.ssh, cancel).await;
-    session.close().await;
-    let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    match &result {
-        Ok(v) if v.mismatches.is_empty() => info!(
-            outcome = "success",
-            archive = v.archive.as_deref().unwrap_or(""),
-            compared = v.compared,
-            seconds,
-            "verification finished"
-        ),
-        Ok(v) => error!(
-            outcome = "failed",
-            archive = v.archive.as_deref().unwrap_or(""),
-            compared = v.compared,
-            mismatches = v.mismatches.len(),
-            seconds,
-            "verification finished"
-        ),
-        Err(e) => {
-            error!(outcome = "failed", error = %format!("{e:#}"), seconds, "verification finished")
+    let outcome = match &config.borg {
+        None => {
+            info!("verification skipped: BACKUP_BORG_REPO is not set");
+            Ok(Verified::default())
         }
+        Some(borg) => match Session::open(config, cancel).await {
+            Ok(session) => {
+                let result = check(config, borg, &session.ssh, cancel).await;
+                session.close().await;
+                result
+            }
+            Err(e) => Err(e),
+        },
+    };
+    VerifyReport {
+        outcome: outcome.map_err(|e| Failure::of(&e)),
+        duration: started.elapsed(),
     }
-    result
 }
 
 async fn check(
@@ -103,34 +83,17 @@ async fn check(
     ssh: &Ssh,
     cancel: &CancellationToken,
 ) -> Result<Verified> {
-    let wait = borg.lock_wait.as_secs().max(1);
-    remote_borg(
-        ssh,
-        borg,
-        "borg check",
-        &format!(
-            "{}borg check --lock-wait {wait} {}",
-            borg_env(borg),
-            quote(&borg.repo)
-        ),
-        cancel,
-    )
-    .await?;
+    remote_borg(ssh, borg, "borg check", &commands::borg_check(borg), cancel).await?;
     info!(repo = %borg.repo, "borg check passed");
 
     let Some(newest) = list_archives(ssh, borg, cancel).await?.into_iter().next() else {
         return Ok(Verified::default());
     };
-    let target = format!("{}::{}", borg.repo, newest.name);
     let listing = remote_borg(
         ssh,
         borg,
         "borg list",
-        &format!(
-            "{}borg list --json-lines {}",
-            borg_env(borg),
-            quote(&target)
-        ),
+        &commands::borg_list_archive(borg, &newest.name),
         cancel,
     )
     .await?;
@@ -147,11 +110,7 @@ async fn check(
         let mirror = format!("{}/{}", config.remote_dir, item.path);
         // Size and mtime of the mirror's copy, in the remote's local time like borg's listing.
         let stat = ssh
-            .run(
-                &format!("stat -c '%s %y' -- {}", quote(&mirror)),
-                None,
-                cancel,
-            )
+            .run(&commands::size_and_mtime(&mirror), None, cancel)
             .await?;
         let Some((size, mtime)) = stat.stdout.trim().split_once(' ') else {
             continue; // gone from the mirror since: nothing to compare
@@ -163,13 +122,7 @@ async fn check(
             ssh,
             borg,
             "borg extract",
-            &format!(
-                "{}borg extract --stdout {} {} | sha256sum; sha256sum < {}",
-                borg_env(borg),
-                quote(&target),
-                quote(&item.path),
-                quote(&mirror)
-            ),
+            &commands::borg_compare(borg, &newest.name, &item.path, &mirror),
             cancel,
         )
         .await?;

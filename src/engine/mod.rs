@@ -2,10 +2,12 @@
 //!
 //! - [`discover`]: volumes and containers, read through bollard, as plain data.
 //! - [`plan`]: pure; volumes and containers in, freeze groups out.
+//! - [`containers`]: the seam in front of the engine: pause, unpause, stop, start, inspect.
 //! - [`freeze`]: pause or stop a group around a piece of work, thaw on every path.
 //! - [`journal`]: what is frozen, on disk first, so a restart can undo a crash.
 //! - [`helper`]: the short-lived container a restore writes through.
 
+pub mod containers;
 pub mod discover;
 pub mod freeze;
 pub mod helper;

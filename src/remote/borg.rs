@@ -10,12 +10,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Borg, Config};
+use crate::remote::commands;
 use crate::remote::fault::classify;
-use crate::remote::ssh::{Ssh, quote};
-
-/// The file in `BACKUP_REMOTE_DIR` that says the mirror's last run completed. Removed when a run
-/// starts changing the mirror, written when every volume of the run mirrored without error.
-pub const COMPLETE_STAMP: &str = ".backup-sidecar-complete";
+use crate::remote::ssh::Ssh;
 
 /// A created archive.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,80 +32,11 @@ pub fn archive_name(prefix: &str, now: DateTime<Utc>) -> String {
     format!("{prefix}-{}", now.format("%Y-%m-%dT%H:%M:%S"))
 }
 
-/// The environment assignments that go before every borg command on the remote: no prompts ever
-/// (borg would read the answer from stdin, where the passphrase is), and the passphrase from stdin.
-pub fn borg_env(borg: &Borg) -> String {
-    let mut env = String::from(
-        "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no ",
-    );
-    if borg.passphrase.is_some() {
-        env.push_str("BORG_PASSPHRASE_FD=0 ");
-    }
-    env
-}
-
 /// What goes to a remote borg's stdin: the passphrase, if any.
 fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
     borg.passphrase
         .as_ref()
         .map(|p| p.expose().as_bytes().to_vec())
-}
-
-fn lock_wait(borg: &Borg) -> u64 {
-    borg.lock_wait.as_secs().max(1)
-}
-
-/// The remote command line for `borg create` of the mirror root. It refuses a mirror without the
-/// completion stamp.
-pub fn create_command(borg: &Borg, remote_dir: &str, archive: &str) -> String {
-    format!(
-        "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
-         of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && \
-         {env}borg create --json --lock-wait {wait} {target} .",
-        dir = quote(remote_dir),
-        env = borg_env(borg),
-        wait = lock_wait(borg),
-        target = quote(&format!("{}::{archive}", borg.repo)),
-    )
-}
-
-/// The remote command line that breaks a stale lock: when the repository is locked and no borg
-/// process runs on the remote, the lock was left by a killed run. Prints `held` or `broken`.
-pub fn stale_lock_command(borg: &Borg) -> String {
-    // A running borg shows as "/usr/bin/borg create ..." in /proc. This script's own command line
-    // names borg too; it is the only one that says "break-lock", so such lines are left out.
-    format!(
-        "test -e {repo}/lock.exclusive || exit 0; \
-         if for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\"; echo; done 2>/dev/null \
-         | grep -av 'break[-]lock' | grep -aEq '(^|/)[b]org( |$)'; then echo held; \
-         else {env}borg break-lock {repo} && echo broken; fi",
-        repo = quote(&borg.repo),
-        env = borg_env(borg),
-    )
-}
-
-/// The remote command line for `borg prune`, or `None` when every retention rule is off.
-pub fn prune_command(borg: &Borg, prefix: &str) -> Option<String> {
-    let rules: Vec<String> = [
-        ("--keep-daily", borg.keep.daily),
-        ("--keep-weekly", borg.keep.weekly),
-        ("--keep-monthly", borg.keep.monthly),
-    ]
-    .into_iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(flag, n)| format!("{flag} {n}"))
-    .collect();
-    if rules.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{}borg prune --lock-wait {} --glob-archives {} {} {}",
-        borg_env(borg),
-        lock_wait(borg),
-        quote(&format!("{prefix}-*")),
-        rules.join(" "),
-        quote(&borg.repo)
-    ))
 }
 
 #[derive(Deserialize)]
@@ -162,7 +90,7 @@ pub async fn snapshot(
         ssh,
         borg_config,
         "borg break-lock",
-        &stale_lock_command(borg_config),
+        &commands::break_stale_lock(borg_config),
         cancel,
     )
     .await?;
@@ -184,7 +112,7 @@ pub async fn snapshot(
         ssh,
         borg_config,
         "borg create",
-        &create_command(borg_config, remote_dir, &archive),
+        &commands::borg_create(borg_config, remote_dir, &archive),
         cancel,
     )
     .await?;
@@ -197,15 +125,10 @@ pub async fn snapshot(
         original_bytes: output.archive.stats.original,
         deduplicated_bytes: output.archive.stats.deduplicated,
     };
-    if let Some(prune) = prune_command(borg_config, prefix) {
+    if let Some(prune) = commands::borg_prune(borg_config, prefix) {
         remote_borg(ssh, borg_config, "borg prune", &prune, cancel).await?;
     }
-    let compact = format!(
-        "{}borg compact --lock-wait {} {}",
-        borg_env(borg_config),
-        lock_wait(borg_config),
-        quote(&borg_config.repo)
-    );
+    let compact = commands::borg_compact(borg_config);
     remote_borg(ssh, borg_config, "borg compact", &compact, cancel).await?;
     Ok(created)
 }
@@ -243,14 +166,7 @@ pub async fn list_archives(
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<Vec<ArchiveEntry>> {
-    let out = remote_borg(
-        ssh,
-        borg,
-        "borg list",
-        &format!("{}borg list --json {}", borg_env(borg), quote(&borg.repo)),
-        cancel,
-    )
-    .await?;
+    let out = remote_borg(ssh, borg, "borg list", &commands::borg_list(borg), cancel).await?;
     let mut list: ArchiveList =
         serde_json::from_str(&out).context("cannot read borg list --json")?;
     list.archives.reverse();
@@ -263,18 +179,7 @@ pub async fn archive_sizes(
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<HashMap<String, Sizes>> {
-    let json = remote_borg(
-        ssh,
-        borg,
-        "borg info",
-        &format!(
-            "{}borg info --json --glob-archives '*' {}",
-            borg_env(borg),
-            quote(&borg.repo)
-        ),
-        cancel,
-    )
-    .await?;
+    let json = remote_borg(ssh, borg, "borg info", &commands::borg_info(borg), cancel).await?;
     let list: InfoList = serde_json::from_str(&json).context("cannot read borg info --json")?;
     Ok(list
         .archives
@@ -289,94 +194,28 @@ mod tests {
     use crate::config::{Keep, Secret};
     use chrono::TimeZone;
 
-    const KEEP: Keep = Keep {
-        daily: 7,
-        weekly: 4,
-        monthly: 6,
-    };
-
-    fn borg(passphrase: bool, keep: Keep) -> Borg {
-        Borg {
+    #[test]
+    fn passphrase_goes_to_stdin() {
+        let mut borg = Borg {
             repo: "/mnt/backup/borg".into(),
-            passphrase: passphrase.then(|| Secret::new("pw".into())),
+            passphrase: Some(Secret::new("pw".into())),
             archive_prefix: None,
-            keep,
+            keep: Keep {
+                daily: 7,
+                weekly: 4,
+                monthly: 6,
+            },
             lock_wait: std::time::Duration::from_secs(120),
-        }
+        };
+        assert_eq!(stdin_for(&borg), Some(b"pw".to_vec()));
+        borg.passphrase = None;
+        assert_eq!(stdin_for(&borg), None);
     }
 
     #[test]
     fn names_archives_in_utc() {
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 3, 0, 7).unwrap();
         assert_eq!(archive_name("nas", now), "nas-2026-11-01T03:00:07");
-    }
-
-    #[test]
-    fn passphrase_never_in_the_command_line() {
-        let b = borg(true, KEEP);
-        let cmd = create_command(&b, "/mnt/backup/data", "nas-2026-11-01T03:00:07");
-        assert!(cmd.starts_with("cd /mnt/backup/data && if ! test -f .backup-sidecar-complete"));
-        assert!(
-            cmd.ends_with(
-                "BORG_RELOCATED_REPO_ACCESS_IS_OK=no \
-                 BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no BORG_PASSPHRASE_FD=0 borg create \
-                 --json --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
-            ),
-            "{cmd}"
-        );
-        assert!(!cmd.contains("pw"));
-        assert_eq!(stdin_for(&b), Some(b"pw".to_vec()));
-        assert_eq!(stdin_for(&borg(false, b.keep)), None);
-        assert!(!create_command(&borg(false, b.keep), "/d", "a").contains("PASSPHRASE"));
-    }
-
-    #[test]
-    fn remote_command_lines_are_valid_shell() {
-        let b = borg(true, KEEP);
-        for cmd in [
-            create_command(&b, "/mnt/my backup", "nas-2026-11-01T03:00:07"),
-            stale_lock_command(&b),
-            prune_command(&b, "nas").unwrap(),
-        ] {
-            let status = std::process::Command::new("sh")
-                .args(["-n", "-c", &cmd])
-                .status()
-                .unwrap();
-            assert!(status.success(), "not valid sh: {cmd}");
-        }
-    }
-
-    #[test]
-    fn prune_rules() {
-        let b = borg(
-            false,
-            Keep {
-                daily: 7,
-                weekly: 0,
-                monthly: 6,
-            },
-        );
-        let cmd = prune_command(&b, "nas").unwrap();
-        assert!(
-            cmd.ends_with(
-                "--glob-archives 'nas-*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
-            ),
-            "{cmd}"
-        );
-        assert_eq!(
-            prune_command(
-                &borg(
-                    false,
-                    Keep {
-                        daily: 0,
-                        weekly: 0,
-                        monthly: 0
-                    }
-                ),
-                "nas"
-            ),
-            None
-        );
     }
 
     #[test]

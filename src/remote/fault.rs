@@ -1,16 +1,79 @@
-//! Remote failures, classified from exit code and stderr: the network (worth retrying with
-//! backoff) or the remote's own state (disk full, not writable, a program missing, a wrong host
-//! key: retrying changes nothing, so the run fails at once with one clear cause).
+//! Remote failures, classified from exit code and stderr into a [`Fault`] kind: the network (worth
+//! retrying with backoff) or the remote's own state (disk full, not writable, a program missing, a
+//! wrong host key: retrying changes nothing, so the run fails at once with one clear cause). The
+//! kind is what code branches on (retries, and later notification priority and metric labels);
+//! the message is for people.
 
 use std::fmt;
+
+/// What went wrong on the remote side, as code and users branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The connection failed or dropped; a later try may succeed.
+    Network,
+    /// The remote's disk (or quota) is full.
+    DiskFull,
+    /// The remote file system is mounted read-only.
+    ReadOnly,
+    /// The remote's host key is not the one pinned in BACKUP_KNOWN_HOSTS_FILE.
+    HostKey,
+    /// The remote refused our key.
+    KeyRefused,
+    /// Another borg process holds the repository lock.
+    RepositoryLocked,
+    /// rsync or borg is not installed on the remote.
+    ProgramMissing,
+    /// BACKUP_REMOTE_DIR does not exist.
+    RemoteDirMissing,
+    /// The remote directory is not writable for our user.
+    NotWritable,
+    /// The remote program failed with an exit code (or a signal) we have no better name for.
+    ExitCode,
+}
+
+impl Fault {
+    /// True when a later try may succeed (only network failures).
+    pub fn is_transient(self) -> bool {
+        self == Fault::Network
+    }
+
+    /// A stable name, for machines: log fields, and later notifications and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Network => "network",
+            Fault::DiskFull => "disk_full",
+            Fault::ReadOnly => "read_only",
+            Fault::HostKey => "host_key",
+            Fault::KeyRefused => "key_refused",
+            Fault::RepositoryLocked => "repository_locked",
+            Fault::ProgramMissing => "program_missing",
+            Fault::RemoteDirMissing => "remote_dir_missing",
+            Fault::NotWritable => "not_writable",
+            Fault::ExitCode => "exit_code",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A failed remote step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteError {
-    /// True when the network failed and a later try may succeed.
-    pub transient: bool,
+    /// What kind of failure.
+    pub fault: Fault,
     /// One line for people: the step, the cause, and what the program said.
     pub message: String,
+}
+
+impl RemoteError {
+    /// True when the network failed and a later try may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.fault.is_transient()
+    }
 }
 
 impl fmt::Display for RemoteError {
@@ -23,9 +86,20 @@ impl std::error::Error for RemoteError {}
 
 /// True when any cause in the chain is a transient [`RemoteError`].
 pub fn is_transient(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|c| c.downcast_ref::<RemoteError>().is_some_and(|r| r.transient))
+    error.chain().any(|c| {
+        c.downcast_ref::<RemoteError>()
+            .is_some_and(RemoteError::is_transient)
+    })
+}
+
+/// The last non-empty line of a program's output, trimmed: what goes into a one-line error.
+pub fn last_line(output: &str) -> &str {
+    output
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
 }
 
 const NETWORK: &[&str] = &[
@@ -49,53 +123,63 @@ const NETWORK: &[&str] = &[
 /// Classifies a failed remote program (`ssh`, `rsync`, `borg ...`) from its exit code and stderr.
 pub fn classify(program: &str, code: Option<i32>, stderr: &str) -> RemoteError {
     let lower = stderr.to_ascii_lowercase();
-    let last = stderr
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("no message");
+    let last = match last_line(stderr) {
+        "" => "no message",
+        line => line,
+    };
     let has = |needle: &str| lower.contains(needle);
-    let permanent = |cause: &str| RemoteError {
-        transient: false,
+    let error = |fault: Fault, cause: &str| RemoteError {
+        fault,
         message: format!("{program} failed: {cause} ({last})"),
     };
     if has("host key verification failed") {
-        return permanent("the remote's host key does not match BACKUP_KNOWN_HOSTS_FILE");
+        return error(
+            Fault::HostKey,
+            "the remote's host key does not match BACKUP_KNOWN_HOSTS_FILE",
+        );
     }
     if has("no space left on device") || has("disk quota exceeded") {
-        return permanent("the remote disk is full");
+        return error(Fault::DiskFull, "the remote disk is full");
     }
     if has("read-only file system") {
-        return permanent("the remote file system is read-only");
+        return error(Fault::ReadOnly, "the remote file system is read-only");
     }
     if has("permission denied (publickey") || has("too many authentication failures") {
-        return permanent("the remote refused the key in BACKUP_SSH_KEY_FILE");
+        return error(
+            Fault::KeyRefused,
+            "the remote refused the key in BACKUP_SSH_KEY_FILE",
+        );
     }
     if has("failed to create/acquire the lock") {
-        return permanent("the borg repository is locked by another borg process");
+        return error(
+            Fault::RepositoryLocked,
+            "the borg repository is locked by another borg process",
+        );
     }
     if code == Some(127) || has("command not found") || has(": not found") {
         let name = program.split_whitespace().next().unwrap_or(program);
-        return permanent(&format!("{name} is not installed on the remote"));
+        return error(
+            Fault::ProgramMissing,
+            &format!("{name} is not installed on the remote"),
+        );
     }
     if has("permission denied") {
-        return permanent("the remote directory is not writable");
+        return error(Fault::NotWritable, "the remote directory is not writable");
     }
     if has("no such file or directory") && (has("change_dir") || has("mkdir")) {
-        return permanent("BACKUP_REMOTE_DIR does not exist on the remote");
+        return error(
+            Fault::RemoteDirMissing,
+            "BACKUP_REMOTE_DIR does not exist on the remote",
+        );
     }
     let network = NETWORK.iter().any(|n| has(n))
         || code == Some(255)
         || (program == "rsync" && matches!(code, Some(10 | 12 | 30 | 35)));
     if network {
-        return RemoteError {
-            transient: true,
-            message: format!("{program} failed: the connection to the remote failed ({last})"),
-        };
+        return error(Fault::Network, "the connection to the remote failed");
     }
     let code = code.map_or_else(|| "a signal".to_string(), |c| format!("exit {c}"));
-    permanent(&code)
+    error(Fault::ExitCode, &code)
 }
 
 #[cfg(test)]
@@ -104,7 +188,65 @@ mod tests {
 
     fn case(program: &str, code: i32, stderr: &str) -> (bool, String) {
         let e = classify(program, Some(code), stderr);
-        (e.transient, e.message)
+        (e.is_transient(), e.message)
+    }
+
+    fn kind(program: &str, code: Option<i32>, stderr: &str) -> Fault {
+        classify(program, code, stderr).fault
+    }
+
+    #[test]
+    fn each_cause_has_its_kind() {
+        assert_eq!(kind("ssh", Some(255), "Connection refused"), Fault::Network);
+        assert_eq!(kind("rsync", Some(12), ""), Fault::Network);
+        assert_eq!(
+            kind("rsync", Some(11), "No space left on device"),
+            Fault::DiskFull
+        );
+        assert_eq!(
+            kind("rsync", Some(23), "Read-only file system"),
+            Fault::ReadOnly
+        );
+        assert_eq!(
+            kind("ssh", Some(255), "Host key verification failed."),
+            Fault::HostKey
+        );
+        assert_eq!(
+            kind("ssh", Some(255), "pi@b: Permission denied (publickey)."),
+            Fault::KeyRefused
+        );
+        assert_eq!(
+            kind(
+                "borg create",
+                Some(2),
+                "Failed to create/acquire the lock x"
+            ),
+            Fault::RepositoryLocked
+        );
+        assert_eq!(kind("borg list", Some(127), ""), Fault::ProgramMissing);
+        assert_eq!(
+            kind("rsync", Some(23), "Permission denied (13)"),
+            Fault::NotWritable
+        );
+        assert_eq!(
+            kind(
+                "rsync",
+                Some(3),
+                "change_dir \"/x\" failed: No such file or directory"
+            ),
+            Fault::RemoteDirMissing
+        );
+        assert_eq!(kind("borg create", Some(2), "Error"), Fault::ExitCode);
+        assert_eq!(kind("borg create", None, ""), Fault::ExitCode);
+        assert!(Fault::Network.is_transient());
+        assert!(!Fault::DiskFull.is_transient());
+        assert_eq!(Fault::RepositoryLocked.as_str(), "repository_locked");
+    }
+
+    #[test]
+    fn last_line_skips_blank_lines() {
+        assert_eq!(last_line("a\n  b  \n\n"), "b");
+        assert_eq!(last_line(""), "");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! - [`process`]: child processes in their own process group, drained, killed as a group.
 //! - [`ssh`]: one multiplexed connection per run with the pinned host key.
 //! - [`fault`]: failures classified into kinds: the network (retried) or the remote's state (not).
+//! - [`commands`]: every command line and rsync argv sent to the remote, built in one place.
 //! - [`transfer`]: one rsync pass of one volume.
 //! - [`borg`]: snapshot (`borg create`, `prune`, `compact`) and archive listings.
 
 pub mod borg;
+pub mod commands;
 pub mod fault;
 pub mod process;
 pub mod ssh;

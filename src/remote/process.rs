@@ -97,12 +97,7 @@ impl Finished {
 
     /// The last non-empty stderr line, for a one-line error.
     pub fn last_error_line(&self) -> &str {
-        self.stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
+        crate::remote::fault::last_line(&self.stderr)
     }
 }
 

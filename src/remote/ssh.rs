@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Remote};
-use crate::remote::fault::{RemoteError, classify};
+use crate::remote::fault::{Fault, RemoteError, classify};
 use crate::remote::process::{self, Background, Cmd, Finished};
 
 /// How long the connection may take to come up.
@@ -160,7 +160,7 @@ impl Session {
             if started.elapsed() > CONNECT_TIMEOUT {
                 master.stop().await;
                 return Err(RemoteError {
-                    transient: true,
+                    fault: Fault::Network,
                     message: format!(
                         "ssh to {} did not come up within {}s",
                         config.remote.destination(),
@@ -194,7 +194,7 @@ fn explain_failure(remote: &Remote, log: &str) -> RemoteError {
             "is not in"
         };
         return RemoteError {
-            transient: false,
+            fault: Fault::HostKey,
             message: format!(
                 "host key of {} {why} BACKUP_KNOWN_HOSTS_FILE, refusing to connect{seen}",
                 remote.host
@@ -234,7 +234,7 @@ mod tests {
             The fingerprint for the ED25519 key sent by the remote host is\n\
             SHA256:abc.\nHost key verification failed.\n";
         let error = explain_failure(&remote, changed);
-        assert!(!error.transient);
+        assert_eq!(error.fault, Fault::HostKey);
         assert!(error.message.contains("differs"), "{error}");
         assert!(error.message.contains("SHA256:abc"), "{error}");
         let unknown = "No ED25519 host key is known for backup.lan and you have requested strict checking.\nHost key verification failed.\n";
@@ -247,7 +247,7 @@ mod tests {
             &remote,
             "ssh: connect to host backup.lan port 22: Connection refused\n",
         );
-        assert!(refused.transient);
+        assert!(refused.is_transient());
         assert!(
             refused.message.starts_with("ssh to pi@backup.lan: "),
             "{refused}"

@@ -6,8 +6,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
 
+use crate::remote::commands;
 use crate::remote::fault::classify;
-use crate::remote::process::{self, Cmd};
+use crate::remote::process;
 use crate::remote::ssh::Ssh;
 
 /// Which pass this is; it decides which rsync results are acceptable.
@@ -94,42 +95,6 @@ impl Stats {
     }
 }
 
-/// The rsync command for one pass of one volume: `source` (a local directory) to `target` on the
-/// remote.
-pub fn rsync_command(ssh: &Ssh, source: &Path, target: &str, excludes: &[String]) -> Cmd {
-    let mut source = source.as_os_str().to_owned();
-    source.push("/");
-    let mut cmd = rsync_base(ssh);
-    for pattern in excludes {
-        cmd = cmd.arg(format!("--exclude={pattern}"));
-    }
-    cmd.arg(source).arg(ssh.rsync_target(target))
-}
-
-/// The rsync command that brings `remote` (a directory on the remote, with a trailing slash)
-/// back into the local directory `local`, for a restore; `extra` options go before the paths.
-pub fn pull_command(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -> Cmd {
-    rsync_base(ssh)
-        .args(extra)
-        .arg(ssh.rsync_target(remote))
-        .arg(local)
-}
-
-fn rsync_base(ssh: &Ssh) -> Cmd {
-    // rsync's quick check compares whole seconds by default: a file rewritten at the same size
-    // within the second of the live pass would be skipped by the catch-up pass. Nanoseconds count.
-    Cmd::new("rsync")
-        .args([
-            "-aHAXS",
-            "--numeric-ids",
-            "--delete",
-            "--modify-window=-1",
-            "--stats",
-        ])
-        .arg("-e")
-        .arg(ssh.rsh())
-}
-
 /// Result of one pass.
 #[derive(Debug, Clone, Copy)]
 pub struct PassResult {
@@ -158,7 +123,7 @@ pub async fn sync_volume(
         );
     }
     let started = Instant::now();
-    let cmd = rsync_command(ssh, &source, &format!("{remote_dir}/{volume}/"), excludes);
+    let cmd = commands::rsync_push(ssh, &source, &format!("{remote_dir}/{volume}/"), excludes);
     let done = process::run(&cmd, cancel).await?;
     let exit = RsyncExit::from_code(done.code);
     let seconds = started.elapsed().as_secs_f64();
@@ -212,63 +177,5 @@ mod tests {
             }
         );
         assert_eq!(Stats::parse(""), Stats::default());
-    }
-
-    #[test]
-    fn builds_argv() {
-        let config = crate::config::Config::from_raw(crate::config::RawConfig {
-            backup_remote: Some("pi@backup".into()),
-            backup_remote_dir: Some("/m".into()),
-            backup_ssh_key_file: Some("/dev/null".into()),
-            backup_known_hosts_file: Some("/dev/null".into()),
-            ..Default::default()
-        });
-        // /dev/null is world-readable, so the key check refuses it: build the Ssh from parts.
-        assert!(config.is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, "k").unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        let config = crate::config::Config::from_raw(crate::config::RawConfig {
-            backup_remote: Some("pi@backup".into()),
-            backup_remote_dir: Some("/m".into()),
-            backup_ssh_key_file: Some(key.display().to_string()),
-            backup_known_hosts_file: Some("/dev/null".into()),
-            backup_ssh_options: Some("Ciphers=aes128-ctr".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        let ssh = Ssh::new(&config, Path::new("/tmp/x/cm"));
-        let cmd = rsync_command(
-            &ssh,
-            Path::new("/v/app/_data"),
-            "/m/app/",
-            &["*.tmp".into()],
-        );
-        let argv: Vec<String> = cmd
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            &argv[..5],
-            &[
-                "-aHAXS",
-                "--numeric-ids",
-                "--delete",
-                "--modify-window=-1",
-                "--stats"
-            ]
-        );
-        assert_eq!(argv[5], "-e");
-        assert!(argv[6].starts_with("ssh -i "), "{}", argv[6]);
-        assert!(argv[6].contains("-o Ciphers=aes128-ctr"));
-        assert!(argv[6].contains("-o StrictHostKeyChecking=yes"));
-        assert!(argv[6].ends_with("-o ControlMaster=no"));
-        assert_eq!(
-            &argv[7..],
-            &["--exclude=*.tmp", "/v/app/_data/", "pi@backup:/m/app/"]
-        );
     }
 }

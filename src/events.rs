@@ -1,0 +1,21 @@
+//! The names of the log events that users, the tests and the benchmarks read: part of the
+//! product's contract (SPEC.md), so they live in one place and never change by accident.
+
+/// A run began.
+pub const RUN_STARTED: &str = "run started";
+/// A run ended, with its outcome and summary.
+pub const RUN_FINISHED: &str = "run finished";
+/// A volume's mirror is current.
+pub const VOLUME_SYNCED: &str = "volume synced";
+/// A volume could not be mirrored.
+pub const VOLUME_FAILED: &str = "volume failed";
+/// A volume that was asked for is not backed up.
+pub const VOLUME_SKIPPED: &str = "volume skipped";
+/// A group's containers run again.
+pub const GROUP_THAWED: &str = "group thawed";
+/// `borg create` made an archive.
+pub const SNAPSHOT_CREATED: &str = "snapshot created";
+/// A verification ended.
+pub const VERIFICATION_FINISHED: &str = "verification finished";
+/// A restore ended.
+pub const VOLUME_RESTORED: &str = "volume restored";

@@ -1,0 +1,478 @@
+//! Every command the sidecar sends to the remote, each built by one function: the shell lines that
+//! go over ssh (completion stamp, borg, the spot check's probes, preflight versions) and the rsync
+//! argv of the mirror passes. A remote that accepts only a fixed vocabulary can be checked against
+//! exactly these builders. The user's own pre and post commands are the only lines not built here:
+//! they are sent as configured.
+//!
+//! Every word that comes from configuration or the remote's answers is quoted with [`quote`]; the
+//! borg passphrase is never on a line (it travels on stdin, `BORG_PASSPHRASE_FD=0`).
+
+use std::path::Path;
+
+use crate::config::Borg;
+use crate::remote::process::Cmd;
+use crate::remote::ssh::{Ssh, quote};
+
+/// The file in `BACKUP_REMOTE_DIR` that says the mirror's last run completed. Removed when a run
+/// starts changing the mirror, written when every volume of the run mirrored without error.
+pub const COMPLETE_STAMP: &str = ".backup-sidecar-complete";
+
+fn stamp(remote_dir: &str) -> String {
+    quote(&format!("{remote_dir}/{COMPLETE_STAMP}"))
+}
+
+/// Removes the completion stamp: from here on the mirror is incomplete.
+pub fn clear_stamp(remote_dir: &str) -> String {
+    format!("rm -f {}", stamp(remote_dir))
+}
+
+/// Writes the completion stamp (the time, in UTC): every volume of the run is mirrored.
+pub fn write_stamp(remote_dir: &str) -> String {
+    format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", stamp(remote_dir))
+}
+
+/// Succeeds when `dir` is a directory on the remote.
+pub fn is_directory(dir: &str) -> String {
+    format!("test -d {}", quote(dir))
+}
+
+/// Prints `SIZE MTIME` of a file, the mtime as `stat %y` shows it (nanoseconds, local time).
+pub fn size_and_mtime(path: &str) -> String {
+    format!("stat -c '%s %y' -- {}", quote(path))
+}
+
+/// Prints the remote rsync's version line.
+pub fn rsync_version() -> String {
+    "rsync --version | head -n1".to_string()
+}
+
+/// Prints the remote borg's version.
+pub fn borg_version() -> String {
+    "borg --version".to_string()
+}
+
+/// Succeeds, and says so, when `remote_dir` exists and is writable.
+pub fn directory_writable(remote_dir: &str) -> String {
+    format!(
+        "test -d {0} && test -w {0} && echo {0} is writable",
+        quote(remote_dir)
+    )
+}
+
+/// `borg` with the environment every remote borg gets: no prompts ever (borg would read the answer
+/// from stdin, where the passphrase is), and the passphrase from stdin when there is one.
+fn borg(config: &Borg, args: &str) -> String {
+    let mut line = String::from(
+        "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no ",
+    );
+    if config.passphrase.is_some() {
+        line.push_str("BORG_PASSPHRASE_FD=0 ");
+    }
+    line.push_str("borg ");
+    line.push_str(args);
+    line
+}
+
+/// `--lock-wait N`: how long borg waits for a lock held by a live borg process.
+fn lock_wait(config: &Borg) -> String {
+    format!("--lock-wait {}", config.lock_wait.as_secs().max(1))
+}
+
+fn repo(config: &Borg) -> String {
+    quote(&config.repo)
+}
+
+fn archive(config: &Borg, name: &str) -> String {
+    quote(&format!("{}::{name}", config.repo))
+}
+
+/// `borg create` of the mirror root. It refuses a mirror without the completion stamp.
+pub fn borg_create(config: &Borg, remote_dir: &str, name: &str) -> String {
+    format!(
+        "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
+         of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && {create}",
+        dir = quote(remote_dir),
+        create = borg(
+            config,
+            &format!(
+                "create --json {} {} .",
+                lock_wait(config),
+                archive(config, name)
+            )
+        ),
+    )
+}
+
+/// Breaks a stale lock: when the repository is locked and no borg process runs on the remote, the
+/// lock was left by a killed run. Prints `held` or `broken`.
+pub fn break_stale_lock(config: &Borg) -> String {
+    // A running borg shows as "/usr/bin/borg create ..." in /proc. This script's own command line
+    // names borg too; it is the only one that says "break-lock", so such lines are left out.
+    format!(
+        "test -e {repo}/lock.exclusive || exit 0; \
+         if for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\"; echo; done 2>/dev/null \
+         | grep -av 'break[-]lock' | grep -aEq '(^|/)[b]org( |$)'; then echo held; \
+         else {break_lock} && echo broken; fi",
+        repo = repo(config),
+        break_lock = borg(config, &format!("break-lock {}", repo(config))),
+    )
+}
+
+/// `borg prune` of the archives named `PREFIX-*`, or `None` when every retention rule is off.
+pub fn borg_prune(config: &Borg, prefix: &str) -> Option<String> {
+    let rules: Vec<String> = [
+        ("--keep-daily", config.keep.daily),
+        ("--keep-weekly", config.keep.weekly),
+        ("--keep-monthly", config.keep.monthly),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(flag, n)| format!("{flag} {n}"))
+    .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    Some(borg(
+        config,
+        &format!(
+            "prune {} --glob-archives {} {} {}",
+            lock_wait(config),
+            quote(&format!("{prefix}-*")),
+            rules.join(" "),
+            repo(config)
+        ),
+    ))
+}
+
+/// `borg compact`: frees what prune marked.
+pub fn borg_compact(config: &Borg) -> String {
+    borg(
+        config,
+        &format!("compact {} {}", lock_wait(config), repo(config)),
+    )
+}
+
+/// `borg check` of the whole repository.
+pub fn borg_check(config: &Borg) -> String {
+    borg(
+        config,
+        &format!("check {} {}", lock_wait(config), repo(config)),
+    )
+}
+
+/// The archives as JSON, oldest first.
+pub fn borg_list(config: &Borg) -> String {
+    borg(config, &format!("list --json {}", repo(config)))
+}
+
+/// The newest archive's name: reading it proves the repository opens.
+pub fn borg_list_last(config: &Borg) -> String {
+    borg(config, &format!("list --short --last 1 {}", repo(config)))
+}
+
+/// Every archive with its sizes, as JSON.
+pub fn borg_info(config: &Borg) -> String {
+    borg(
+        config,
+        &format!("info --json --glob-archives '*' {}", repo(config)),
+    )
+}
+
+/// The entries of an archive, one JSON object per line.
+pub fn borg_list_archive(config: &Borg, name: &str) -> String {
+    borg(
+        config,
+        &format!("list --json-lines {}", archive(config, name)),
+    )
+}
+
+/// The first entry under `path` in an archive (the directory itself), one JSON line.
+pub fn borg_list_root(config: &Borg, name: &str, path: &str) -> String {
+    format!(
+        "{} | head -n 1",
+        borg(
+            config,
+            &format!(
+                "list --json-lines {} {}",
+                archive(config, name),
+                quote(path)
+            )
+        )
+    )
+}
+
+/// Two sha256 lines: `path` from an archive, then the mirror's `mirror_path`.
+pub fn borg_compare(config: &Borg, name: &str, path: &str, mirror_path: &str) -> String {
+    format!(
+        "{} | sha256sum; sha256sum < {}",
+        borg(
+            config,
+            &format!("extract --stdout {} {}", archive(config, name), quote(path))
+        ),
+        quote(mirror_path)
+    )
+}
+
+/// rsync of the local directory `source` to `target` on the remote (a mirror pass).
+pub fn rsync_push(ssh: &Ssh, source: &Path, target: &str, excludes: &[String]) -> Cmd {
+    let mut source = source.as_os_str().to_owned();
+    source.push("/");
+    let mut cmd = rsync(ssh);
+    for pattern in excludes {
+        cmd = cmd.arg(format!("--exclude={pattern}"));
+    }
+    cmd.arg(source).arg(ssh.rsync_target(target))
+}
+
+/// rsync of `remote` (a directory on the remote, with a trailing slash) into the local directory
+/// `local`, for a restore; `extra` options go before the paths.
+pub fn rsync_pull(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -> Cmd {
+    rsync(ssh)
+        .args(extra)
+        .arg(ssh.rsync_target(remote))
+        .arg(local)
+}
+
+fn rsync(ssh: &Ssh) -> Cmd {
+    // rsync's quick check compares whole seconds by default: a file rewritten at the same size
+    // within the second of the live pass would be skipped by the catch-up pass. Nanoseconds count.
+    Cmd::new("rsync")
+        .args([
+            "-aHAXS",
+            "--numeric-ids",
+            "--delete",
+            "--modify-window=-1",
+            "--stats",
+        ])
+        .arg("-e")
+        .arg(ssh.rsh())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Keep, RawConfig, Secret};
+
+    const KEEP: Keep = Keep {
+        daily: 7,
+        weekly: 4,
+        monthly: 6,
+    };
+    const ENV: &str = "BORG_RELOCATED_REPO_ACCESS_IS_OK=no \
+                       BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no BORG_PASSPHRASE_FD=0 ";
+
+    fn borg_config(passphrase: bool, keep: Keep) -> Borg {
+        Borg {
+            repo: "/mnt/backup/borg".into(),
+            passphrase: passphrase.then(|| Secret::new("pw".into())),
+            archive_prefix: None,
+            keep,
+            lock_wait: std::time::Duration::from_secs(120),
+        }
+    }
+
+    fn argv(cmd: &Cmd) -> Vec<String> {
+        cmd.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// An Ssh for argv tests: the config check wants a private key that only its owner reads.
+    fn ssh(dir: &Path) -> Ssh {
+        let key = dir.join("key");
+        std::fs::write(&key, "k").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let config = Config::from_raw(RawConfig {
+            backup_remote: Some("pi@backup".into()),
+            backup_remote_dir: Some("/m".into()),
+            backup_ssh_key_file: Some(key.display().to_string()),
+            backup_known_hosts_file: Some("/dev/null".into()),
+            backup_ssh_options: Some("Ciphers=aes128-ctr".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        Ssh::new(&config, Path::new("/tmp/x/cm"))
+    }
+
+    #[test]
+    fn stamp_and_probe_lines() {
+        assert_eq!(
+            clear_stamp("/mnt/backup/data"),
+            "rm -f /mnt/backup/data/.backup-sidecar-complete"
+        );
+        assert_eq!(
+            write_stamp("/mnt/my data"),
+            "date -u +%Y-%m-%dT%H:%M:%SZ > '/mnt/my data/.backup-sidecar-complete'"
+        );
+        assert_eq!(is_directory("/m/app"), "test -d /m/app");
+        assert_eq!(size_and_mtime("/m/a b"), "stat -c '%s %y' -- '/m/a b'");
+        assert_eq!(rsync_version(), "rsync --version | head -n1");
+        assert_eq!(borg_version(), "borg --version");
+        assert_eq!(
+            directory_writable("/m"),
+            "test -d /m && test -w /m && echo /m is writable"
+        );
+    }
+
+    #[test]
+    fn borg_lines() {
+        let b = borg_config(true, KEEP);
+        assert_eq!(
+            borg_create(&b, "/mnt/backup/data", "nas-2026-11-01T03:00:07"),
+            format!(
+                "cd /mnt/backup/data && if ! test -f .backup-sidecar-complete; then echo \
+                 'refusing to snapshot: the last run of the mirror did not complete (no \
+                 .backup-sidecar-complete)' >&2; exit 3; fi && {ENV}borg create --json \
+                 --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
+            )
+        );
+        assert_eq!(
+            borg_prune(&b, "nas").unwrap(),
+            format!(
+                "{ENV}borg prune --lock-wait 120 --glob-archives 'nas-*' --keep-daily 7 \
+                 --keep-weekly 4 --keep-monthly 6 /mnt/backup/borg"
+            )
+        );
+        assert_eq!(
+            borg_compact(&b),
+            format!("{ENV}borg compact --lock-wait 120 /mnt/backup/borg")
+        );
+        assert_eq!(
+            borg_check(&b),
+            format!("{ENV}borg check --lock-wait 120 /mnt/backup/borg")
+        );
+        assert_eq!(
+            borg_list(&b),
+            format!("{ENV}borg list --json /mnt/backup/borg")
+        );
+        assert_eq!(
+            borg_list_last(&b),
+            format!("{ENV}borg list --short --last 1 /mnt/backup/borg")
+        );
+        assert_eq!(
+            borg_info(&b),
+            format!("{ENV}borg info --json --glob-archives '*' /mnt/backup/borg")
+        );
+        assert_eq!(
+            borg_list_archive(&b, "nas-1"),
+            format!("{ENV}borg list --json-lines /mnt/backup/borg::nas-1")
+        );
+        assert_eq!(
+            borg_list_root(&b, "nas-1", "app data"),
+            format!("{ENV}borg list --json-lines /mnt/backup/borg::nas-1 'app data' | head -n 1")
+        );
+        assert_eq!(
+            borg_compare(&b, "nas-1", "app/f", "/m/app/f"),
+            format!(
+                "{ENV}borg extract --stdout /mnt/backup/borg::nas-1 app/f | sha256sum; \
+                 sha256sum < /m/app/f"
+            )
+        );
+        let lock = break_stale_lock(&b);
+        assert!(
+            lock.starts_with("test -e /mnt/backup/borg/lock.exclusive || exit 0; "),
+            "{lock}"
+        );
+        assert!(
+            lock.ends_with(&format!(
+                "else {ENV}borg break-lock /mnt/backup/borg && echo broken; fi"
+            )),
+            "{lock}"
+        );
+    }
+
+    #[test]
+    fn passphrase_never_in_a_line() {
+        let with = borg_config(true, KEEP);
+        let without = borg_config(false, KEEP);
+        assert!(!borg_create(&with, "/d", "a").contains("pw"));
+        assert!(!borg_create(&without, "/d", "a").contains("PASSPHRASE"));
+        assert_eq!(
+            borg_list(&without),
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no \
+             borg list --json /mnt/backup/borg"
+        );
+    }
+
+    #[test]
+    fn prune_rules() {
+        let some = borg_config(
+            false,
+            Keep {
+                daily: 7,
+                weekly: 0,
+                monthly: 6,
+            },
+        );
+        let line = borg_prune(&some, "nas").unwrap();
+        assert!(
+            line.ends_with(
+                "--glob-archives 'nas-*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
+            ),
+            "{line}"
+        );
+        let none = Keep {
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+        };
+        assert_eq!(borg_prune(&borg_config(false, none), "nas"), None);
+    }
+
+    #[test]
+    fn lines_are_valid_shell() {
+        let b = borg_config(true, KEEP);
+        for line in [
+            clear_stamp("/mnt/my backup"),
+            write_stamp("/mnt/my backup"),
+            directory_writable("/mnt/it's"),
+            borg_create(&b, "/mnt/my backup", "nas-2026-11-01T03:00:07"),
+            break_stale_lock(&b),
+            borg_prune(&b, "nas").unwrap(),
+            borg_list_root(&b, "a", "v"),
+            borg_compare(&b, "a", "v/f", "/m/v/f"),
+        ] {
+            let status = std::process::Command::new("sh")
+                .args(["-n", "-c", &line])
+                .status()
+                .unwrap();
+            assert!(status.success(), "not valid sh: {line}");
+        }
+    }
+
+    #[test]
+    fn rsync_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let ssh = ssh(dir.path());
+        let push = argv(&rsync_push(
+            &ssh,
+            Path::new("/v/app/_data"),
+            "/m/app/",
+            &["*.tmp".into()],
+        ));
+        assert_eq!(
+            &push[..6],
+            &[
+                "-aHAXS",
+                "--numeric-ids",
+                "--delete",
+                "--modify-window=-1",
+                "--stats",
+                "-e"
+            ]
+        );
+        assert!(push[6].starts_with("ssh -i "), "{}", push[6]);
+        assert!(push[6].contains("-o Ciphers=aes128-ctr"));
+        assert!(push[6].contains("-o StrictHostKeyChecking=yes"));
+        assert!(push[6].ends_with("-o ControlMaster=no"));
+        assert_eq!(
+            &push[7..],
+            &["--exclude=*.tmp", "/v/app/_data/", "pi@backup:/m/app/"]
+        );
+        let pull = argv(&rsync_pull(&ssh, "/m/app/", "/target/", &["--dry-run"]));
+        assert_eq!(&pull[..5], &push[..5]);
+        assert_eq!(&pull[7..], &["--dry-run", "pi@backup:/m/app/", "/target/"]);
+    }
+}
