@@ -78,23 +78,17 @@ pub async fn drive(
     triggers: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
-    let mut after = Utc::now();
-    while let Some((at, with_snapshot)) = next_run(&sync, &snapshot, tz, after) {
-        tracing::debug!(at = %at, snapshot = with_snapshot, "next scheduled run");
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let trigger = Trigger {
-            kind: TriggerKind::Schedule,
-            snapshot: with_snapshot,
-        };
-        if triggers.send(trigger).is_err() {
-            return;
-        }
-        after = at;
-    }
+    let next = |after| {
+        next_run(&sync, &snapshot, tz, after).map(|(at, snapshot)| {
+            tracing::debug!(at = %at, snapshot, "next scheduled run");
+            let trigger = Trigger {
+                kind: TriggerKind::Schedule,
+                snapshot,
+            };
+            (at, trigger)
+        })
+    };
+    fire(next, triggers, cancel).await
 }
 
 /// Sends `()` each time `cron` fires, until cancelled (for verification).
@@ -104,15 +98,29 @@ pub async fn ticks(
     ticks: mpsc::UnboundedSender<()>,
     cancel: CancellationToken,
 ) {
+    let next = |after: DateTime<Utc>| {
+        cron.find_next_occurrence(&after.with_timezone(&tz), false)
+            .ok()
+            .map(|at| (at.with_timezone(&Utc), ()))
+    };
+    fire(next, ticks, cancel).await
+}
+
+/// Waits for each time `next` names after the previous one and sends its value, until `next` has
+/// none, the receiver is gone, or `cancel` fires.
+async fn fire<T>(
+    next: impl Fn(DateTime<Utc>) -> Option<(DateTime<Utc>, T)>,
+    sender: mpsc::UnboundedSender<T>,
+    cancel: CancellationToken,
+) {
     let mut after = Utc::now();
-    while let Ok(at) = cron.find_next_occurrence(&after.with_timezone(&tz), false) {
-        let at = at.with_timezone(&Utc);
+    while let Some((at, value)) = next(after) {
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        if ticks.send(()).is_err() {
+        if sender.send(value).is_err() {
             return;
         }
         after = at;
@@ -190,6 +198,21 @@ mod tests {
         let trigger = rx.recv().await.unwrap();
         assert_eq!(trigger.kind, TriggerKind::Schedule);
         cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_send_and_stop_when_nobody_listens() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(ticks(
+            cron("* * * * *"),
+            Tz::UTC,
+            tx,
+            CancellationToken::new(),
+        ));
+        rx.recv().await.unwrap();
+        drop(rx);
+        // The next send fails, and the loop ends without being cancelled.
         task.await.unwrap();
     }
 }
