@@ -15,7 +15,7 @@ use crate::engine::freeze;
 use crate::engine::journal::Journal;
 use crate::lock::RunLock;
 use crate::report::{self, Failure, FailureKind, Report, RunReport, VerifyReport};
-use crate::run::{self, Context};
+use crate::run::{self, Sidecar};
 use crate::schedule;
 use crate::schedule::{Trigger, TriggerKind};
 use crate::verify;
@@ -42,7 +42,7 @@ pub async fn daemon(
         .into());
     }
     let docker = discover::connect().await?;
-    let ctx = Context {
+    let ctx = Sidecar {
         config,
         docker,
         journal,
@@ -53,7 +53,7 @@ pub async fn daemon(
 /// Runs the daemon until `cancel` fires. `requests` carries SIGUSR1 (a mirror + snapshot run now).
 /// Triggers that arrive during a run are merged into one run after it.
 async fn serve(
-    ctx: Context,
+    ctx: Sidecar,
     mut requests: mpsc::UnboundedReceiver<Trigger>,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -142,12 +142,12 @@ async fn serve(
 /// fails that job, not the daemon: the freeze thaws on panics itself, and the journal repairs
 /// anything left at the next run. A panicked run still reports, as failed.
 async fn exclusive<F, Fut>(
-    ctx: &Arc<Context>,
+    ctx: &Arc<Sidecar>,
     cancel: &CancellationToken,
     run: Option<Trigger>,
     job: F,
 ) where
-    F: FnOnce(Arc<Context>, CancellationToken) -> Fut + Send + 'static,
+    F: FnOnce(Arc<Sidecar>, CancellationToken) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Report> + Send + 'static,
 {
     let task = tokio::spawn({

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -27,7 +27,7 @@ use crate::schedule::Trigger;
 const POST_COMMAND_GRACE: Duration = Duration::from_secs(3);
 
 /// What the daemon needs for a run.
-pub struct Context {
+pub struct Sidecar {
     /// Validated configuration.
     pub config: Config,
     /// Docker client.
@@ -37,7 +37,7 @@ pub struct Context {
 }
 
 /// Runs once: logs `run started`, and returns the report (the daemon publishes it).
-pub async fn run(ctx: &Context, trigger: Trigger, cancel: &CancellationToken) -> RunReport {
+pub async fn run(ctx: &Sidecar, trigger: Trigger, cancel: &CancellationToken) -> RunReport {
     let span = info_span!("run", trigger = %trigger.kind, snapshot = trigger.snapshot);
     async {
         info!(message = events::RUN_STARTED, trigger = %trigger.kind, snapshot = trigger.snapshot);
@@ -58,7 +58,7 @@ pub async fn run(ctx: &Context, trigger: Trigger, cancel: &CancellationToken) ->
 }
 
 async fn run_inner(
-    ctx: &Context,
+    ctx: &Sidecar,
     report: &mut RunReport,
     cancel: &CancellationToken,
 ) -> Result<()> {
@@ -127,7 +127,7 @@ async fn remote_hook(
 }
 
 async fn mirror_and_snapshot(
-    ctx: &Context,
+    ctx: &Sidecar,
     ssh: &Ssh,
     plan: &Plan,
     report: &mut RunReport,
@@ -331,7 +331,7 @@ fn synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) ->
 /// or a single pass when nothing is to be frozen. Returns each volume's result and what the freeze
 /// did.
 async fn sync_group(
-    ctx: &Context,
+    ctx: &Sidecar,
     ssh: &Ssh,
     group: &Group,
     cancel: &CancellationToken,
