@@ -69,3 +69,79 @@ impl Journal {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, quiesce: Quiesce) -> Member {
+        Member {
+            name: name.into(),
+            id: format!("{name}-id"),
+            quiesce,
+        }
+    }
+
+    fn sorted(mut entries: Vec<Member>) -> Vec<Member> {
+        // read_dir has no order.
+        entries.sort();
+        entries
+    }
+
+    #[test]
+    fn record_entries_forget_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert!(journal.entries().is_empty());
+
+        let app = member("app", Quiesce::Pause);
+        let db = member("db", Quiesce::Stop);
+        journal.record(&app).unwrap();
+        journal.record(&db).unwrap();
+        assert_eq!(sorted(journal.entries()), vec![app.clone(), db.clone()]);
+
+        // A second journal on the same directory is what the next start sees.
+        let reopened = Journal::open(dir.path()).unwrap();
+        assert_eq!(sorted(reopened.entries()), vec![app.clone(), db.clone()]);
+
+        journal.forget(&app.id);
+        assert_eq!(journal.entries(), vec![db.clone()]);
+        // Forgetting twice is what a thaw after a failed freeze does: no error, no change.
+        journal.forget(&app.id);
+        journal.forget(&db.id);
+        assert!(journal.entries().is_empty());
+    }
+
+    #[test]
+    fn recording_again_overwrites_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.record(&member("app", Quiesce::Pause)).unwrap();
+        journal.record(&member("app", Quiesce::Stop)).unwrap();
+        assert_eq!(journal.entries(), vec![member("app", Quiesce::Stop)]);
+    }
+
+    #[test]
+    fn entries_ignore_files_that_are_not_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let app = member("app", Quiesce::Pause);
+        journal.record(&app).unwrap();
+        let frozen = dir.path().join("frozen");
+        // Written by something else (or a future version): never thawed as if it were ours.
+        std::fs::write(frozen.join("other-id"), "freeze other\n").unwrap();
+        std::fs::write(frozen.join("noword-id"), "lonely\n").unwrap();
+        std::fs::write(frozen.join("empty-id"), "").unwrap();
+        assert_eq!(journal.entries(), vec![app]);
+    }
+
+    #[test]
+    fn entries_of_a_vanished_directory_are_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        std::fs::remove_dir_all(dir.path().join("frozen")).unwrap();
+        assert!(journal.entries().is_empty());
+        // And recording there fails instead of pretending the freeze is journaled.
+        assert!(journal.record(&member("app", Quiesce::Pause)).is_err());
+    }
+}
