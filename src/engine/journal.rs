@@ -27,6 +27,7 @@ impl Journal {
         Ok(Journal { dir })
     }
 
+    /// Writes down that `member` is about to be frozen, durably, before it is.
     pub fn record(&self, member: &Member) -> Result<()> {
         let path = self.dir.join(&member.id);
         let mut file = std::fs::File::create(&path)
@@ -37,6 +38,7 @@ impl Journal {
         Ok(())
     }
 
+    /// Drops the entry of container `id` once it is thawed; a missing entry is fine.
     pub fn forget(&self, id: &str) {
         let path = self.dir.join(id);
         if let Err(e) = std::fs::remove_file(&path)
@@ -46,6 +48,7 @@ impl Journal {
         }
     }
 
+    /// The containers recorded as frozen; unreadable or unknown entries are left out.
     pub fn entries(&self) -> Vec<Member> {
         let Ok(read) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -55,9 +58,10 @@ impl Journal {
                 let id = entry.file_name().to_string_lossy().into_owned();
                 let text = std::fs::read_to_string(entry.path()).ok()?;
                 let (how, name) = text.trim().split_once(' ')?;
-                let quiesce = match how {
-                    "pause" => Quiesce::Pause,
-                    "stop" => Quiesce::Stop,
+                // Only members are recorded, and members pause or stop: any other word is not
+                // an entry we wrote, so we do not act on it.
+                let quiesce = match how.parse() {
+                    Ok(q @ (Quiesce::Pause | Quiesce::Stop)) => q,
                     _ => return None,
                 };
                 Some(Member {
@@ -143,5 +147,36 @@ mod tests {
         assert!(journal.entries().is_empty());
         // And recording there fails instead of pretending the freeze is journaled.
         assert!(journal.record(&member("app", Quiesce::Pause)).is_err());
+    }
+
+    #[test]
+    fn entries_read_back_pause_and_stop_only() {
+        let state = tempfile::tempdir().unwrap();
+        let journal = Journal::open(state.path()).unwrap();
+        let paused = Member {
+            name: "app".into(),
+            id: "a".repeat(64),
+            quiesce: Quiesce::Pause,
+        };
+        let stopped = Member {
+            name: "db".into(),
+            id: "b".repeat(64),
+            quiesce: Quiesce::Stop,
+        };
+        journal.record(&paused).unwrap();
+        journal.record(&stopped).unwrap();
+        let frozen = state.path().join("frozen");
+        std::fs::write(frozen.join("c".repeat(64)), "none web\n").unwrap();
+        std::fs::write(frozen.join("d".repeat(64)), "freeze web\n").unwrap();
+        std::fs::write(frozen.join("e".repeat(64)), "pause\n").unwrap();
+
+        let mut entries = journal.entries();
+        entries.sort();
+        assert_eq!(entries, vec![paused.clone(), stopped]);
+
+        journal.forget(&"b".repeat(64));
+        journal.forget("never-recorded");
+        let ids: Vec<String> = journal.entries().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![paused.id]);
     }
 }
