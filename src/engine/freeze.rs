@@ -124,10 +124,12 @@ pub async fn repair(journal: &Journal, engine: &impl Containers) -> Vec<String> 
         };
         if needs_thaw {
             match thaw_one(engine, &member).await {
-                Ok(_) => {
+                Ok(Thawed::Done) => {
                     tracing::warn!(container = %member.name, how = %member.quiesce, "thawed a container left frozen by a previous run");
                     repaired.push(member.name.clone());
                 }
+                // Gone or running again since: nothing left to repair.
+                Ok(Thawed::Removed | Thawed::AlreadyRunning) => {}
                 Err(e) => {
                     tracing::error!(container = %member.name, error = %format!("{e:#}"), "cannot thaw a container left frozen by a previous run");
                     continue;
@@ -300,7 +302,10 @@ where
         }
     }
     if !freeze_failed {
-        let work = AssertUnwindSafe(work(work_cancel.clone())).catch_unwind();
+        // The closure is called inside the guarded future, so even a panic before it returns
+        // its future is caught and the group thawed.
+        let token = work_cancel.clone();
+        let work = AssertUnwindSafe(async move { work(token).await }).catch_unwind();
         let remaining = timeout.saturating_sub(started.elapsed());
         result = tokio::select! {
             outcome = work => match outcome {
@@ -317,7 +322,11 @@ where
     }
     let thawed = thaw_all(engine, journal, &frozen).await;
     let outcome = Frozen {
-        duration: started.elapsed(),
+        duration: if frozen.is_empty() {
+            Duration::ZERO
+        } else {
+            started.elapsed()
+        },
         containers: frozen.iter().map(|m| m.name.clone()).collect(),
         thawed: !matches!(&thawed, Err(e) if e.downcast_ref::<FreezeError>().is_some_and(|f| f.fault == FreezeFault::Thaw)),
     };
@@ -332,7 +341,17 @@ where
     let result = match (result, thawed) {
         (r, Ok(())) => r,
         (Ok(_), Err(e)) => Err(e),
-        (Err(e), Err(thaw)) => Err(e.context(format!("and thawing failed: {thaw:#}"))),
+        (Err(e), Err(thaw)) => {
+            // A container left frozen is the graver news: it names the failure's kind.
+            let message = format!("and thawing failed: {thaw:#}");
+            match thaw.downcast_ref::<FreezeError>() {
+                Some(f) if f.fault == FreezeFault::Thaw => Err(e.context(FreezeError {
+                    fault: FreezeFault::Thaw,
+                    message,
+                })),
+                _ => Err(e.context(message)),
+            }
+        }
     };
     (result, outcome)
 }
@@ -677,14 +696,9 @@ mod tests {
         assert!(journal.entries().is_empty());
     }
 
-    /// BUG (minor): `Frozen::duration` is documented as zero when nothing was frozen, but it is
-    /// measured from before the freeze whatever happened, so a group with nothing to freeze
-    /// reports the work's time as a freeze (and a cancelled or refused freeze a few microseconds).
-    /// Production groups never hold only `Quiesce::None` members (the plan leaves those out),
-    /// so today it only skews `longest_freeze` by the time a refused freeze took.
+    /// A group with nothing to freeze reports no freeze time, even when its work took a while.
     #[tokio::test(start_paused = true)]
-    #[ignore = "BUG: Frozen::duration is not zero when nothing was frozen"]
-    async fn bug_nothing_frozen_reports_a_freeze_duration() {
+    async fn nothing_frozen_reports_no_freeze_duration() {
         let fake = Fake::running(&["hands-off-id"]);
         let group = group(&[member("hands-off", Quiesce::None)]);
         let (_dir, journal) = journal();
@@ -820,14 +834,10 @@ mod tests {
         assert!(journal.entries().is_empty());
     }
 
-    /// BUG: `with_frozen` calls `work(token)` outside `catch_unwind`, so a closure that panics
-    /// before it returns its future (synchronous setup) unwinds out of `with_frozen` with the group
-    /// still paused; only the next start's repair thaws it. The callers today do nothing but
-    /// borrow before `async move`, so this is latent. Fails until the call moves inside the
-    /// guarded future.
+    /// A closure that panics before it returns its future (synchronous setup) must not unwind out
+    /// of `with_frozen` with the group still paused.
     #[tokio::test(start_paused = true)]
-    #[ignore = "BUG: a panic in the work closure's synchronous part leaves the group frozen"]
-    async fn bug_a_panic_before_the_work_future_exists_leaves_the_group_frozen() {
+    async fn a_panic_before_the_work_future_exists_thaws() {
         let (fake, group) = pair();
         let (_dir, journal) = journal();
         let cancel = CancellationToken::new();
@@ -1104,7 +1114,12 @@ mod tests {
         )
         .await;
         let error = result.unwrap_err();
+        // The root cause is the timeout; the container left frozen names the failure.
         assert_eq!(fault(&error), Some(FreezeFault::Timeout));
+        assert_eq!(
+            error.downcast_ref::<FreezeError>().map(|f| f.fault),
+            Some(FreezeFault::Thaw)
+        );
         let message = format!("{error:#}");
         assert!(message.contains("BACKUP_PAUSE_TIMEOUT"), "{message}");
         assert!(message.contains("cannot thaw container a"), "{message}");
