@@ -145,6 +145,9 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// ssh's own default port, used when `BACKUP_REMOTE_PORT` is unset.
+pub const DEFAULT_REMOTE_PORT: u16 = 22;
+
 /// The ssh destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
@@ -172,6 +175,13 @@ impl Remote {
     }
 }
 
+/// Default [`Keep::daily`]: a week of daily archives.
+pub const DEFAULT_KEEP_DAILY: u32 = 7;
+/// Default [`Keep::weekly`]: a month of weekly archives.
+pub const DEFAULT_KEEP_WEEKLY: u32 = 4;
+/// Default [`Keep::monthly`]: half a year of monthly archives.
+pub const DEFAULT_KEEP_MONTHLY: u32 = 6;
+
 /// `borg prune` retention; 0 turns a rule off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keep {
@@ -182,6 +192,9 @@ pub struct Keep {
     /// `--keep-monthly`
     pub monthly: u32,
 }
+
+/// Default [`Borg::lock_wait`] (`BACKUP_BORG_LOCK_WAIT`): five minutes.
+pub const DEFAULT_BORG_LOCK_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// Snapshot settings, present when `BACKUP_BORG_REPO` is set.
 #[derive(Debug, Clone)]
@@ -197,6 +210,11 @@ pub struct Borg {
     /// How long borg waits for a repository lock held by a live borg process.
     pub lock_wait: Duration,
 }
+
+/// Default [`Retry::attempts`] (`BACKUP_RETRY_ATTEMPTS`).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// Default [`Retry::delay`] (`BACKUP_RETRY_DELAY`): ten seconds.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 /// Retries of network failures: `attempts` tries in all, waiting `delay`, then twice that, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +233,9 @@ impl Retry {
     }
 }
 
+/// Default [`Config::log_format`] (`LOG_FORMAT`).
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -223,6 +244,27 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// Default [`Config::ssh_key_file`] (`BACKUP_SSH_KEY_FILE`).
+pub const DEFAULT_SSH_KEY_FILE: &str = "/ssh/id_ed25519";
+/// Default [`Config::known_hosts_file`] (`BACKUP_KNOWN_HOSTS_FILE`).
+pub const DEFAULT_KNOWN_HOSTS_FILE: &str = "/ssh/known_hosts";
+/// Default [`Config::sync_schedule`] (`BACKUP_SYNC_SCHEDULE`): 03:00 every other day.
+pub const DEFAULT_SYNC_SCHEDULE: &str = "0 3 */2 * *";
+/// Default [`Config::snapshot_schedule`] (`BACKUP_SNAPSHOT_SCHEDULE`): 03:00 on Sundays.
+pub const DEFAULT_SNAPSHOT_SCHEDULE: &str = "0 3 * * 0";
+/// Default [`Config::check_schedule`] (`BACKUP_CHECK_SCHEDULE`): 04:00 on the first of the month.
+pub const DEFAULT_CHECK_SCHEDULE: &str = "0 4 1 * *";
+/// Default [`Config::tz`] (`TZ`).
+pub const DEFAULT_TZ: Tz = Tz::UTC;
+/// Default [`Config::run_on_start`] (`BACKUP_RUN_ON_START`).
+pub const DEFAULT_RUN_ON_START: bool = false;
+/// Default [`Config::pause_timeout`] (`BACKUP_PAUSE_TIMEOUT`): one minute.
+pub const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`Config::volumes_dir`] (`BACKUP_VOLUMES_DIR`): Docker's own volumes directory.
+pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/docker/volumes";
+/// Default [`Config::state_dir`] (`BACKUP_STATE_DIR`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/backup-sidecar";
 
 /// Stage two: the validated configuration.
 #[derive(Debug, Clone)]
@@ -297,77 +339,38 @@ impl Config {
         Self::from_vars(std::env::vars())
     }
 
-    /// Validates a raw configuration.
+    /// Validates a raw configuration, section by section.
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let log_format = match raw.log_format.as_deref().map(str::trim) {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(err(
-                    "LOG_FORMAT",
-                    format!("{other:?} is neither \"text\" nor \"json\""),
-                ));
-            }
-        };
-        let remote = parse_remote(
-            raw.backup_remote.as_deref(),
-            raw.backup_remote_port.as_deref(),
-        )?;
-        let remote_dir = parse_remote_dir(raw.backup_remote_dir.as_deref())?;
-        let ssh_key_file = PathBuf::from(
-            raw.backup_ssh_key_file
-                .unwrap_or_else(|| "/ssh/id_ed25519".into()),
-        );
-        check_private_key(&ssh_key_file)?;
-        let known_hosts_file = PathBuf::from(
-            raw.backup_known_hosts_file
-                .unwrap_or_else(|| "/ssh/known_hosts".into()),
-        );
-        check_readable("BACKUP_KNOWN_HOSTS_FILE", &known_hosts_file)?;
-        let ssh_options = parse_ssh_options(raw.backup_ssh_options.as_deref())?;
-
-        let keep = Keep {
-            daily: parse_u32("BACKUP_KEEP_DAILY", raw.backup_keep_daily.as_deref(), 7)?,
-            weekly: parse_u32("BACKUP_KEEP_WEEKLY", raw.backup_keep_weekly.as_deref(), 4)?,
-            monthly: parse_u32("BACKUP_KEEP_MONTHLY", raw.backup_keep_monthly.as_deref(), 6)?,
-        };
-        let archive_prefix = match raw.backup_archive_prefix {
-            Some(p) => Some(parse_archive_prefix(&p)?),
-            None => None,
-        };
-        let borg = match raw.backup_borg_repo {
-            Some(repo) => {
-                let repo = repo.trim().to_string();
-                if repo.starts_with('-') || repo.contains(char::is_whitespace) {
-                    return Err(err(
-                        "BACKUP_BORG_REPO",
-                        format!("{repo:?} is not a repository path"),
-                    ));
-                }
-                Some(Borg {
-                    repo,
-                    passphrase: raw.backup_borg_passphrase.map(Secret),
-                    archive_prefix,
-                    keep,
-                    lock_wait: parse_duration(
-                        "BACKUP_BORG_LOCK_WAIT",
-                        raw.backup_borg_lock_wait.as_deref().unwrap_or("5m"),
-                    )?,
-                })
-            }
-            None => None,
-        };
-
-        let tz = match raw.tz.as_deref().map(str::trim) {
-            None => Tz::UTC,
-            Some(name) => Tz::from_str(name).map_err(|_| {
-                err(
-                    "TZ",
-                    format!("{name:?} is not a time zone name such as Europe/Berlin"),
-                )
-            })?,
-        };
-
+        // With several mistakes only the first is reported: the sections run in a fixed order
+        // so that the one named does not change from release to release.
+        let log_format = log_format(&raw)?;
+        let RemoteSection {
+            remote,
+            remote_dir,
+            ssh_key_file,
+            known_hosts_file,
+            ssh_options,
+        } = remote_section(&raw)?;
+        let borg = borg_section(&raw)?;
+        let ScheduleSection {
+            sync_schedule,
+            snapshot_schedule,
+            check_schedule,
+            tz,
+            run_on_start,
+        } = schedule_section(&raw)?;
+        let RunSection {
+            pause_timeout,
+            retry,
+            exclude,
+            pre_command,
+            post_command,
+            projects,
+        } = run_section(&raw)?;
+        let Paths {
+            volumes_dir,
+            state_dir,
+        } = paths(&raw);
         Ok(Config {
             remote,
             remote_dir,
@@ -375,63 +378,248 @@ impl Config {
             ssh_options,
             known_hosts_file,
             borg,
-            sync_schedule: parse_cron(
-                "BACKUP_SYNC_SCHEDULE",
-                raw.backup_sync_schedule.as_deref().unwrap_or("0 3 */2 * *"),
-            )?,
-            snapshot_schedule: parse_cron(
-                "BACKUP_SNAPSHOT_SCHEDULE",
-                raw.backup_snapshot_schedule
-                    .as_deref()
-                    .unwrap_or("0 3 * * 0"),
-            )?,
-            check_schedule: parse_cron(
-                "BACKUP_CHECK_SCHEDULE",
-                raw.backup_check_schedule.as_deref().unwrap_or("0 4 1 * *"),
-            )?,
+            sync_schedule,
+            snapshot_schedule,
+            check_schedule,
             tz,
-            run_on_start: parse_bool("BACKUP_RUN_ON_START", raw.backup_run_on_start.as_deref())?,
-            pause_timeout: parse_duration(
-                "BACKUP_PAUSE_TIMEOUT",
-                raw.backup_pause_timeout.as_deref().unwrap_or("60s"),
-            )?,
-            retry: Retry {
-                attempts: match parse_u32(
-                    "BACKUP_RETRY_ATTEMPTS",
-                    raw.backup_retry_attempts.as_deref(),
-                    3,
-                )? {
-                    0 => return Err(err("BACKUP_RETRY_ATTEMPTS", "must be at least 1")),
-                    n => n,
-                },
-                delay: parse_duration(
-                    "BACKUP_RETRY_DELAY",
-                    raw.backup_retry_delay.as_deref().unwrap_or("10s"),
-                )?,
-            },
-            exclude: split_list(raw.backup_exclude.as_deref()),
-            pre_command: raw.backup_remote_pre_command,
-            post_command: raw.backup_remote_post_command,
-            projects: match raw.backup_projects.as_deref() {
-                None => None,
-                Some(list) => {
-                    let projects = split_list(Some(list));
-                    if projects.is_empty() {
-                        return Err(err("BACKUP_PROJECTS", "names no project"));
-                    }
-                    Some(projects)
-                }
-            },
-            volumes_dir: PathBuf::from(
-                raw.backup_volumes_dir
-                    .unwrap_or_else(|| "/var/lib/docker/volumes".into()),
-            ),
-            state_dir: PathBuf::from(
-                raw.backup_state_dir
-                    .unwrap_or_else(|| "/var/lib/backup-sidecar".into()),
-            ),
+            run_on_start,
+            pause_timeout,
+            retry,
+            exclude,
+            pre_command,
+            post_command,
+            projects,
+            volumes_dir,
+            state_dir,
             log_format,
         })
+    }
+}
+
+/// `LOG_FORMAT`.
+fn log_format(raw: &RawConfig) -> Result<LogFormat, ConfigError> {
+    match raw.log_format.as_deref().map(str::trim) {
+        None => Ok(DEFAULT_LOG_FORMAT),
+        Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(err(
+            "LOG_FORMAT",
+            format!("{other:?} is neither \"text\" nor \"json\""),
+        )),
+    }
+}
+
+/// Where and how to reach the remote.
+struct RemoteSection {
+    remote: Remote,
+    remote_dir: String,
+    ssh_key_file: PathBuf,
+    known_hosts_file: PathBuf,
+    ssh_options: Vec<(String, String)>,
+}
+
+/// `BACKUP_REMOTE`, `BACKUP_REMOTE_PORT`, `BACKUP_REMOTE_DIR`, `BACKUP_SSH_KEY_FILE`,
+/// `BACKUP_KNOWN_HOSTS_FILE` and `BACKUP_SSH_OPTIONS`.
+fn remote_section(raw: &RawConfig) -> Result<RemoteSection, ConfigError> {
+    let remote = parse_remote(
+        raw.backup_remote.as_deref(),
+        raw.backup_remote_port.as_deref(),
+    )?;
+    let remote_dir = parse_remote_dir(raw.backup_remote_dir.as_deref())?;
+    // Both files are opened now so that a missing mount fails at start, not at 3 a.m.
+    let ssh_key_file = PathBuf::from(
+        raw.backup_ssh_key_file
+            .as_deref()
+            .unwrap_or(DEFAULT_SSH_KEY_FILE),
+    );
+    check_private_key(&ssh_key_file)?;
+    let known_hosts_file = PathBuf::from(
+        raw.backup_known_hosts_file
+            .as_deref()
+            .unwrap_or(DEFAULT_KNOWN_HOSTS_FILE),
+    );
+    check_readable("BACKUP_KNOWN_HOSTS_FILE", &known_hosts_file)?;
+    let ssh_options = parse_ssh_options(raw.backup_ssh_options.as_deref())?;
+    Ok(RemoteSection {
+        remote,
+        remote_dir,
+        ssh_key_file,
+        known_hosts_file,
+        ssh_options,
+    })
+}
+
+/// `BACKUP_BORG_REPO`, `BACKUP_BORG_PASSPHRASE`, `BACKUP_ARCHIVE_PREFIX`, `BACKUP_KEEP_*` and
+/// `BACKUP_BORG_LOCK_WAIT`; `None` when snapshots are off.
+fn borg_section(raw: &RawConfig) -> Result<Option<Borg>, ConfigError> {
+    // Retention and prefix are checked even with snapshots off, so a mistake in them is reported
+    // now rather than on the day BACKUP_BORG_REPO is set.
+    let keep = Keep {
+        daily: parse_u32(
+            "BACKUP_KEEP_DAILY",
+            raw.backup_keep_daily.as_deref(),
+            DEFAULT_KEEP_DAILY,
+        )?,
+        weekly: parse_u32(
+            "BACKUP_KEEP_WEEKLY",
+            raw.backup_keep_weekly.as_deref(),
+            DEFAULT_KEEP_WEEKLY,
+        )?,
+        monthly: parse_u32(
+            "BACKUP_KEEP_MONTHLY",
+            raw.backup_keep_monthly.as_deref(),
+            DEFAULT_KEEP_MONTHLY,
+        )?,
+    };
+    let archive_prefix = raw
+        .backup_archive_prefix
+        .as_deref()
+        .map(parse_archive_prefix)
+        .transpose()?;
+    let Some(repo) = raw.backup_borg_repo.as_deref() else {
+        return Ok(None);
+    };
+    let repo = repo.trim();
+    if repo.starts_with('-') || repo.contains(char::is_whitespace) {
+        return Err(err(
+            "BACKUP_BORG_REPO",
+            format!("{repo:?} is not a repository path"),
+        ));
+    }
+    Ok(Some(Borg {
+        repo: repo.to_string(),
+        passphrase: raw.backup_borg_passphrase.clone().map(Secret),
+        archive_prefix,
+        keep,
+        lock_wait: parse_duration(
+            "BACKUP_BORG_LOCK_WAIT",
+            raw.backup_borg_lock_wait.as_deref(),
+            DEFAULT_BORG_LOCK_WAIT,
+        )?,
+    }))
+}
+
+/// When runs happen.
+struct ScheduleSection {
+    sync_schedule: Cron,
+    snapshot_schedule: Cron,
+    check_schedule: Cron,
+    tz: Tz,
+    run_on_start: bool,
+}
+
+/// `TZ`, `BACKUP_SYNC_SCHEDULE`, `BACKUP_SNAPSHOT_SCHEDULE`, `BACKUP_CHECK_SCHEDULE` and
+/// `BACKUP_RUN_ON_START`.
+fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, ConfigError> {
+    let tz = match raw.tz.as_deref().map(str::trim) {
+        None => DEFAULT_TZ,
+        Some(name) => Tz::from_str(name).map_err(|_| {
+            err(
+                "TZ",
+                format!("{name:?} is not a time zone name such as Europe/Berlin"),
+            )
+        })?,
+    };
+    let sync_schedule = parse_cron(
+        "BACKUP_SYNC_SCHEDULE",
+        raw.backup_sync_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_SYNC_SCHEDULE),
+    )?;
+    let snapshot_schedule = parse_cron(
+        "BACKUP_SNAPSHOT_SCHEDULE",
+        raw.backup_snapshot_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_SNAPSHOT_SCHEDULE),
+    )?;
+    let check_schedule = parse_cron(
+        "BACKUP_CHECK_SCHEDULE",
+        raw.backup_check_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_CHECK_SCHEDULE),
+    )?;
+    let run_on_start = parse_bool(
+        "BACKUP_RUN_ON_START",
+        raw.backup_run_on_start.as_deref(),
+        DEFAULT_RUN_ON_START,
+    )?;
+    Ok(ScheduleSection {
+        sync_schedule,
+        snapshot_schedule,
+        check_schedule,
+        tz,
+        run_on_start,
+    })
+}
+
+/// How each run behaves.
+struct RunSection {
+    pause_timeout: Duration,
+    retry: Retry,
+    exclude: Vec<String>,
+    pre_command: Option<String>,
+    post_command: Option<String>,
+    projects: Option<Vec<String>>,
+}
+
+/// `BACKUP_PAUSE_TIMEOUT`, `BACKUP_RETRY_*`, `BACKUP_EXCLUDE`, `BACKUP_REMOTE_PRE_COMMAND`,
+/// `BACKUP_REMOTE_POST_COMMAND` and `BACKUP_PROJECTS`.
+fn run_section(raw: &RawConfig) -> Result<RunSection, ConfigError> {
+    let pause_timeout = parse_duration(
+        "BACKUP_PAUSE_TIMEOUT",
+        raw.backup_pause_timeout.as_deref(),
+        DEFAULT_PAUSE_TIMEOUT,
+    )?;
+    let attempts = match parse_u32(
+        "BACKUP_RETRY_ATTEMPTS",
+        raw.backup_retry_attempts.as_deref(),
+        DEFAULT_RETRY_ATTEMPTS,
+    )? {
+        0 => return Err(err("BACKUP_RETRY_ATTEMPTS", "must be at least 1")),
+        n => n,
+    };
+    let delay = parse_duration(
+        "BACKUP_RETRY_DELAY",
+        raw.backup_retry_delay.as_deref(),
+        DEFAULT_RETRY_DELAY,
+    )?;
+    let projects = match raw.backup_projects.as_deref() {
+        None => None,
+        Some(list) => {
+            let projects = split_list(Some(list));
+            // A list of only commas would otherwise mean "no filter", the opposite of its intent.
+            if projects.is_empty() {
+                return Err(err("BACKUP_PROJECTS", "names no project"));
+            }
+            Some(projects)
+        }
+    };
+    Ok(RunSection {
+        pause_timeout,
+        retry: Retry { attempts, delay },
+        exclude: split_list(raw.backup_exclude.as_deref()),
+        pre_command: raw.backup_remote_pre_command.clone(),
+        post_command: raw.backup_remote_post_command.clone(),
+        projects,
+    })
+}
+
+/// Local directories.
+struct Paths {
+    volumes_dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+/// `BACKUP_VOLUMES_DIR` and `BACKUP_STATE_DIR`. Nothing to refuse here: the daemon checks the
+/// directories when it opens them.
+fn paths(raw: &RawConfig) -> Paths {
+    Paths {
+        volumes_dir: PathBuf::from(
+            raw.backup_volumes_dir
+                .as_deref()
+                .unwrap_or(DEFAULT_VOLUMES_DIR),
+        ),
+        state_dir: PathBuf::from(raw.backup_state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
     }
 }
 
@@ -466,7 +654,7 @@ fn parse_remote(value: Option<&str>, port: Option<&str>) -> Result<Remote, Confi
         return Err(err(VAR, format!("{value:?} is not of the form user@host")));
     }
     let port = match port.map(str::trim) {
-        None => 22,
+        None => DEFAULT_REMOTE_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
             _ => {
@@ -558,16 +746,23 @@ fn parse_u32(var: &str, value: Option<&str>, default: u32) -> Result<u32, Config
     }
 }
 
-fn parse_bool(var: &str, value: Option<&str>) -> Result<bool, ConfigError> {
+fn parse_bool(var: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
     match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("false" | "0" | "no" | "off") => Ok(false),
+        None => Ok(default),
+        Some("false" | "0" | "no" | "off") => Ok(false),
         Some("true" | "1" | "yes" | "on") => Ok(true),
         Some(other) => Err(err(var, format!("{other:?} is neither true nor false"))),
     }
 }
 
-fn parse_duration(var: &str, value: &str) -> Result<Duration, ConfigError> {
-    let value = value.trim();
+fn parse_duration(
+    var: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(default);
+    };
     match humantime::parse_duration(value) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(err(var, "must be longer than zero")),
@@ -648,13 +843,22 @@ mod tests {
             ]
         }
 
-        fn with(&self, extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        /// The base variables, with `extra` added or replacing them.
+        fn vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
             let mut vars = self.base();
             for (k, v) in extra {
                 vars.retain(|(name, _)| name != k);
                 vars.push((k.to_string(), v.to_string()));
             }
-            Config::from_vars(vars)
+            vars
+        }
+
+        fn with(&self, extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            Config::from_vars(self.vars(extra))
+        }
+
+        fn raw(&self, extra: &[(&str, &str)]) -> RawConfig {
+            RawConfig::from_vars(self.vars(extra)).unwrap()
         }
 
         fn error_variable(&self, extra: &[(&str, &str)]) -> String {
@@ -819,5 +1023,361 @@ mod tests {
     fn secret_is_not_printed() {
         let secret = Secret("hunter2".into());
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    /// A raw configuration from the given variables alone, read as the sidecar reads them.
+    fn raw(vars: &[(&str, &str)]) -> RawConfig {
+        RawConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    /// The variable a section refused; section results are not all `Debug`, so no `unwrap_err`.
+    fn refused<T>(result: Result<T, ConfigError>) -> String {
+        match result {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.variable,
+        }
+    }
+
+    #[test]
+    fn log_format_section() {
+        assert_eq!(log_format(&raw(&[])), Ok(DEFAULT_LOG_FORMAT));
+        assert_eq!(
+            log_format(&raw(&[("LOG_FORMAT", " json ")])),
+            Ok(LogFormat::Json)
+        );
+        assert_eq!(
+            log_format(&raw(&[("LOG_FORMAT", "text")])),
+            Ok(LogFormat::Text)
+        );
+        assert_eq!(
+            refused(log_format(&raw(&[("LOG_FORMAT", "xml")]))),
+            "LOG_FORMAT"
+        );
+    }
+
+    #[test]
+    fn remote_section_defaults() {
+        let files = Files::new();
+        let section = remote_section(&files.raw(&[])).unwrap();
+        assert_eq!(section.remote.port, DEFAULT_REMOTE_PORT);
+        assert!(section.ssh_options.is_empty());
+
+        // The default paths are only usable where the sidecar's mounts exist: accept either
+        // outcome, as long as it is the default path that was tried.
+        let mut vars = files.base();
+        vars.retain(|(name, _)| !name.ends_with("_FILE"));
+        match remote_section(&RawConfig::from_vars(vars.clone()).unwrap()) {
+            Ok(section) => assert_eq!(section.ssh_key_file, Path::new(DEFAULT_SSH_KEY_FILE)),
+            Err(e) => {
+                assert_eq!(e.variable, "BACKUP_SSH_KEY_FILE");
+                assert!(e.message.contains(DEFAULT_SSH_KEY_FILE), "{e}");
+            }
+        }
+        vars.push(("BACKUP_SSH_KEY_FILE".into(), files.path("id_ed25519")));
+        match remote_section(&RawConfig::from_vars(vars).unwrap()) {
+            Ok(section) => assert_eq!(
+                section.known_hosts_file,
+                Path::new(DEFAULT_KNOWN_HOSTS_FILE)
+            ),
+            Err(e) => {
+                assert_eq!(e.variable, "BACKUP_KNOWN_HOSTS_FILE");
+                assert!(e.message.contains(DEFAULT_KNOWN_HOSTS_FILE), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn remote_section_reads_each_variable() {
+        let files = Files::new();
+        let section = remote_section(&files.raw(&[
+            ("BACKUP_REMOTE", "backup@fd00::1"),
+            ("BACKUP_REMOTE_PORT", "2222"),
+            ("BACKUP_SSH_OPTIONS", "Ciphers=aes128-ctr"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            section.remote,
+            Remote {
+                user: "backup".into(),
+                host: "fd00::1".into(),
+                port: 2222
+            }
+        );
+        assert_eq!(section.remote_dir, "/mnt/backup/data");
+        assert_eq!(section.ssh_key_file, Path::new(&files.path("id_ed25519")));
+        assert_eq!(
+            section.known_hosts_file,
+            Path::new(&files.path("known_hosts"))
+        );
+        assert_eq!(
+            section.ssh_options,
+            vec![("Ciphers".to_string(), "aes128-ctr".to_string())]
+        );
+    }
+
+    #[test]
+    fn remote_section_bad_values_name_their_variable() {
+        let files = Files::new();
+        let missing = files.path("nope");
+        for (name, value) in [
+            ("BACKUP_REMOTE", "backup.lan"),
+            ("BACKUP_REMOTE_PORT", "ssh"),
+            ("BACKUP_REMOTE_DIR", "/a/../b"),
+            ("BACKUP_SSH_KEY_FILE", missing.as_str()),
+            ("BACKUP_KNOWN_HOSTS_FILE", missing.as_str()),
+            ("BACKUP_SSH_OPTIONS", "Port=2222"),
+        ] {
+            let result = remote_section(&files.raw(&[(name, value)]));
+            assert_eq!(refused(result), name, "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn borg_section_is_off_without_a_repository() {
+        assert!(borg_section(&raw(&[])).unwrap().is_none());
+        // The lock wait only matters to borg, so without a repository it is not read.
+        assert!(
+            borg_section(&raw(&[("BACKUP_BORG_LOCK_WAIT", "x")]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn borg_section_defaults() {
+        let borg = borg_section(&raw(&[("BACKUP_BORG_REPO", " /mnt/backup/borg ")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(borg.repo, "/mnt/backup/borg");
+        assert!(borg.passphrase.is_none());
+        assert!(borg.archive_prefix.is_none());
+        assert_eq!(
+            borg.keep,
+            Keep {
+                daily: DEFAULT_KEEP_DAILY,
+                weekly: DEFAULT_KEEP_WEEKLY,
+                monthly: DEFAULT_KEEP_MONTHLY,
+            }
+        );
+        assert_eq!(borg.lock_wait, DEFAULT_BORG_LOCK_WAIT);
+    }
+
+    #[test]
+    fn borg_section_reads_each_variable() {
+        let borg = borg_section(&raw(&[
+            ("BACKUP_BORG_REPO", "/r"),
+            ("BACKUP_BORG_PASSPHRASE", "s3cret"),
+            ("BACKUP_ARCHIVE_PREFIX", "nas-1"),
+            ("BACKUP_KEEP_DAILY", "1"),
+            ("BACKUP_KEEP_WEEKLY", "2"),
+            ("BACKUP_KEEP_MONTHLY", "0"),
+            ("BACKUP_BORG_LOCK_WAIT", "30s"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(borg.passphrase, Some(Secret::new("s3cret".into())));
+        assert_eq!(borg.archive_prefix.as_deref(), Some("nas-1"));
+        assert_eq!(
+            borg.keep,
+            Keep {
+                daily: 1,
+                weekly: 2,
+                monthly: 0
+            }
+        );
+        assert_eq!(borg.lock_wait, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn borg_section_bad_values_name_their_variable() {
+        // Retention and prefix are refused even while snapshots are off.
+        for (name, value) in [
+            ("BACKUP_KEEP_DAILY", "x"),
+            ("BACKUP_KEEP_WEEKLY", "-1"),
+            ("BACKUP_KEEP_MONTHLY", "1.5"),
+            ("BACKUP_ARCHIVE_PREFIX", "-p"),
+        ] {
+            assert_eq!(refused(borg_section(&raw(&[(name, value)]))), name);
+        }
+        for (name, value) in [
+            ("BACKUP_BORG_REPO", "-r"),
+            ("BACKUP_BORG_REPO", "/my repo"),
+            ("BACKUP_BORG_LOCK_WAIT", "0s"),
+        ] {
+            let mut vars = vec![("BACKUP_BORG_REPO", "/r")];
+            vars.retain(|(n, _)| *n != name);
+            vars.push((name, value));
+            assert_eq!(refused(borg_section(&raw(&vars))), name, "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn schedule_section_defaults() {
+        let section = schedule_section(&raw(&[])).unwrap();
+        let cron = |value| parse_cron("test", value).unwrap();
+        assert_eq!(section.sync_schedule, cron(DEFAULT_SYNC_SCHEDULE));
+        assert_eq!(section.snapshot_schedule, cron(DEFAULT_SNAPSHOT_SCHEDULE));
+        assert_eq!(section.check_schedule, cron(DEFAULT_CHECK_SCHEDULE));
+        assert_eq!(section.tz, DEFAULT_TZ);
+        assert_eq!(section.run_on_start, DEFAULT_RUN_ON_START);
+    }
+
+    #[test]
+    fn schedule_section_reads_each_variable() {
+        let section = schedule_section(&raw(&[
+            ("BACKUP_SYNC_SCHEDULE", "15 * * * *"),
+            ("BACKUP_SNAPSHOT_SCHEDULE", "0 2 * * *"),
+            ("BACKUP_CHECK_SCHEDULE", "0 5 * * 6"),
+            ("TZ", "America/New_York"),
+            ("BACKUP_RUN_ON_START", "Yes"),
+        ]))
+        .unwrap();
+        let cron = |value| parse_cron("test", value).unwrap();
+        assert_eq!(section.sync_schedule, cron("15 * * * *"));
+        assert_eq!(section.snapshot_schedule, cron("0 2 * * *"));
+        assert_eq!(section.check_schedule, cron("0 5 * * 6"));
+        assert_eq!(section.tz, chrono_tz::America::New_York);
+        assert!(section.run_on_start);
+    }
+
+    #[test]
+    fn schedule_section_bad_values_name_their_variable() {
+        for (name, value) in [
+            ("BACKUP_SYNC_SCHEDULE", "@daily"),
+            ("BACKUP_SNAPSHOT_SCHEDULE", "0 25 * * *"),
+            ("BACKUP_CHECK_SCHEDULE", "0 4 1 * * *"),
+            ("TZ", "CEST+2"),
+            ("BACKUP_RUN_ON_START", "y"),
+        ] {
+            assert_eq!(
+                refused(schedule_section(&raw(&[(name, value)]))),
+                name,
+                "{name}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_section_defaults() {
+        let section = run_section(&raw(&[])).unwrap();
+        assert_eq!(section.pause_timeout, DEFAULT_PAUSE_TIMEOUT);
+        assert_eq!(
+            section.retry,
+            Retry {
+                attempts: DEFAULT_RETRY_ATTEMPTS,
+                delay: DEFAULT_RETRY_DELAY,
+            }
+        );
+        assert!(section.exclude.is_empty());
+        assert!(section.pre_command.is_none());
+        assert!(section.post_command.is_none());
+        assert!(section.projects.is_none());
+    }
+
+    #[test]
+    fn run_section_reads_each_variable() {
+        let section = run_section(&raw(&[
+            ("BACKUP_PAUSE_TIMEOUT", "2m"),
+            ("BACKUP_RETRY_ATTEMPTS", "1"),
+            ("BACKUP_RETRY_DELAY", "500ms"),
+            ("BACKUP_EXCLUDE", "*.tmp, ,cache/"),
+            ("BACKUP_REMOTE_PRE_COMMAND", "mount /mnt/backup"),
+            ("BACKUP_REMOTE_POST_COMMAND", "umount /mnt/backup"),
+            ("BACKUP_PROJECTS", "nextcloud, immich"),
+        ]))
+        .unwrap();
+        assert_eq!(section.pause_timeout, Duration::from_secs(120));
+        assert_eq!(
+            section.retry,
+            Retry {
+                attempts: 1,
+                delay: Duration::from_millis(500),
+            }
+        );
+        assert_eq!(section.exclude, vec!["*.tmp", "cache/"]);
+        assert_eq!(section.pre_command.as_deref(), Some("mount /mnt/backup"));
+        assert_eq!(section.post_command.as_deref(), Some("umount /mnt/backup"));
+        assert_eq!(
+            section.projects,
+            Some(vec!["nextcloud".to_string(), "immich".to_string()])
+        );
+    }
+
+    #[test]
+    fn run_section_bad_values_name_their_variable() {
+        for (name, value) in [
+            ("BACKUP_PAUSE_TIMEOUT", "60"),
+            ("BACKUP_RETRY_ATTEMPTS", "0"),
+            ("BACKUP_RETRY_ATTEMPTS", "three"),
+            ("BACKUP_RETRY_DELAY", "0ms"),
+            ("BACKUP_PROJECTS", " , "),
+        ] {
+            assert_eq!(
+                refused(run_section(&raw(&[(name, value)]))),
+                name,
+                "{name}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_section() {
+        let defaults = paths(&raw(&[]));
+        assert_eq!(defaults.volumes_dir, Path::new(DEFAULT_VOLUMES_DIR));
+        assert_eq!(defaults.state_dir, Path::new(DEFAULT_STATE_DIR));
+        let set = paths(&raw(&[
+            ("BACKUP_VOLUMES_DIR", "/host/volumes"),
+            ("BACKUP_STATE_DIR", "/state"),
+        ]));
+        assert_eq!(set.volumes_dir, Path::new("/host/volumes"));
+        assert_eq!(set.state_dir, Path::new("/state"));
+    }
+
+    #[test]
+    fn the_first_section_at_fault_is_reported() {
+        let files = Files::new();
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("LOG_FORMAT", "xml"), ("BACKUP_REMOTE", "")],
+                "LOG_FORMAT",
+            ),
+            (
+                &[
+                    ("BACKUP_SSH_OPTIONS", "Ciphers"),
+                    ("BACKUP_KEEP_DAILY", "x"),
+                ],
+                "BACKUP_SSH_OPTIONS",
+            ),
+            (
+                &[("BACKUP_ARCHIVE_PREFIX", "a b"), ("TZ", "Mars/Olympus")],
+                "BACKUP_ARCHIVE_PREFIX",
+            ),
+            (
+                &[
+                    ("BACKUP_BORG_REPO", "/r"),
+                    ("BACKUP_BORG_LOCK_WAIT", "x"),
+                    ("BACKUP_SYNC_SCHEDULE", "x"),
+                ],
+                "BACKUP_BORG_LOCK_WAIT",
+            ),
+            (
+                &[("TZ", "Mars/Olympus"), ("BACKUP_SYNC_SCHEDULE", "x")],
+                "TZ",
+            ),
+            (
+                &[
+                    ("BACKUP_RUN_ON_START", "maybe"),
+                    ("BACKUP_PAUSE_TIMEOUT", "x"),
+                ],
+                "BACKUP_RUN_ON_START",
+            ),
+            (
+                &[("BACKUP_PROJECTS", ","), ("BACKUP_RETRY_DELAY", "x")],
+                "BACKUP_RETRY_DELAY",
+            ),
+        ];
+        for (extra, variable) in cases {
+            assert_eq!(&files.error_variable(extra), variable, "case {extra:?}");
+        }
     }
 }

@@ -49,22 +49,22 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// The failure behind `error`: the first typed cause in its chain decides the kind.
+    /// The failure behind `error`. A kind given explicitly wins, then a container left frozen,
+    /// then the remote's fault, then any other freeze fault (anyhow's `downcast_ref` looks through
+    /// every context layer to the root).
     pub fn of(error: &anyhow::Error) -> Self {
-        let kind = error
-            .chain()
-            .find_map(|cause| {
-                if let Some(f) = cause.downcast_ref::<Failure>() {
-                    Some(f.kind)
-                } else if let Some(r) = cause.downcast_ref::<RemoteError>() {
-                    Some(FailureKind::Remote(r.fault))
-                } else {
-                    cause
-                        .downcast_ref::<FreezeError>()
-                        .map(|f| FailureKind::Freeze(f.fault))
-                }
-            })
-            .unwrap_or(FailureKind::Other);
+        let freeze = error.downcast_ref::<FreezeError>().map(|f| f.fault);
+        let kind = if let Some(f) = error.downcast_ref::<Failure>() {
+            f.kind
+        } else if freeze == Some(FreezeFault::Thaw) {
+            FailureKind::Freeze(FreezeFault::Thaw)
+        } else if let Some(r) = error.downcast_ref::<RemoteError>() {
+            FailureKind::Remote(r.fault)
+        } else if let Some(f) = freeze {
+            FailureKind::Freeze(f)
+        } else {
+            FailureKind::Other
+        };
         Failure {
             kind,
             message: format!("{error:#}"),
@@ -391,6 +391,16 @@ mod tests {
         assert_eq!(
             Failure::of(&anyhow::anyhow!("docker")).kind,
             FailureKind::Other
+        );
+        // A thaw that failed after the work failed on the remote: the frozen container wins.
+        let both = anyhow::Error::new(crate::remote::fault::classify("rsync", Some(12), ""))
+            .context(FreezeError {
+                fault: FreezeFault::Thaw,
+                message: "and thawing failed".into(),
+            });
+        assert_eq!(
+            Failure::of(&both).kind,
+            FailureKind::Freeze(FreezeFault::Thaw)
         );
         assert_eq!(FailureKind::Remote(Fault::Network).as_str(), "network");
     }

@@ -123,15 +123,12 @@ fn special(index: usize) -> u32 {
 /// The running containers, other than the sidecar, that mount `volume`.
 async fn running_users(docker: &Docker, volume: &str) -> Result<Vec<Member>> {
     let inventory = discover::inventory(docker).await?;
-    let own = inventory.self_id.clone();
     Ok(inventory
-        .containers
-        .into_iter()
+        .others()
         .filter(|c| c.running && c.volumes.iter().any(|v| v == volume))
-        .filter(|c| !own.as_deref().is_some_and(|o| c.id.starts_with(o)))
         .map(|c| Member {
-            name: c.name,
-            id: c.id,
+            name: c.name.clone(),
+            id: c.id.clone(),
             quiesce: Quiesce::Stop,
         })
         .collect())

@@ -6,6 +6,9 @@ use anyhow::{Context, Result};
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptions};
 
+/// Label Docker Compose puts on the containers and volumes of a project, valued with its name.
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+
 /// One Docker volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -35,9 +38,7 @@ pub struct ContainerInfo {
 impl ContainerInfo {
     /// The compose project the container belongs to, if any.
     pub fn project(&self) -> Option<&str> {
-        self.labels
-            .get("com.docker.compose.project")
-            .map(String::as_str)
+        self.labels.get(PROJECT_LABEL).map(String::as_str)
     }
 }
 
@@ -50,6 +51,22 @@ pub struct Inventory {
     pub containers: Vec<ContainerInfo>,
     /// The sidecar's own container id, when it runs in one.
     pub self_id: Option<String>,
+}
+
+impl Inventory {
+    /// Whether `container` is the sidecar's own: it must never freeze or stop itself.
+    pub fn is_self(&self, container: &ContainerInfo) -> bool {
+        // Either id may be the short form of the other (the engine lists full ids, a caller may
+        // hold a short one), so a prefix in either direction counts.
+        self.self_id
+            .as_deref()
+            .is_some_and(|own| container.id.starts_with(own) || own.starts_with(&container.id))
+    }
+
+    /// All containers but the sidecar's own, in inventory order.
+    pub fn others(&self) -> impl Iterator<Item = &ContainerInfo> {
+        self.containers.iter().filter(|c| !self.is_self(c))
+    }
 }
 
 /// Connects to the engine named by `DOCKER_HOST` (or the local socket) and agrees on an API version.
@@ -144,5 +161,47 @@ mod tests {
         );
         assert_eq!(container_id_from_mountinfo(&mountinfo), Some(id));
         assert_eq!(container_id_from_mountinfo("1 2 0:1 / / rw\n"), None);
+    }
+
+    fn container(id: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: format!("c-{id}"),
+            labels: BTreeMap::from([(PROJECT_LABEL.to_string(), "p".to_string())]),
+            running: true,
+            volumes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn self_matches_a_prefix_either_way() {
+        let full = "f".repeat(64);
+        let short = "f".repeat(12);
+        let mut inventory = Inventory {
+            containers: vec![container(&full), container(&short), container("abc")],
+            self_id: Some(short.clone()),
+            ..Default::default()
+        };
+        assert!(inventory.is_self(&container(&full)));
+        assert!(inventory.is_self(&container(&short)));
+        assert!(!inventory.is_self(&container("abc")));
+        let others: Vec<&str> = inventory.others().map(|c| c.id.as_str()).collect();
+        assert_eq!(others, vec!["abc"]);
+
+        // The own id in full, a container listed by its short id.
+        inventory.self_id = Some(full.clone());
+        assert!(inventory.is_self(&container(&short)));
+
+        inventory.self_id = None;
+        assert!(!inventory.is_self(&container(&full)));
+        assert_eq!(inventory.others().count(), 3);
+    }
+
+    #[test]
+    fn project_is_the_compose_label() {
+        assert_eq!(container("abc").project(), Some("p"));
+        let mut plain = container("abc");
+        plain.labels.clear();
+        assert_eq!(plain.project(), None);
     }
 }

@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::str::FromStr;
 
 use crate::config::split_list;
-use crate::engine::discover::{ContainerInfo, Inventory, VolumeInfo};
+use crate::engine::discover::{ContainerInfo, Inventory, PROJECT_LABEL, VolumeInfo};
 
 /// Label that turns backups on or off, on a volume or a container.
 pub const ENABLE_LABEL: &str = "backup.enable";
@@ -29,12 +30,28 @@ pub enum Quiesce {
 }
 
 impl Quiesce {
+    /// How `container` is held still, by its `backup.quiesce` label; no label means pause. The
+    /// error is the value that was not understood.
     fn of(container: &ContainerInfo) -> Result<Self, String> {
-        match container.labels.get(QUIESCE_LABEL).map(|v| v.trim()) {
-            None | Some("pause") => Ok(Quiesce::Pause),
-            Some("stop") => Ok(Quiesce::Stop),
-            Some("none") => Ok(Quiesce::None),
-            Some(other) => Err(other.to_string()),
+        match container.labels.get(QUIESCE_LABEL) {
+            None => Ok(Quiesce::Pause),
+            // Labels are typed by hand, so surrounding blanks are forgiven.
+            Some(value) => value.trim().parse(),
+        }
+    }
+}
+
+/// Parses the words [`Quiesce`] prints as: `pause`, `stop`, `none`. The error is the word that
+/// was not understood.
+impl FromStr for Quiesce {
+    type Err = String;
+
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        match word {
+            "pause" => Ok(Quiesce::Pause),
+            "stop" => Ok(Quiesce::Stop),
+            "none" => Ok(Quiesce::None),
+            other => Err(other.to_string()),
         }
     }
 }
@@ -117,111 +134,150 @@ fn enabled(labels: &BTreeMap<String, String>) -> Option<bool> {
 
 /// Builds the plan. `projects` limits discovery to these compose projects; `exclude` is
 /// `BACKUP_EXCLUDE`.
+///
+/// Steps: `select` the wanted volumes, `scope` them to `projects`, `quiesce` each one (who
+/// freezes, who is left alone, what is excluded), `group` those that freeze together, and
+/// `assemble` the groups. Skipped volumes come in volume name order, whichever step skipped them.
 pub fn plan(inventory: &Inventory, projects: Option<&[String]>, exclude: &[String]) -> Plan {
-    let is_self = |c: &ContainerInfo| {
-        inventory
-            .self_id
-            .as_deref()
-            .is_some_and(|own| c.id.starts_with(own) || own.starts_with(&c.id))
-    };
-    let containers: Vec<&ContainerInfo> = inventory
-        .containers
-        .iter()
-        .filter(|c| !is_self(c))
-        .collect();
-    let users = |volume: &str| -> Vec<&ContainerInfo> {
-        containers
-            .iter()
-            .copied()
-            .filter(|c| c.volumes.iter().any(|v| v == volume))
-            .collect()
-    };
-
+    let mut selected = Vec::new();
     let mut skipped = Vec::new();
-    // Selected volumes with the containers to hold still for each.
-    let mut selected: Vec<(&VolumeInfo, Vec<&ContainerInfo>, PlannedVolume)> = Vec::new();
+    for verdict in scope(select(inventory), projects) {
+        match verdict.and_then(|candidate| quiesce(candidate, exclude)) {
+            Ok(volume) => selected.push(volume),
+            Err(skip) => skipped.push(skip),
+        }
+    }
+    let groups = assemble(&selected, group(&selected));
+    Plan { groups, skipped }
+}
+
+/// A volume that is asked for, with the containers (never the sidecar) that use it.
+#[derive(Debug)]
+struct Candidate<'a> {
+    volume: &'a VolumeInfo,
+    /// In inventory order.
+    users: Vec<&'a ContainerInfo>,
+}
+
+/// A volume to back up, ready to group.
+#[derive(Debug)]
+struct Selected<'a> {
+    /// Running users to hold still, and how.
+    freezers: Vec<(&'a ContainerInfo, Quiesce)>,
+    volume: PlannedVolume,
+}
+
+/// Which volumes are wanted, in name order: those labelled `backup.enable=true`, and those used
+/// by a container labelled so. `backup.enable=false` on the volume wins; it is reported as
+/// skipped when a container asked for the volume (somebody expects it backed up), and dropped
+/// silently otherwise.
+fn select(inventory: &Inventory) -> Vec<Result<Candidate<'_>, Skipped>> {
     let mut volumes: Vec<&VolumeInfo> = inventory.volumes.iter().collect();
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
-    for volume in volumes {
-        let users = users(&volume.name);
-        let asked_by_container = users.iter().any(|c| enabled(&c.labels) == Some(true));
-        let wanted = match enabled(&volume.labels) {
-            Some(true) => true,
-            Some(false) => {
-                if asked_by_container {
-                    skipped.push(Skipped {
+    volumes
+        .into_iter()
+        .filter_map(|volume| {
+            let users: Vec<&ContainerInfo> = inventory
+                .others()
+                .filter(|c| c.volumes.contains(&volume.name))
+                .collect();
+            let asked_by_container = users.iter().any(|c| enabled(&c.labels) == Some(true));
+            match enabled(&volume.labels) {
+                Some(true) => Some(Ok(Candidate { volume, users })),
+                Some(false) => asked_by_container.then(|| {
+                    Err(Skipped {
                         volume: volume.name.clone(),
                         reason: "the volume is labelled backup.enable=false".into(),
-                    });
-                }
-                false
+                    })
+                }),
+                None => asked_by_container.then_some(Ok(Candidate { volume, users })),
             }
-            None => asked_by_container,
-        };
-        if !wanted {
-            continue;
-        }
-        if let Some(projects) = projects {
-            let in_scope = volume
-                .labels
-                .get("com.docker.compose.project")
-                .into_iter()
-                .map(String::as_str)
-                .chain(users.iter().filter_map(|c| c.project()))
-                .any(|p| projects.iter().any(|want| want == p));
-            if !in_scope {
-                continue;
-            }
-        }
-        if volume.driver != "local" {
-            skipped.push(Skipped {
-                volume: volume.name.clone(),
-                reason: format!(
-                    "volume driver {:?} keeps no data in the volumes directory",
-                    volume.driver
-                ),
-            });
-            continue;
-        }
-        let bad_label = users.iter().find_map(|c| {
-            Quiesce::of(c).err().map(|value| {
-                format!(
+        })
+        .collect()
+}
+
+/// Keeps the volumes of the compose projects in `projects` (`BACKUP_PROJECTS`; all when unset).
+/// A volume belongs to a project by its own compose label or by a container that uses it.
+/// Skipped volumes pass through: an opt-out a container asked for is reported whatever the
+/// project.
+fn scope<'a>(
+    selection: Vec<Result<Candidate<'a>, Skipped>>,
+    projects: Option<&[String]>,
+) -> Vec<Result<Candidate<'a>, Skipped>> {
+    let Some(projects) = projects else {
+        return selection;
+    };
+    let in_scope = |candidate: &Candidate| {
+        candidate
+            .volume
+            .labels
+            .get(PROJECT_LABEL)
+            .map(String::as_str)
+            .into_iter()
+            .chain(candidate.users.iter().filter_map(|c| c.project()))
+            .any(|p| projects.iter().any(|want| want == p))
+    };
+    selection
+        .into_iter()
+        .filter(|verdict| verdict.as_ref().map_or(true, in_scope))
+        .collect()
+}
+
+/// One volume: skips it when its data is not in the volumes directory (a driver other than
+/// `local`) or when a user has a `backup.quiesce` we do not know (we would not guess how to hold
+/// it still). Otherwise splits the users into running containers to freeze and containers left
+/// alone with the reason, and puts the volume's `backup.exclude` after `exclude`.
+fn quiesce<'a>(candidate: Candidate<'a>, exclude: &[String]) -> Result<Selected<'a>, Skipped> {
+    let Candidate { volume, users } = candidate;
+    let skip = |reason| Skipped {
+        volume: volume.name.clone(),
+        reason,
+    };
+    if volume.driver != "local" {
+        return Err(skip(format!(
+            "volume driver {:?} keeps no data in the volumes directory",
+            volume.driver
+        )));
+    }
+    let hows = users
+        .iter()
+        .map(|c| {
+            Quiesce::of(c).map_err(|value| {
+                skip(format!(
                     "container {} has {QUIESCE_LABEL}={value:?}; expected pause, stop or none",
                     c.name
-                )
+                ))
             })
-        });
-        if let Some(reason) = bad_label {
-            skipped.push(Skipped {
-                volume: volume.name.clone(),
-                reason,
-            });
-            continue;
+        })
+        .collect::<Result<Vec<Quiesce>, Skipped>>()?;
+    let mut freezers = Vec::new();
+    let mut untouched = Vec::new();
+    for (c, how) in users.into_iter().zip(hows) {
+        match (c.running, how) {
+            (false, _) => untouched.push((c.name.clone(), "not running")),
+            (true, Quiesce::None) => untouched.push((c.name.clone(), "backup.quiesce=none")),
+            (true, how) => freezers.push((c, how)),
         }
-        let mut freezers = Vec::new();
-        let mut untouched = Vec::new();
-        for c in &users {
-            match (c.running, Quiesce::of(c)) {
-                (false, _) => untouched.push((c.name.clone(), "not running")),
-                (true, Ok(Quiesce::None)) => {
-                    untouched.push((c.name.clone(), "backup.quiesce=none"))
-                }
-                (true, _) => freezers.push(*c),
-            }
-        }
-        let mut excludes = exclude.to_vec();
-        excludes.extend(split_list(
-            volume.labels.get(EXCLUDE_LABEL).map(String::as_str),
-        ));
-        let planned = PlannedVolume {
+    }
+    let mut excludes = exclude.to_vec();
+    excludes.extend(split_list(
+        volume.labels.get(EXCLUDE_LABEL).map(String::as_str),
+    ));
+    Ok(Selected {
+        freezers,
+        volume: PlannedVolume {
             name: volume.name.clone(),
             excludes,
             untouched,
-        };
-        selected.push((volume, freezers, planned));
-    }
+        },
+    })
+}
 
-    // Union-find over selected volumes: volumes join when they share a container or a project.
+/// Joins the volumes that must freeze together, by union-find: two volumes join when a container
+/// to freeze for one freezes for the other too, or shares its compose project (a project freezes
+/// as a whole). Returns the sets as indices into `selected`, ascending within a set, the sets in
+/// the order of their roots.
+fn group(selected: &[Selected]) -> Vec<Vec<usize>> {
     let mut parent: Vec<usize> = (0..selected.len()).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -230,9 +286,10 @@ pub fn plan(inventory: &Inventory, projects: Option<&[String]>, exclude: &[Strin
         }
         i
     }
+    // The first volume seen with each container or project; later ones join it.
     let mut owner_of_key: BTreeMap<String, usize> = BTreeMap::new();
-    for (index, (_, freezers, _)) in selected.iter().enumerate() {
-        for c in freezers {
+    for (index, volume) in selected.iter().enumerate() {
+        for (c, _) in &volume.freezers {
             let key = match c.project() {
                 Some(project) => format!("project:{project}"),
                 None => format!("container:{}", c.id),
@@ -248,31 +305,39 @@ pub fn plan(inventory: &Inventory, projects: Option<&[String]>, exclude: &[Strin
             }
         }
     }
-
     let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for index in 0..selected.len() {
         let r = root(&mut parent, index);
         by_root.entry(r).or_default().push(index);
     }
-    let mut groups: Vec<Group> = by_root
-        .into_values()
+    by_root.into_values().collect()
+}
+
+/// Builds a [`Group`] from each set of indices into `selected`: its members are the containers to
+/// freeze, each once, in order; its name is its compose projects joined with `+`, or its first
+/// volume's name when it has none. Groups come in name order.
+fn assemble(selected: &[Selected], sets: Vec<Vec<usize>>) -> Vec<Group> {
+    let mut groups: Vec<Group> = sets
+        .into_iter()
         .map(|indices| {
             let mut members = BTreeSet::new();
             let mut projects = BTreeSet::new();
             for &i in &indices {
-                for c in &selected[i].1 {
+                for &(c, quiesce) in &selected[i].freezers {
                     if let Some(p) = c.project() {
                         projects.insert(p.to_string());
                     }
                     members.insert(Member {
                         name: c.name.clone(),
                         id: c.id.clone(),
-                        quiesce: Quiesce::of(c).unwrap_or(Quiesce::Pause),
+                        quiesce,
                     });
                 }
             }
-            let volumes: Vec<PlannedVolume> =
-                indices.iter().map(|&i| selected[i].2.clone()).collect();
+            let volumes: Vec<PlannedVolume> = indices
+                .iter()
+                .map(|&i| selected[i].volume.clone())
+                .collect();
             let name = if projects.is_empty() {
                 volumes[0].name.clone()
             } else {
@@ -286,7 +351,7 @@ pub fn plan(inventory: &Inventory, projects: Option<&[String]>, exclude: &[Strin
         })
         .collect();
     groups.sort_by(|a, b| a.name.cmp(&b.name));
-    Plan { groups, skipped }
+    groups
 }
 
 impl fmt::Display for Plan {
@@ -369,7 +434,7 @@ mod tests {
     const OFF: (&str, &str) = (ENABLE_LABEL, "false");
 
     fn project(p: &str) -> (&str, &str) {
-        ("com.docker.compose.project", p)
+        (PROJECT_LABEL, p)
     }
 
     fn names(plan: &Plan) -> Vec<(String, Vec<String>, Vec<String>)> {
@@ -555,6 +620,341 @@ mod tests {
         assert_eq!(
             plan.groups[0].volumes[0].excludes,
             s(&["*.tmp", "cache/", "*.log"])
+        );
+    }
+
+    fn inventory(volumes: Vec<VolumeInfo>, containers: Vec<ContainerInfo>) -> Inventory {
+        Inventory {
+            volumes,
+            containers,
+            self_id: None,
+        }
+    }
+
+    /// What `select` (or `scope`) kept, by volume name, and what it skipped.
+    fn verdicts(selection: &[Result<Candidate, Skipped>]) -> Vec<Result<String, String>> {
+        selection
+            .iter()
+            .map(|v| match v {
+                Ok(c) => Ok(c.volume.name.clone()),
+                Err(skip) => Err(skip.volume.clone()),
+            })
+            .collect()
+    }
+
+    fn candidate<'a>(volume: &'a VolumeInfo, users: &[&'a ContainerInfo]) -> Candidate<'a> {
+        Candidate {
+            volume,
+            users: users.to_vec(),
+        }
+    }
+
+    /// A selected volume `name` freezing `freezers` by pause.
+    fn selected<'a>(name: &str, freezers: &[&'a ContainerInfo]) -> Selected<'a> {
+        Selected {
+            freezers: freezers.iter().map(|&c| (c, Quiesce::Pause)).collect(),
+            volume: PlannedVolume {
+                name: name.into(),
+                excludes: Vec::new(),
+                untouched: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn quiesce_parses_its_own_words_only() {
+        for how in [Quiesce::Pause, Quiesce::Stop, Quiesce::None] {
+            assert_eq!(how.to_string().parse(), Ok(how));
+        }
+        assert_eq!("freeze".parse::<Quiesce>(), Err("freeze".to_string()));
+        assert_eq!("Stop".parse::<Quiesce>(), Err("Stop".to_string()));
+        assert_eq!(" stop".parse::<Quiesce>(), Err(" stop".to_string()));
+    }
+
+    #[test]
+    fn quiesce_label_defaults_to_pause_and_forgives_blanks() {
+        let of = |pairs: &[(&str, &str)]| Quiesce::of(&container("c", true, &[], pairs));
+        assert_eq!(of(&[]), Ok(Quiesce::Pause));
+        assert_eq!(of(&[(QUIESCE_LABEL, " stop ")]), Ok(Quiesce::Stop));
+        assert_eq!(of(&[(QUIESCE_LABEL, "none")]), Ok(Quiesce::None));
+        assert_eq!(of(&[(QUIESCE_LABEL, " off ")]), Err("off".to_string()));
+    }
+
+    #[test]
+    fn select_wants_labelled_volumes_in_name_order_and_reports_asked_opt_outs() {
+        let mut me = container("sidecar", true, &["a-by-container", "b-plain"], &[ON]);
+        me.id = "f".repeat(64);
+        let mut inventory = inventory(
+            vec![
+                volume("d-quiet-opt-out", &[OFF]),
+                volume("c-asked-opt-out", &[OFF]),
+                volume("b-plain", &[]),
+                volume("a-by-container", &[]),
+                volume("e-by-label", &[ON]),
+                volume("f-odd-label", &[(ENABLE_LABEL, "yes")]),
+            ],
+            vec![
+                me,
+                container("app", false, &["a-by-container", "c-asked-opt-out"], &[ON]),
+                container(
+                    "other",
+                    true,
+                    &["a-by-container", "d-quiet-opt-out"],
+                    &[OFF],
+                ),
+            ],
+        );
+        inventory.self_id = Some("f".repeat(12));
+        let selection = select(&inventory);
+        assert_eq!(
+            verdicts(&selection),
+            vec![
+                Ok("a-by-container".into()),
+                Err("c-asked-opt-out".into()),
+                Ok("e-by-label".into()),
+            ]
+        );
+        // The sidecar asked for b-plain, but it does not count; nor is it a user of a-by-container.
+        let Ok(by_container) = &selection[0] else {
+            panic!("a-by-container is selected")
+        };
+        let users: Vec<&str> = by_container.users.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(users, vec!["app", "other"]);
+        let Err(skip) = &selection[1] else {
+            panic!("c-asked-opt-out is skipped")
+        };
+        assert_eq!(skip.reason, "the volume is labelled backup.enable=false");
+    }
+
+    #[test]
+    fn scope_keeps_projects_by_volume_or_user_label_and_passes_skips() {
+        let mine = volume("mine", &[ON, project("p1")]);
+        let used = volume("used-by-p2", &[ON]);
+        let theirs = volume("theirs", &[ON, project("p3")]);
+        let nobodys = volume("nobodys", &[ON]);
+        let user = container("c", true, &["used-by-p2"], &[project("p2")]);
+        let selection = || {
+            vec![
+                Ok(candidate(&mine, &[])),
+                Ok(candidate(&used, &[&user])),
+                Ok(candidate(&theirs, &[])),
+                Err(Skipped {
+                    volume: "opted-out".into(),
+                    reason: "out of every project".into(),
+                }),
+                Ok(candidate(&nobodys, &[])),
+            ]
+        };
+        assert_eq!(verdicts(&scope(selection(), None)), verdicts(&selection()),);
+        assert_eq!(
+            verdicts(&scope(selection(), Some(&s(&["p1", "p2"])))),
+            vec![
+                Ok("mine".into()),
+                Ok("used-by-p2".into()),
+                Err("opted-out".into()),
+            ]
+        );
+        assert_eq!(
+            verdicts(&scope(selection(), Some(&[]))),
+            vec![Err("opted-out".into())]
+        );
+    }
+
+    #[test]
+    fn quiesce_splits_users_and_adds_excludes() {
+        let v = volume("v", &[(EXCLUDE_LABEL, "cache/, *.log")]);
+        let paused = container("paused", true, &["v"], &[]);
+        let stopped = container("stopped", true, &["v"], &[(QUIESCE_LABEL, "stop")]);
+        let down = container("down", false, &["v"], &[(QUIESCE_LABEL, "stop")]);
+        let hands_off = container("hands-off", true, &["v"], &[(QUIESCE_LABEL, "none")]);
+        let users = [&hands_off, &stopped, &down, &paused];
+        let ready = quiesce(candidate(&v, &users), &s(&["*.tmp"])).unwrap();
+        let freezers: Vec<(&str, Quiesce)> = ready
+            .freezers
+            .iter()
+            .map(|(c, how)| (c.name.as_str(), *how))
+            .collect();
+        assert_eq!(
+            freezers,
+            vec![("stopped", Quiesce::Stop), ("paused", Quiesce::Pause)]
+        );
+        assert_eq!(
+            ready.volume,
+            PlannedVolume {
+                name: "v".into(),
+                excludes: s(&["*.tmp", "cache/", "*.log"]),
+                untouched: vec![
+                    ("hands-off".into(), "backup.quiesce=none"),
+                    ("down".into(), "not running"),
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn quiesce_skips_other_drivers_and_unknown_labels() {
+        let mut remote = volume("remote", &[]);
+        remote.driver = "rclone".into();
+        let fine = container("fine", true, &[], &[]);
+        let skip = quiesce(candidate(&remote, &[&fine]), &[]).unwrap_err();
+        assert_eq!(skip.volume, "remote");
+        assert_eq!(
+            skip.reason,
+            "volume driver \"rclone\" keeps no data in the volumes directory"
+        );
+
+        let v = volume("v", &[]);
+        // Even a stopped container's label must make sense: it may run by the next backup.
+        let odd = container("odd", false, &[], &[(QUIESCE_LABEL, "freeze")]);
+        let odder = container("odder", true, &[], &[(QUIESCE_LABEL, "halt")]);
+        let skip = quiesce(candidate(&v, &[&fine, &odd, &odder]), &[]).unwrap_err();
+        assert_eq!(
+            skip,
+            Skipped {
+                volume: "v".into(),
+                reason: "container odd has backup.quiesce=\"freeze\"; expected pause, stop or none"
+                    .into(),
+            }
+        );
+    }
+
+    #[test]
+    fn group_joins_by_shared_container_or_project_transitively() {
+        let x = container("x", true, &[], &[]);
+        let y = container("y", true, &[], &[]);
+        let z = container("z", true, &[], &[]);
+        let p1 = container("p1", true, &[], &[project("p")]);
+        let p2 = container("p2", true, &[], &[project("p")]);
+        let selected = [
+            selected("0", &[&x]),
+            selected("1", &[&p1]),
+            selected("2", &[]),
+            selected("3", &[&y, &x]),
+            selected("4", &[&p2]),
+            selected("5", &[&z, &y]),
+            selected("6", &[&z]),
+            selected("7", &[]),
+        ];
+        let mut sets = group(&selected);
+        sets.sort();
+        assert_eq!(sets, vec![vec![0, 3, 5, 6], vec![1, 4], vec![2], vec![7]]);
+        assert!(group(&[]).is_empty());
+    }
+
+    #[test]
+    fn assemble_names_groups_dedups_members_and_sorts() {
+        let a = container("a", true, &[], &[project("pb")]);
+        let b = container("b", true, &[], &[project("pa")]);
+        let c = container("c", true, &[], &[]);
+        let mut stop = selected("zz-stop", &[&c]);
+        stop.freezers[0].1 = Quiesce::Stop;
+        let selected = [
+            selected("y-projects", &[&a]),
+            selected("x-projects", &[&b, &a]),
+            stop,
+            selected("m-alone", &[]),
+            selected("d-alone", &[]),
+        ];
+        let groups = assemble(&selected, vec![vec![0, 1], vec![2], vec![3, 4]]);
+        let names: Vec<(&str, Vec<&str>)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.name.as_str(),
+                    g.volumes.iter().map(|v| v.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("m-alone", vec!["m-alone", "d-alone"]),
+                ("pa+pb", vec!["y-projects", "x-projects"]),
+                ("zz-stop", vec!["zz-stop"]),
+            ]
+        );
+        let members: Vec<(&str, Quiesce)> = groups[1]
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.quiesce))
+            .collect();
+        assert_eq!(members, vec![("a", Quiesce::Pause), ("b", Quiesce::Pause)]);
+        assert!(groups[0].members.is_empty());
+        assert_eq!(
+            groups[2].members,
+            vec![Member {
+                name: "c".into(),
+                id: "c-id".into(),
+                quiesce: Quiesce::Stop,
+            }]
+        );
+    }
+
+    #[test]
+    fn skipped_volumes_keep_name_order_across_steps() {
+        let mut remote = volume("c-remote", &[ON]);
+        remote.driver = "rclone".into();
+        let inventory = inventory(
+            vec![
+                volume("d-opted-out", &[OFF]),
+                remote,
+                volume("b-opted-out", &[OFF]),
+                volume("a-bad-label", &[ON]),
+            ],
+            vec![
+                container("app", true, &["b-opted-out", "d-opted-out"], &[ON]),
+                container("odd", true, &["a-bad-label"], &[(QUIESCE_LABEL, "x")]),
+            ],
+        );
+        let skipped = |projects: Option<&[String]>| -> Vec<String> {
+            plan(&inventory, projects, &[])
+                .skipped
+                .into_iter()
+                .map(|s| s.volume)
+                .collect()
+        };
+        assert_eq!(
+            skipped(None),
+            s(&["a-bad-label", "b-opted-out", "c-remote", "d-opted-out"])
+        );
+        // An opt-out a container asked for is reported whatever the project; the others are
+        // out of scope.
+        assert_eq!(
+            skipped(Some(&s(&["p"]))),
+            s(&["b-opted-out", "d-opted-out"])
+        );
+    }
+
+    #[test]
+    fn prints_the_plan() {
+        let inventory = inventory(
+            vec![
+                volume("data", &[ON, (EXCLUDE_LABEL, "cache/")]),
+                volume("off", &[OFF]),
+                volume("plain", &[ON]),
+            ],
+            vec![
+                container("app", true, &["data", "off"], &[ON, project("nc")]),
+                container(
+                    "db",
+                    true,
+                    &["data"],
+                    &[project("nc"), (QUIESCE_LABEL, "stop")],
+                ),
+                container("old", false, &["data"], &[]),
+            ],
+        );
+        assert_eq!(
+            plan(&inventory, None, &s(&["*.tmp"])).to_string(),
+            "group nc: live pass, then freeze app (pause), db (stop) for a catch-up pass\n\
+             \x20 volume data exclude *.tmp,cache/; old left alone (not running)\n\
+             group plain: nothing to freeze, one pass\n\
+             \x20 volume plain exclude *.tmp\n\
+             skipped volume off: the volume is labelled backup.enable=false\n"
+        );
+        assert_eq!(
+            Plan::default().to_string(),
+            "no volumes selected (label a volume or a container backup.enable=true)\n"
         );
     }
 
