@@ -1,0 +1,327 @@
+//! Configuration: the environment read once at start, in two stages.
+//!
+//! [`RawConfig`] ([`raw`]) is what `envy` reads: every variable as an optional string, after
+//! `NAME_FILE` variables have been replaced by the content of their file. [`Config::from_raw`]
+//! turns it into real types, one section at a time ([`sections`], with the value parsers in
+//! [`parse`]), and refuses anything it cannot use with a [`ConfigError`] that names the variable.
+//! Each default is a named constant beside the field it fills.
+
+mod parse;
+mod raw;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use croner::Cron;
+
+#[cfg(test)]
+pub use parse::parse_cron;
+pub use parse::split_list;
+pub use raw::RawConfig;
+use sections::{Paths, RemoteSection, RunSection, ScheduleSection};
+
+/// A configuration error: the variable at fault and what is wrong with it. The sidecar exits 2 on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "configuration error: {}: {}",
+            self.variable, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(super) fn err(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, to hand to the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// ssh's own default port, used when `BACKUP_REMOTE_PORT` is unset.
+pub const DEFAULT_REMOTE_PORT: u16 = 22;
+
+/// The ssh destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Login name on the remote.
+    pub user: String,
+    /// Host name or address.
+    pub host: String,
+    /// ssh port.
+    pub port: u16,
+}
+
+impl Remote {
+    /// `user@host`, as ssh takes it.
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+
+    /// `user@host` as rsync's remote path prefix wants it (IPv6 addresses bracketed).
+    pub fn rsync_destination(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]", self.user, self.host)
+        } else {
+            self.destination()
+        }
+    }
+}
+
+/// Default [`Keep::daily`]: a week of daily archives.
+pub const DEFAULT_KEEP_DAILY: u32 = 7;
+/// Default [`Keep::weekly`]: a month of weekly archives.
+pub const DEFAULT_KEEP_WEEKLY: u32 = 4;
+/// Default [`Keep::monthly`]: half a year of monthly archives.
+pub const DEFAULT_KEEP_MONTHLY: u32 = 6;
+
+/// `borg prune` retention; 0 turns a rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// `--keep-daily`
+    pub daily: u32,
+    /// `--keep-weekly`
+    pub weekly: u32,
+    /// `--keep-monthly`
+    pub monthly: u32,
+}
+
+/// Default [`Borg::lock_wait`] (`BACKUP_BORG_LOCK_WAIT`): five minutes.
+pub const DEFAULT_BORG_LOCK_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// Snapshot settings, present when `BACKUP_BORG_REPO` is set.
+#[derive(Debug, Clone)]
+pub struct Borg {
+    /// Repository path on the remote.
+    pub repo: String,
+    /// Repository passphrase, if the repository is encrypted.
+    pub passphrase: Option<Secret>,
+    /// Archive name prefix; `None` means the Docker engine's host name, looked up at run time.
+    pub archive_prefix: Option<String>,
+    /// Retention after each snapshot.
+    pub keep: Keep,
+    /// How long borg waits for a repository lock held by a live borg process.
+    pub lock_wait: Duration,
+}
+
+/// Default [`Retry::attempts`] (`BACKUP_RETRY_ATTEMPTS`).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// Default [`Retry::delay`] (`BACKUP_RETRY_DELAY`): ten seconds.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// Retries of network failures: `attempts` tries in all, waiting `delay`, then twice that, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all (1 means no retry).
+    pub attempts: u32,
+    /// Wait before the second try; doubled before each further one.
+    pub delay: Duration,
+}
+
+impl Retry {
+    /// The wait before try number `attempt` (1-based; the first try does not wait).
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        self.delay
+            .saturating_mul(1u32 << attempt.saturating_sub(2).min(16))
+    }
+}
+
+/// Default [`Config::log_format`] (`LOG_FORMAT`).
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Default [`Config::ssh_key_file`] (`BACKUP_SSH_KEY_FILE`).
+pub const DEFAULT_SSH_KEY_FILE: &str = "/ssh/id_ed25519";
+/// Default [`Config::known_hosts_file`] (`BACKUP_KNOWN_HOSTS_FILE`).
+pub const DEFAULT_KNOWN_HOSTS_FILE: &str = "/ssh/known_hosts";
+/// Default [`Config::sync_schedule`] (`BACKUP_SYNC_SCHEDULE`): 03:00 every other day.
+pub const DEFAULT_SYNC_SCHEDULE: &str = "0 3 */2 * *";
+/// Default [`Config::snapshot_schedule`] (`BACKUP_SNAPSHOT_SCHEDULE`): 03:00 on Sundays.
+pub const DEFAULT_SNAPSHOT_SCHEDULE: &str = "0 3 * * 0";
+/// Default [`Config::check_schedule`] (`BACKUP_CHECK_SCHEDULE`): 04:00 on the first of the month.
+pub const DEFAULT_CHECK_SCHEDULE: &str = "0 4 1 * *";
+/// Default [`Config::tz`] (`TZ`).
+pub const DEFAULT_TZ: Tz = Tz::UTC;
+/// Default [`Config::run_on_start`] (`BACKUP_RUN_ON_START`).
+pub const DEFAULT_RUN_ON_START: bool = false;
+/// Default [`Config::pause_timeout`] (`BACKUP_PAUSE_TIMEOUT`): one minute.
+pub const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`Config::volumes_dir`] (`BACKUP_VOLUMES_DIR`): Docker's own volumes directory.
+pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/docker/volumes";
+/// Default [`Config::state_dir`] (`BACKUP_STATE_DIR`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/backup-sidecar";
+
+/// Stage two: the validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the mirror goes.
+    pub remote: Remote,
+    /// Mirror root on the remote (absolute, no trailing slash).
+    pub remote_dir: String,
+    /// Private key for ssh.
+    pub ssh_key_file: PathBuf,
+    /// Extra `-o Key=Value` options for ssh.
+    pub ssh_options: Vec<(String, String)>,
+    /// known_hosts with the remote's pinned host key.
+    pub known_hosts_file: PathBuf,
+    /// Snapshot settings, `None` when snapshots are off.
+    pub borg: Option<Borg>,
+    /// Mirror-only runs.
+    pub sync_schedule: Cron,
+    /// Mirror + snapshot runs.
+    pub snapshot_schedule: Cron,
+    /// Verification of the repository and the newest archive against the mirror.
+    pub check_schedule: Cron,
+    /// Time zone of both schedules.
+    pub tz: Tz,
+    /// One mirror + snapshot run right after start.
+    pub run_on_start: bool,
+    /// Longest a group may stay frozen.
+    pub pause_timeout: Duration,
+    /// Attempts for a step that failed on the network (ssh connect, a group's rsync passes).
+    pub retry: Retry,
+    /// rsync exclude patterns for every volume.
+    pub exclude: Vec<String>,
+    /// Run on the remote before each run.
+    pub pre_command: Option<String>,
+    /// Run on the remote after each run, also a failed one.
+    pub post_command: Option<String>,
+    /// Compose projects to limit discovery to; `None` means all.
+    pub projects: Option<Vec<String>>,
+    /// Where the host's volumes directory is mounted.
+    pub volumes_dir: PathBuf,
+    /// The sidecar's own state.
+    pub state_dir: PathBuf,
+    /// Log output format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates the configuration from `(name, value)` pairs.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_raw(RawConfig::from_vars(vars)?)
+    }
+
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Validates a raw configuration, section by section.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        // With several mistakes only the first is reported: the sections run in a fixed order
+        // so that the one named does not change from release to release.
+        let log_format = sections::log_format(&raw)?;
+        let RemoteSection {
+            remote,
+            remote_dir,
+            ssh_key_file,
+            known_hosts_file,
+            ssh_options,
+        } = sections::remote_section(&raw)?;
+        let borg = sections::borg_section(&raw)?;
+        let ScheduleSection {
+            sync_schedule,
+            snapshot_schedule,
+            check_schedule,
+            tz,
+            run_on_start,
+        } = sections::schedule_section(&raw)?;
+        let RunSection {
+            pause_timeout,
+            retry,
+            exclude,
+            pre_command,
+            post_command,
+            projects,
+        } = sections::run_section(&raw)?;
+        let Paths {
+            volumes_dir,
+            state_dir,
+        } = sections::paths(&raw);
+        Ok(Config {
+            remote,
+            remote_dir,
+            ssh_key_file,
+            ssh_options,
+            known_hosts_file,
+            borg,
+            sync_schedule,
+            snapshot_schedule,
+            check_schedule,
+            tz,
+            run_on_start,
+            pause_timeout,
+            retry,
+            exclude,
+            pre_command,
+            post_command,
+            projects,
+            volumes_dir,
+            state_dir,
+            log_format,
+        })
+    }
+}
+
+/// ssh options that would weaken host key pinning or break our connection sharing.
+pub(super) const RESERVED_SSH_OPTIONS: &[&str] = &[
+    "stricthostkeychecking",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+    "knownhostscommand",
+    "updatehostkeys",
+    "batchmode",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+    "identityfile",
+    "port",
+];

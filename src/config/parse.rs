@@ -1,0 +1,198 @@
+//! Parsers of single values: each refuses what it cannot use with an error naming its variable.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+use super::{ConfigError, DEFAULT_REMOTE_PORT, RESERVED_SSH_OPTIONS, Remote, err};
+
+/// Splits a comma-separated list, dropping empty items.
+pub fn split_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+pub(super) fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+pub(super) fn parse_remote(value: Option<&str>, port: Option<&str>) -> Result<Remote, ConfigError> {
+    const VAR: &str = "BACKUP_REMOTE";
+    let value = value
+        .map(str::trim)
+        .ok_or_else(|| err(VAR, "is required (ssh destination, user@host)"))?;
+    let (user, host) = value
+        .split_once('@')
+        .ok_or_else(|| err(VAR, format!("{value:?} is not of the form user@host")))?;
+    let host_ok = !host.is_empty()
+        && !host.starts_with('-')
+        && host.chars().all(|c| is_name_char(c) || c == ':');
+    let user_ok = !user.is_empty() && !user.starts_with('-') && user.chars().all(is_name_char);
+    if !host_ok || !user_ok {
+        return Err(err(VAR, format!("{value:?} is not of the form user@host")));
+    }
+    let port = match port.map(str::trim) {
+        None => DEFAULT_REMOTE_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(err(
+                    "BACKUP_REMOTE_PORT",
+                    format!("{p:?} is not a port number (1-65535)"),
+                ));
+            }
+        },
+    };
+    Ok(Remote {
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
+pub(super) fn parse_remote_dir(value: Option<&str>) -> Result<String, ConfigError> {
+    const VAR: &str = "BACKUP_REMOTE_DIR";
+    let value = value.map(str::trim).ok_or_else(|| {
+        err(
+            VAR,
+            "is required (mirror root on the remote, an absolute path)",
+        )
+    })?;
+    if !value.starts_with('/') {
+        return Err(err(VAR, format!("{value:?} is not an absolute path")));
+    }
+    if value.split('/').any(|part| part == "..") {
+        return Err(err(VAR, format!("{value:?} must not contain \"..\"")));
+    }
+    let trimmed = value.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(err(VAR, "must not be the remote's root directory"));
+    }
+    Ok(trimmed.to_string())
+}
+
+pub(super) fn check_readable(var: &str, path: &Path) -> Result<std::fs::Metadata, ConfigError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.metadata())
+        .map_err(|e| err(var, format!("cannot read {}: {e}", path.display())))
+}
+
+pub(super) fn check_private_key(path: &Path) -> Result<(), ConfigError> {
+    const VAR: &str = "BACKUP_SSH_KEY_FILE";
+    let meta = check_readable(VAR, path)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(err(
+            VAR,
+            format!(
+                "{} is readable by group or others (mode {mode:04o}); chmod 600 it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn parse_ssh_options(value: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    const VAR: &str = "BACKUP_SSH_OPTIONS";
+    let mut options = Vec::new();
+    for item in split_list(value) {
+        let (key, val) = item
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, v)| {
+                !k.is_empty() && !v.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+            .ok_or_else(|| err(VAR, format!("{item:?} is not of the form Key=Value")))?;
+        if RESERVED_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) {
+            return Err(err(
+                VAR,
+                format!("{key} is set by the sidecar itself and cannot be changed here"),
+            ));
+        }
+        options.push((key.to_string(), val.to_string()));
+    }
+    Ok(options)
+}
+
+pub(super) fn parse_u32(var: &str, value: Option<&str>, default: u32) -> Result<u32, ConfigError> {
+    match value.map(str::trim) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| err(var, format!("{v:?} is not a whole number >= 0"))),
+    }
+}
+
+pub(super) fn parse_bool(
+    var: &str,
+    value: Option<&str>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some(other) => Err(err(var, format!("{other:?} is neither true nor false"))),
+    }
+}
+
+pub(super) fn parse_duration(
+    var: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(err(var, "must be longer than zero")),
+        Err(e) => Err(err(
+            var,
+            format!("{value:?} is not a duration such as 60s or 2m ({e})"),
+        )),
+    }
+}
+
+/// Parses a standard 5-field cron expression.
+pub fn parse_cron(var: &str, value: &str) -> Result<Cron, ConfigError> {
+    let value = value.trim();
+    if value.split_whitespace().count() != 5 {
+        return Err(err(
+            var,
+            format!(
+                "{value:?} is not a cron expression of 5 fields (minute hour day month weekday)"
+            ),
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .build()
+        .parse(value)
+        .map_err(|e| {
+            err(
+                var,
+                format!("{value:?} is not a valid cron expression: {e}"),
+            )
+        })
+}
+
+pub(super) fn parse_archive_prefix(value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() || value.starts_with('-') || !value.chars().all(is_name_char) {
+        return Err(err(
+            "BACKUP_ARCHIVE_PREFIX",
+            format!("{value:?} may hold only letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    Ok(value.to_string())
+}

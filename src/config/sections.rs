@@ -1,0 +1,239 @@
+//! Stage two, one section at a time: each takes the raw variables it needs and returns its typed
+//! part or the error that names the first bad variable.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use croner::Cron;
+
+use super::parse::*;
+use super::*;
+
+/// `LOG_FORMAT`.
+pub(super) fn log_format(raw: &RawConfig) -> Result<LogFormat, ConfigError> {
+    match raw.log_format.as_deref().map(str::trim) {
+        None => Ok(DEFAULT_LOG_FORMAT),
+        Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(err(
+            "LOG_FORMAT",
+            format!("{other:?} is neither \"text\" nor \"json\""),
+        )),
+    }
+}
+
+/// Where and how to reach the remote.
+pub(super) struct RemoteSection {
+    pub(super) remote: Remote,
+    pub(super) remote_dir: String,
+    pub(super) ssh_key_file: PathBuf,
+    pub(super) known_hosts_file: PathBuf,
+    pub(super) ssh_options: Vec<(String, String)>,
+}
+
+/// `BACKUP_REMOTE`, `BACKUP_REMOTE_PORT`, `BACKUP_REMOTE_DIR`, `BACKUP_SSH_KEY_FILE`,
+/// `BACKUP_KNOWN_HOSTS_FILE` and `BACKUP_SSH_OPTIONS`.
+pub(super) fn remote_section(raw: &RawConfig) -> Result<RemoteSection, ConfigError> {
+    let remote = parse_remote(
+        raw.backup_remote.as_deref(),
+        raw.backup_remote_port.as_deref(),
+    )?;
+    let remote_dir = parse_remote_dir(raw.backup_remote_dir.as_deref())?;
+    // Both files are opened now so that a missing mount fails at start, not at 3 a.m.
+    let ssh_key_file = PathBuf::from(
+        raw.backup_ssh_key_file
+            .as_deref()
+            .unwrap_or(DEFAULT_SSH_KEY_FILE),
+    );
+    check_private_key(&ssh_key_file)?;
+    let known_hosts_file = PathBuf::from(
+        raw.backup_known_hosts_file
+            .as_deref()
+            .unwrap_or(DEFAULT_KNOWN_HOSTS_FILE),
+    );
+    check_readable("BACKUP_KNOWN_HOSTS_FILE", &known_hosts_file)?;
+    let ssh_options = parse_ssh_options(raw.backup_ssh_options.as_deref())?;
+    Ok(RemoteSection {
+        remote,
+        remote_dir,
+        ssh_key_file,
+        known_hosts_file,
+        ssh_options,
+    })
+}
+
+/// `BACKUP_BORG_REPO`, `BACKUP_BORG_PASSPHRASE`, `BACKUP_ARCHIVE_PREFIX`, `BACKUP_KEEP_*` and
+/// `BACKUP_BORG_LOCK_WAIT`; `None` when snapshots are off.
+pub(super) fn borg_section(raw: &RawConfig) -> Result<Option<Borg>, ConfigError> {
+    // Retention and prefix are checked even with snapshots off, so a mistake in them is reported
+    // now rather than on the day BACKUP_BORG_REPO is set.
+    let keep = Keep {
+        daily: parse_u32(
+            "BACKUP_KEEP_DAILY",
+            raw.backup_keep_daily.as_deref(),
+            DEFAULT_KEEP_DAILY,
+        )?,
+        weekly: parse_u32(
+            "BACKUP_KEEP_WEEKLY",
+            raw.backup_keep_weekly.as_deref(),
+            DEFAULT_KEEP_WEEKLY,
+        )?,
+        monthly: parse_u32(
+            "BACKUP_KEEP_MONTHLY",
+            raw.backup_keep_monthly.as_deref(),
+            DEFAULT_KEEP_MONTHLY,
+        )?,
+    };
+    let archive_prefix = raw
+        .backup_archive_prefix
+        .as_deref()
+        .map(parse_archive_prefix)
+        .transpose()?;
+    let Some(repo) = raw.backup_borg_repo.as_deref() else {
+        return Ok(None);
+    };
+    let repo = repo.trim();
+    if repo.starts_with('-') || repo.contains(char::is_whitespace) {
+        return Err(err(
+            "BACKUP_BORG_REPO",
+            format!("{repo:?} is not a repository path"),
+        ));
+    }
+    Ok(Some(Borg {
+        repo: repo.to_string(),
+        passphrase: raw.backup_borg_passphrase.clone().map(Secret),
+        archive_prefix,
+        keep,
+        lock_wait: parse_duration(
+            "BACKUP_BORG_LOCK_WAIT",
+            raw.backup_borg_lock_wait.as_deref(),
+            DEFAULT_BORG_LOCK_WAIT,
+        )?,
+    }))
+}
+
+/// When runs happen.
+pub(super) struct ScheduleSection {
+    pub(super) sync_schedule: Cron,
+    pub(super) snapshot_schedule: Cron,
+    pub(super) check_schedule: Cron,
+    pub(super) tz: Tz,
+    pub(super) run_on_start: bool,
+}
+
+/// `TZ`, `BACKUP_SYNC_SCHEDULE`, `BACKUP_SNAPSHOT_SCHEDULE`, `BACKUP_CHECK_SCHEDULE` and
+/// `BACKUP_RUN_ON_START`.
+pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, ConfigError> {
+    let tz = match raw.tz.as_deref().map(str::trim) {
+        None => DEFAULT_TZ,
+        Some(name) => Tz::from_str(name).map_err(|_| {
+            err(
+                "TZ",
+                format!("{name:?} is not a time zone name such as Europe/Berlin"),
+            )
+        })?,
+    };
+    let sync_schedule = parse_cron(
+        "BACKUP_SYNC_SCHEDULE",
+        raw.backup_sync_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_SYNC_SCHEDULE),
+    )?;
+    let snapshot_schedule = parse_cron(
+        "BACKUP_SNAPSHOT_SCHEDULE",
+        raw.backup_snapshot_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_SNAPSHOT_SCHEDULE),
+    )?;
+    let check_schedule = parse_cron(
+        "BACKUP_CHECK_SCHEDULE",
+        raw.backup_check_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_CHECK_SCHEDULE),
+    )?;
+    let run_on_start = parse_bool(
+        "BACKUP_RUN_ON_START",
+        raw.backup_run_on_start.as_deref(),
+        DEFAULT_RUN_ON_START,
+    )?;
+    Ok(ScheduleSection {
+        sync_schedule,
+        snapshot_schedule,
+        check_schedule,
+        tz,
+        run_on_start,
+    })
+}
+
+/// How each run behaves.
+pub(super) struct RunSection {
+    pub(super) pause_timeout: Duration,
+    pub(super) retry: Retry,
+    pub(super) exclude: Vec<String>,
+    pub(super) pre_command: Option<String>,
+    pub(super) post_command: Option<String>,
+    pub(super) projects: Option<Vec<String>>,
+}
+
+/// `BACKUP_PAUSE_TIMEOUT`, `BACKUP_RETRY_*`, `BACKUP_EXCLUDE`, `BACKUP_REMOTE_PRE_COMMAND`,
+/// `BACKUP_REMOTE_POST_COMMAND` and `BACKUP_PROJECTS`.
+pub(super) fn run_section(raw: &RawConfig) -> Result<RunSection, ConfigError> {
+    let pause_timeout = parse_duration(
+        "BACKUP_PAUSE_TIMEOUT",
+        raw.backup_pause_timeout.as_deref(),
+        DEFAULT_PAUSE_TIMEOUT,
+    )?;
+    let attempts = match parse_u32(
+        "BACKUP_RETRY_ATTEMPTS",
+        raw.backup_retry_attempts.as_deref(),
+        DEFAULT_RETRY_ATTEMPTS,
+    )? {
+        0 => return Err(err("BACKUP_RETRY_ATTEMPTS", "must be at least 1")),
+        n => n,
+    };
+    let delay = parse_duration(
+        "BACKUP_RETRY_DELAY",
+        raw.backup_retry_delay.as_deref(),
+        DEFAULT_RETRY_DELAY,
+    )?;
+    let projects = match raw.backup_projects.as_deref() {
+        None => None,
+        Some(list) => {
+            let projects = split_list(Some(list));
+            // A list of only commas would otherwise mean "no filter", the opposite of its intent.
+            if projects.is_empty() {
+                return Err(err("BACKUP_PROJECTS", "names no project"));
+            }
+            Some(projects)
+        }
+    };
+    Ok(RunSection {
+        pause_timeout,
+        retry: Retry { attempts, delay },
+        exclude: split_list(raw.backup_exclude.as_deref()),
+        pre_command: raw.backup_remote_pre_command.clone(),
+        post_command: raw.backup_remote_post_command.clone(),
+        projects,
+    })
+}
+
+/// Local directories.
+pub(super) struct Paths {
+    pub(super) volumes_dir: PathBuf,
+    pub(super) state_dir: PathBuf,
+}
+
+/// `BACKUP_VOLUMES_DIR` and `BACKUP_STATE_DIR`. Nothing to refuse here: the daemon checks the
+/// directories when it opens them.
+pub(super) fn paths(raw: &RawConfig) -> Paths {
+    Paths {
+        volumes_dir: PathBuf::from(
+            raw.backup_volumes_dir
+                .as_deref()
+                .unwrap_or(DEFAULT_VOLUMES_DIR),
+        ),
+        state_dir: PathBuf::from(raw.backup_state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
+    }
+}

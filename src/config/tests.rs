@@ -1,0 +1,576 @@
+//! The configuration's tests: each section, its defaults, and each bad value naming its variable.
+
+use super::sections::*;
+use super::*;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in [("id_ed25519", 0o600), ("known_hosts", 0o644)] {
+            let path = dir.path().join(name);
+            std::fs::File::create(&path)
+                .unwrap()
+                .write_all(b"x\n")
+                .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        Files { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn base(&self) -> Vec<(String, String)> {
+        vec![
+            ("BACKUP_REMOTE".into(), "pi@backup.lan".into()),
+            ("BACKUP_REMOTE_DIR".into(), "/mnt/backup/data/".into()),
+            ("BACKUP_SSH_KEY_FILE".into(), self.path("id_ed25519")),
+            ("BACKUP_KNOWN_HOSTS_FILE".into(), self.path("known_hosts")),
+        ]
+    }
+
+    /// The base variables, with `extra` added or replacing them.
+    fn vars(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars = self.base();
+        for (k, v) in extra {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        vars
+    }
+
+    fn with(&self, extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(self.vars(extra))
+    }
+
+    fn raw(&self, extra: &[(&str, &str)]) -> RawConfig {
+        RawConfig::from_vars(self.vars(extra)).unwrap()
+    }
+
+    fn error_variable(&self, extra: &[(&str, &str)]) -> String {
+        self.with(extra).unwrap_err().variable
+    }
+}
+
+#[test]
+fn defaults() {
+    let files = Files::new();
+    let config = files.with(&[]).unwrap();
+    assert_eq!(config.remote.user, "pi");
+    assert_eq!(config.remote.host, "backup.lan");
+    assert_eq!(config.remote.port, 22);
+    assert_eq!(config.remote_dir, "/mnt/backup/data");
+    assert!(config.borg.is_none());
+    assert_eq!(config.pause_timeout, Duration::from_secs(60));
+    assert_eq!(config.tz, Tz::UTC);
+    assert!(!config.run_on_start);
+    assert_eq!(config.log_format, LogFormat::Text);
+    assert_eq!(config.volumes_dir, PathBuf::from("/var/lib/docker/volumes"));
+    assert!(config.projects.is_none());
+}
+
+#[test]
+fn full() {
+    let files = Files::new();
+    let secret = files.dir.path().join("pass");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let config = files
+        .with(&[
+            ("BACKUP_REMOTE_PORT", "2222"),
+            ("BACKUP_BORG_REPO", "/mnt/backup/borg"),
+            ("BACKUP_BORG_PASSPHRASE_FILE", secret.to_str().unwrap()),
+            ("BACKUP_KEEP_DAILY", "0"),
+            ("BACKUP_SSH_OPTIONS", "Ciphers=aes128-ctr, Compression=no"),
+            ("BACKUP_EXCLUDE", "*.tmp,cache/"),
+            ("BACKUP_PROJECTS", "nextcloud"),
+            ("BACKUP_PAUSE_TIMEOUT", "1500ms"),
+            ("TZ", "Europe/Berlin"),
+            ("BACKUP_RUN_ON_START", "true"),
+            ("LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+    let borg = config.borg.unwrap();
+    assert_eq!(borg.passphrase.unwrap().expose(), "s3cret");
+    assert_eq!(borg.keep.daily, 0);
+    assert_eq!(borg.keep.weekly, 4);
+    assert_eq!(config.remote.port, 2222);
+    assert_eq!(
+        config.ssh_options,
+        vec![
+            ("Ciphers".to_string(), "aes128-ctr".to_string()),
+            ("Compression".to_string(), "no".to_string())
+        ]
+    );
+    assert_eq!(config.exclude, vec!["*.tmp", "cache/"]);
+    assert_eq!(config.projects, Some(vec!["nextcloud".to_string()]));
+    assert_eq!(config.pause_timeout, Duration::from_millis(1500));
+    assert_eq!(config.tz, chrono_tz::Europe::Berlin);
+    assert!(config.run_on_start);
+    assert_eq!(config.log_format, LogFormat::Json);
+}
+
+#[test]
+fn each_bad_input_names_its_variable() {
+    let files = Files::new();
+    let missing = files.path("nope");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("BACKUP_REMOTE", "")], "BACKUP_REMOTE"),
+        (&[("BACKUP_REMOTE", "backup.lan")], "BACKUP_REMOTE"),
+        (&[("BACKUP_REMOTE", "-oProxyCommand=x@h")], "BACKUP_REMOTE"),
+        (&[("BACKUP_REMOTE_DIR", "")], "BACKUP_REMOTE_DIR"),
+        (&[("BACKUP_REMOTE_DIR", "backup/data")], "BACKUP_REMOTE_DIR"),
+        (&[("BACKUP_REMOTE_DIR", "/")], "BACKUP_REMOTE_DIR"),
+        (&[("BACKUP_REMOTE_PORT", "70000")], "BACKUP_REMOTE_PORT"),
+        (&[("BACKUP_REMOTE_PORT", "0")], "BACKUP_REMOTE_PORT"),
+        (
+            &[("BACKUP_SYNC_SCHEDULE", "61 * * * *")],
+            "BACKUP_SYNC_SCHEDULE",
+        ),
+        (
+            &[("BACKUP_SNAPSHOT_SCHEDULE", "weekly")],
+            "BACKUP_SNAPSHOT_SCHEDULE",
+        ),
+        (
+            &[("BACKUP_SNAPSHOT_SCHEDULE", "0 0 3 * * 0")],
+            "BACKUP_SNAPSHOT_SCHEDULE",
+        ),
+        (
+            &[("BACKUP_CHECK_SCHEDULE", "monthly")],
+            "BACKUP_CHECK_SCHEDULE",
+        ),
+        (&[("BACKUP_PAUSE_TIMEOUT", "soon")], "BACKUP_PAUSE_TIMEOUT"),
+        (&[("BACKUP_PAUSE_TIMEOUT", "0s")], "BACKUP_PAUSE_TIMEOUT"),
+        (&[("BACKUP_RETRY_ATTEMPTS", "0")], "BACKUP_RETRY_ATTEMPTS"),
+        (&[("BACKUP_RETRY_DELAY", "later")], "BACKUP_RETRY_DELAY"),
+        (
+            &[("BACKUP_BORG_REPO", "/r"), ("BACKUP_BORG_LOCK_WAIT", "x")],
+            "BACKUP_BORG_LOCK_WAIT",
+        ),
+        (&[("BACKUP_SSH_KEY_FILE", &missing)], "BACKUP_SSH_KEY_FILE"),
+        (
+            &[("BACKUP_KNOWN_HOSTS_FILE", &missing)],
+            "BACKUP_KNOWN_HOSTS_FILE",
+        ),
+        (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        (&[("TZ", "Mars/Olympus")], "TZ"),
+        (&[("BACKUP_KEEP_WEEKLY", "-1")], "BACKUP_KEEP_WEEKLY"),
+        (&[("BACKUP_RUN_ON_START", "maybe")], "BACKUP_RUN_ON_START"),
+        (
+            &[("BACKUP_SSH_OPTIONS", "StrictHostKeyChecking=no")],
+            "BACKUP_SSH_OPTIONS",
+        ),
+        (&[("BACKUP_SSH_OPTIONS", "Ciphers")], "BACKUP_SSH_OPTIONS"),
+        (&[("BACKUP_PROJECTS", ",")], "BACKUP_PROJECTS"),
+        (&[("BACKUP_ARCHIVE_PREFIX", "a b")], "BACKUP_ARCHIVE_PREFIX"),
+        (
+            &[("BACKUP_BORG_PASSPHRASE_FILE", &missing)],
+            "BACKUP_BORG_PASSPHRASE_FILE",
+        ),
+    ];
+    for (extra, variable) in cases {
+        assert_eq!(&files.error_variable(extra), variable, "case {extra:?}");
+    }
+}
+
+#[test]
+fn key_readable_by_others_is_refused() {
+    let files = Files::new();
+    let key = files.path("id_ed25519");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = files.with(&[]).unwrap_err();
+    assert_eq!(error.variable, "BACKUP_SSH_KEY_FILE");
+    assert!(error.message.contains("0644"), "{error}");
+}
+
+#[test]
+fn value_and_file_together_are_refused() {
+    let files = Files::new();
+    let key = files.path("known_hosts");
+    let error = files
+        .with(&[
+            ("BACKUP_BORG_PASSPHRASE", "x"),
+            ("BACKUP_BORG_PASSPHRASE_FILE", &key),
+        ])
+        .unwrap_err();
+    assert_eq!(error.variable, "BACKUP_BORG_PASSPHRASE_FILE");
+}
+
+#[test]
+fn retry_delays_double() {
+    let retry = Retry {
+        attempts: 4,
+        delay: Duration::from_secs(10),
+    };
+    let waits: Vec<u64> = (2..=4).map(|a| retry.delay_before(a).as_secs()).collect();
+    assert_eq!(waits, vec![10, 20, 40]);
+}
+
+#[test]
+fn secret_is_not_printed() {
+    let secret = Secret("hunter2".into());
+    assert!(!format!("{secret:?}").contains("hunter2"));
+}
+
+/// A raw configuration from the given variables alone, read as the sidecar reads them.
+fn raw(vars: &[(&str, &str)]) -> RawConfig {
+    RawConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+}
+
+/// The variable a section refused; section results are not all `Debug`, so no `unwrap_err`.
+fn refused<T>(result: Result<T, ConfigError>) -> String {
+    match result {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.variable,
+    }
+}
+
+#[test]
+fn log_format_section() {
+    assert_eq!(log_format(&raw(&[])), Ok(DEFAULT_LOG_FORMAT));
+    assert_eq!(
+        log_format(&raw(&[("LOG_FORMAT", " json ")])),
+        Ok(LogFormat::Json)
+    );
+    assert_eq!(
+        log_format(&raw(&[("LOG_FORMAT", "text")])),
+        Ok(LogFormat::Text)
+    );
+    assert_eq!(
+        refused(log_format(&raw(&[("LOG_FORMAT", "xml")]))),
+        "LOG_FORMAT"
+    );
+}
+
+#[test]
+fn remote_section_defaults() {
+    let files = Files::new();
+    let section = remote_section(&files.raw(&[])).unwrap();
+    assert_eq!(section.remote.port, DEFAULT_REMOTE_PORT);
+    assert!(section.ssh_options.is_empty());
+
+    // The default paths are only usable where the sidecar's mounts exist: accept either
+    // outcome, as long as it is the default path that was tried.
+    let mut vars = files.base();
+    vars.retain(|(name, _)| !name.ends_with("_FILE"));
+    match remote_section(&RawConfig::from_vars(vars.clone()).unwrap()) {
+        Ok(section) => assert_eq!(section.ssh_key_file, Path::new(DEFAULT_SSH_KEY_FILE)),
+        Err(e) => {
+            assert_eq!(e.variable, "BACKUP_SSH_KEY_FILE");
+            assert!(e.message.contains(DEFAULT_SSH_KEY_FILE), "{e}");
+        }
+    }
+    vars.push(("BACKUP_SSH_KEY_FILE".into(), files.path("id_ed25519")));
+    match remote_section(&RawConfig::from_vars(vars).unwrap()) {
+        Ok(section) => assert_eq!(
+            section.known_hosts_file,
+            Path::new(DEFAULT_KNOWN_HOSTS_FILE)
+        ),
+        Err(e) => {
+            assert_eq!(e.variable, "BACKUP_KNOWN_HOSTS_FILE");
+            assert!(e.message.contains(DEFAULT_KNOWN_HOSTS_FILE), "{e}");
+        }
+    }
+}
+
+#[test]
+fn remote_section_reads_each_variable() {
+    let files = Files::new();
+    let section = remote_section(&files.raw(&[
+        ("BACKUP_REMOTE", "backup@fd00::1"),
+        ("BACKUP_REMOTE_PORT", "2222"),
+        ("BACKUP_SSH_OPTIONS", "Ciphers=aes128-ctr"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        section.remote,
+        Remote {
+            user: "backup".into(),
+            host: "fd00::1".into(),
+            port: 2222
+        }
+    );
+    assert_eq!(section.remote_dir, "/mnt/backup/data");
+    assert_eq!(section.ssh_key_file, Path::new(&files.path("id_ed25519")));
+    assert_eq!(
+        section.known_hosts_file,
+        Path::new(&files.path("known_hosts"))
+    );
+    assert_eq!(
+        section.ssh_options,
+        vec![("Ciphers".to_string(), "aes128-ctr".to_string())]
+    );
+}
+
+#[test]
+fn remote_section_bad_values_name_their_variable() {
+    let files = Files::new();
+    let missing = files.path("nope");
+    for (name, value) in [
+        ("BACKUP_REMOTE", "backup.lan"),
+        ("BACKUP_REMOTE_PORT", "ssh"),
+        ("BACKUP_REMOTE_DIR", "/a/../b"),
+        ("BACKUP_SSH_KEY_FILE", missing.as_str()),
+        ("BACKUP_KNOWN_HOSTS_FILE", missing.as_str()),
+        ("BACKUP_SSH_OPTIONS", "Port=2222"),
+    ] {
+        let result = remote_section(&files.raw(&[(name, value)]));
+        assert_eq!(refused(result), name, "{name}={value}");
+    }
+}
+
+#[test]
+fn borg_section_is_off_without_a_repository() {
+    assert!(borg_section(&raw(&[])).unwrap().is_none());
+    // The lock wait only matters to borg, so without a repository it is not read.
+    assert!(
+        borg_section(&raw(&[("BACKUP_BORG_LOCK_WAIT", "x")]))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn borg_section_defaults() {
+    let borg = borg_section(&raw(&[("BACKUP_BORG_REPO", " /mnt/backup/borg ")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(borg.repo, "/mnt/backup/borg");
+    assert!(borg.passphrase.is_none());
+    assert!(borg.archive_prefix.is_none());
+    assert_eq!(
+        borg.keep,
+        Keep {
+            daily: DEFAULT_KEEP_DAILY,
+            weekly: DEFAULT_KEEP_WEEKLY,
+            monthly: DEFAULT_KEEP_MONTHLY,
+        }
+    );
+    assert_eq!(borg.lock_wait, DEFAULT_BORG_LOCK_WAIT);
+}
+
+#[test]
+fn borg_section_reads_each_variable() {
+    let borg = borg_section(&raw(&[
+        ("BACKUP_BORG_REPO", "/r"),
+        ("BACKUP_BORG_PASSPHRASE", "s3cret"),
+        ("BACKUP_ARCHIVE_PREFIX", "nas-1"),
+        ("BACKUP_KEEP_DAILY", "1"),
+        ("BACKUP_KEEP_WEEKLY", "2"),
+        ("BACKUP_KEEP_MONTHLY", "0"),
+        ("BACKUP_BORG_LOCK_WAIT", "30s"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(borg.passphrase, Some(Secret::new("s3cret".into())));
+    assert_eq!(borg.archive_prefix.as_deref(), Some("nas-1"));
+    assert_eq!(
+        borg.keep,
+        Keep {
+            daily: 1,
+            weekly: 2,
+            monthly: 0
+        }
+    );
+    assert_eq!(borg.lock_wait, Duration::from_secs(30));
+}
+
+#[test]
+fn borg_section_bad_values_name_their_variable() {
+    // Retention and prefix are refused even while snapshots are off.
+    for (name, value) in [
+        ("BACKUP_KEEP_DAILY", "x"),
+        ("BACKUP_KEEP_WEEKLY", "-1"),
+        ("BACKUP_KEEP_MONTHLY", "1.5"),
+        ("BACKUP_ARCHIVE_PREFIX", "-p"),
+    ] {
+        assert_eq!(refused(borg_section(&raw(&[(name, value)]))), name);
+    }
+    for (name, value) in [
+        ("BACKUP_BORG_REPO", "-r"),
+        ("BACKUP_BORG_REPO", "/my repo"),
+        ("BACKUP_BORG_LOCK_WAIT", "0s"),
+    ] {
+        let mut vars = vec![("BACKUP_BORG_REPO", "/r")];
+        vars.retain(|(n, _)| *n != name);
+        vars.push((name, value));
+        assert_eq!(refused(borg_section(&raw(&vars))), name, "{name}={value}");
+    }
+}
+
+#[test]
+fn schedule_section_defaults() {
+    let section = schedule_section(&raw(&[])).unwrap();
+    let cron = |value| parse_cron("test", value).unwrap();
+    assert_eq!(section.sync_schedule, cron(DEFAULT_SYNC_SCHEDULE));
+    assert_eq!(section.snapshot_schedule, cron(DEFAULT_SNAPSHOT_SCHEDULE));
+    assert_eq!(section.check_schedule, cron(DEFAULT_CHECK_SCHEDULE));
+    assert_eq!(section.tz, DEFAULT_TZ);
+    assert_eq!(section.run_on_start, DEFAULT_RUN_ON_START);
+}
+
+#[test]
+fn schedule_section_reads_each_variable() {
+    let section = schedule_section(&raw(&[
+        ("BACKUP_SYNC_SCHEDULE", "15 * * * *"),
+        ("BACKUP_SNAPSHOT_SCHEDULE", "0 2 * * *"),
+        ("BACKUP_CHECK_SCHEDULE", "0 5 * * 6"),
+        ("TZ", "America/New_York"),
+        ("BACKUP_RUN_ON_START", "Yes"),
+    ]))
+    .unwrap();
+    let cron = |value| parse_cron("test", value).unwrap();
+    assert_eq!(section.sync_schedule, cron("15 * * * *"));
+    assert_eq!(section.snapshot_schedule, cron("0 2 * * *"));
+    assert_eq!(section.check_schedule, cron("0 5 * * 6"));
+    assert_eq!(section.tz, chrono_tz::America::New_York);
+    assert!(section.run_on_start);
+}
+
+#[test]
+fn schedule_section_bad_values_name_their_variable() {
+    for (name, value) in [
+        ("BACKUP_SYNC_SCHEDULE", "@daily"),
+        ("BACKUP_SNAPSHOT_SCHEDULE", "0 25 * * *"),
+        ("BACKUP_CHECK_SCHEDULE", "0 4 1 * * *"),
+        ("TZ", "CEST+2"),
+        ("BACKUP_RUN_ON_START", "y"),
+    ] {
+        assert_eq!(
+            refused(schedule_section(&raw(&[(name, value)]))),
+            name,
+            "{name}={value}"
+        );
+    }
+}
+
+#[test]
+fn run_section_defaults() {
+    let section = run_section(&raw(&[])).unwrap();
+    assert_eq!(section.pause_timeout, DEFAULT_PAUSE_TIMEOUT);
+    assert_eq!(
+        section.retry,
+        Retry {
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+            delay: DEFAULT_RETRY_DELAY,
+        }
+    );
+    assert!(section.exclude.is_empty());
+    assert!(section.pre_command.is_none());
+    assert!(section.post_command.is_none());
+    assert!(section.projects.is_none());
+}
+
+#[test]
+fn run_section_reads_each_variable() {
+    let section = run_section(&raw(&[
+        ("BACKUP_PAUSE_TIMEOUT", "2m"),
+        ("BACKUP_RETRY_ATTEMPTS", "1"),
+        ("BACKUP_RETRY_DELAY", "500ms"),
+        ("BACKUP_EXCLUDE", "*.tmp, ,cache/"),
+        ("BACKUP_REMOTE_PRE_COMMAND", "mount /mnt/backup"),
+        ("BACKUP_REMOTE_POST_COMMAND", "umount /mnt/backup"),
+        ("BACKUP_PROJECTS", "nextcloud, immich"),
+    ]))
+    .unwrap();
+    assert_eq!(section.pause_timeout, Duration::from_secs(120));
+    assert_eq!(
+        section.retry,
+        Retry {
+            attempts: 1,
+            delay: Duration::from_millis(500),
+        }
+    );
+    assert_eq!(section.exclude, vec!["*.tmp", "cache/"]);
+    assert_eq!(section.pre_command.as_deref(), Some("mount /mnt/backup"));
+    assert_eq!(section.post_command.as_deref(), Some("umount /mnt/backup"));
+    assert_eq!(
+        section.projects,
+        Some(vec!["nextcloud".to_string(), "immich".to_string()])
+    );
+}
+
+#[test]
+fn run_section_bad_values_name_their_variable() {
+    for (name, value) in [
+        ("BACKUP_PAUSE_TIMEOUT", "60"),
+        ("BACKUP_RETRY_ATTEMPTS", "0"),
+        ("BACKUP_RETRY_ATTEMPTS", "three"),
+        ("BACKUP_RETRY_DELAY", "0ms"),
+        ("BACKUP_PROJECTS", " , "),
+    ] {
+        assert_eq!(
+            refused(run_section(&raw(&[(name, value)]))),
+            name,
+            "{name}={value}"
+        );
+    }
+}
+
+#[test]
+fn paths_section() {
+    let defaults = paths(&raw(&[]));
+    assert_eq!(defaults.volumes_dir, Path::new(DEFAULT_VOLUMES_DIR));
+    assert_eq!(defaults.state_dir, Path::new(DEFAULT_STATE_DIR));
+    let set = paths(&raw(&[
+        ("BACKUP_VOLUMES_DIR", "/host/volumes"),
+        ("BACKUP_STATE_DIR", "/state"),
+    ]));
+    assert_eq!(set.volumes_dir, Path::new("/host/volumes"));
+    assert_eq!(set.state_dir, Path::new("/state"));
+}
+
+#[test]
+fn the_first_section_at_fault_is_reported() {
+    let files = Files::new();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("LOG_FORMAT", "xml"), ("BACKUP_REMOTE", "")],
+            "LOG_FORMAT",
+        ),
+        (
+            &[
+                ("BACKUP_SSH_OPTIONS", "Ciphers"),
+                ("BACKUP_KEEP_DAILY", "x"),
+            ],
+            "BACKUP_SSH_OPTIONS",
+        ),
+        (
+            &[("BACKUP_ARCHIVE_PREFIX", "a b"), ("TZ", "Mars/Olympus")],
+            "BACKUP_ARCHIVE_PREFIX",
+        ),
+        (
+            &[
+                ("BACKUP_BORG_REPO", "/r"),
+                ("BACKUP_BORG_LOCK_WAIT", "x"),
+                ("BACKUP_SYNC_SCHEDULE", "x"),
+            ],
+            "BACKUP_BORG_LOCK_WAIT",
+        ),
+        (
+            &[("TZ", "Mars/Olympus"), ("BACKUP_SYNC_SCHEDULE", "x")],
+            "TZ",
+        ),
+        (
+            &[
+                ("BACKUP_RUN_ON_START", "maybe"),
+                ("BACKUP_PAUSE_TIMEOUT", "x"),
+            ],
+            "BACKUP_RUN_ON_START",
+        ),
+        (
+            &[("BACKUP_PROJECTS", ","), ("BACKUP_RETRY_DELAY", "x")],
+            "BACKUP_RETRY_DELAY",
+        ),
+    ];
+    for (extra, variable) in cases {
+        assert_eq!(&files.error_variable(extra), variable, "case {extra:?}");
+    }
+}
