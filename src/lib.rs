@@ -27,6 +27,7 @@ pub(crate) mod events;
 pub(crate) mod format;
 pub(crate) mod lock;
 pub(crate) mod logging;
+pub(crate) mod ops;
 pub(crate) mod remote;
 pub(crate) mod report;
 pub(crate) mod restore;

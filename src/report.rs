@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
 use crate::engine::freeze::{FreezeError, FreezeFault, Frozen};
@@ -118,6 +119,8 @@ pub struct GroupReport {
 pub struct RunReport {
     /// What started it.
     pub trigger: Trigger,
+    /// When it started.
+    pub started: DateTime<Utc>,
     /// Each volume, in plan order.
     pub volumes: Vec<VolumeReport>,
     /// Each group that was mirrored, in plan order.
@@ -135,6 +138,7 @@ impl RunReport {
     pub fn new(trigger: Trigger) -> Self {
         RunReport {
             trigger,
+            started: Utc::now(),
             volumes: Vec::new(),
             groups: Vec::new(),
             archive: None,
