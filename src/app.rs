@@ -5,16 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::engine::discover;
 use crate::engine::freeze;
 use crate::engine::journal::Journal;
 use crate::lock::RunLock;
-use crate::report::{self, Failure, FailureKind, Report, RunReport, VerifyReport};
+use crate::ops::Outputs;
+use crate::ops::health::BEAT_INTERVAL;
+use crate::ops::history::{Running, Store};
+use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::run::{self, Sidecar};
 use crate::schedule;
 use crate::schedule::{Trigger, TriggerKind};
@@ -42,10 +46,12 @@ pub async fn daemon(
         .into());
     }
     let docker = discover::connect().await?;
+    let store = Store::new(&config.state_dir);
     let ctx = Sidecar {
         config,
         docker,
         journal,
+        store,
     };
     serve(ctx, requests, cancel).await
 }
@@ -58,6 +64,17 @@ async fn serve(
     cancel: CancellationToken,
 ) -> Result<()> {
     let ctx = Arc::new(ctx);
+    let outputs = Outputs::new(ctx.store.clone());
+    let mut history = ctx.store.load();
+    if history.since.is_none() {
+        history.since = Some(Utc::now());
+        if let Err(e) = ctx.store.save(&history) {
+            warn!(error = %format!("{e:#}"), "cannot write the run history in BACKUP_STATE_DIR");
+        }
+    }
+    // A run in progress when the predecessor died is not in progress any more.
+    ctx.store.clear_running();
+    let heart = tokio::spawn(beat(ctx.store.clone(), cancel.clone()));
     let repaired = freeze::repair(&ctx.journal, &ctx.docker).await;
     if !repaired.is_empty() {
         info!(containers = %repaired.join(","), "repaired containers left frozen by a previous run");
@@ -98,13 +115,24 @@ async fn serve(
     let mut check_pending = false;
     loop {
         if let Some(trigger) = pending.take() {
-            exclusive(&ctx, &cancel, Some(trigger), move |ctx, cancel| async move {
-                Report::Run(run::run(&ctx, trigger, &cancel).await)
+            exclusive(&ctx, &outputs, &cancel, Some(trigger), move |ctx, cancel| async move {
+                let now = Utc::now();
+                let running = Running {
+                    started: now,
+                    moved: now,
+                    bytes: 0,
+                };
+                if let Err(e) = ctx.store.set_running(&running) {
+                    warn!(error = %format!("{e:#}"), "cannot record the run in BACKUP_STATE_DIR");
+                }
+                let report = run::run(&ctx, trigger, &cancel).await;
+                ctx.store.clear_running();
+                Report::Run(report)
             })
             .await;
         } else if check_pending {
             check_pending = false;
-            exclusive(&ctx, &cancel, None, |ctx, cancel| async move {
+            exclusive(&ctx, &outputs, &cancel, None, |ctx, cancel| async move {
                 Report::Verification(verify::verify(&ctx.config, &cancel).await)
             })
             .await;
@@ -131,6 +159,7 @@ async fn serve(
             info!(trigger = %t.kind, snapshot = t.snapshot, "a run was asked for during the last one; running it now");
         }
     }
+    heart.abort();
     checker.abort();
     scheduler.abort();
     info!("backup-sidecar stopped");
@@ -143,6 +172,7 @@ async fn serve(
 /// anything left at the next run. A panicked run still reports, as failed.
 async fn exclusive<F, Fut>(
     ctx: &Arc<Sidecar>,
+    outputs: &Outputs,
     cancel: &CancellationToken,
     run: Option<Trigger>,
     job: F,
@@ -168,7 +198,7 @@ async fn exclusive<F, Fut>(
         }
     });
     match task.await {
-        Ok(Some(report)) => report::publish(&report),
+        Ok(Some(report)) => outputs.publish(&report),
         Ok(None) => {}
         Err(e) => {
             let failure = Failure {
@@ -176,15 +206,34 @@ async fn exclusive<F, Fut>(
                 message: e.to_string(),
             };
             match run {
-                Some(trigger) => report::publish(&Report::Run(RunReport {
+                Some(trigger) => outputs.publish(&Report::Run(RunReport {
                     failure: Some(failure),
                     ..RunReport::new(trigger)
                 })),
-                None => report::publish(&Report::Verification(VerifyReport {
+                None => outputs.publish(&Report::Verification(VerifyReport {
                     outcome: Err(failure),
                     duration: Duration::ZERO,
                 })),
             }
+        }
+    }
+}
+
+/// Says the daemon's loop is alive, every `BEAT_INTERVAL`, until cancelled. A heartbeat that cannot
+/// be written is warned about once: health then reports the daemon as stuck, which it cannot tell
+/// apart from a full state directory.
+async fn beat(store: Store, cancel: CancellationToken) {
+    let mut warned = false;
+    loop {
+        if let Err(e) = store.beat(Utc::now())
+            && !warned
+        {
+            warn!(error = %format!("{e:#}"), "cannot write the heartbeat in BACKUP_STATE_DIR");
+            warned = true;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(BEAT_INTERVAL) => {}
         }
     }
 }

@@ -12,7 +12,10 @@
 //! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume back,
 //!   and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
 //!   the printed plan), [`schedule`] (when runs are due), [`app`] (the daemon loop).
-//! - [`lock`], [`format`], [`logging`]: the run lock, number formatting, log output.
+//! - [`report`]: one value out of each run and verification; [`ops`] hands it to the outputs (log,
+//!   history, notifications, metrics) and answers `status` and `health` from the history.
+//! - [`lock`], [`format`], [`events`], [`logging`]: the run lock, number formatting, the log
+//!   events' names, log output.
 //!
 //! Neither side imports the other or a use case. The library never handles signals: the binary
 //! turns them into a [`CancellationToken`] and run requests, so tests can do the same.
@@ -39,5 +42,6 @@ pub use app::daemon;
 pub use check::{check, print_plan};
 pub use config::{Config, ConfigError};
 pub use logging::init as init_logging;
+pub use ops::{health_command as health, status_command as status};
 pub use restore::{Request as RestoreRequest, Source as RestoreSource, restore, snapshots};
 pub use schedule::{Trigger, TriggerKind};

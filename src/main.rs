@@ -29,6 +29,15 @@ enum Command {
     Check,
     /// The borg archives on the remote: name, time, size; newest first.
     Snapshots,
+    /// Per volume: last mirrored, size, files, last freeze; the last run, archive and
+    /// verification; the next runs; health. From the state directory: instant, no network.
+    Status {
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 when backups are current, 1 when not (the image's HEALTHCHECK).
+    Health,
     /// Brings a volume back from the mirror or a borg archive.
     Restore {
         /// The backed-up volume.
@@ -93,6 +102,16 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Plan => backup_sidecar::print_plan(&config).await,
         Command::Check => backup_sidecar::check(&config, &cancel).await,
         Command::Snapshots => backup_sidecar::snapshots(&config, &cancel).await,
+        Command::Status { json } => backup_sidecar::status(&config, json),
+        Command::Health => {
+            handle.close();
+            watcher.abort();
+            return Ok(if backup_sidecar::health(&config) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Restore {
             volume,
             from,

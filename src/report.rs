@@ -1,6 +1,6 @@
 //! Reports flow out: a run and a verification each produce one value, and the daemon hands it to
-//! its outputs with [`publish`]. Today that is the log line; notifications, metrics, health and
-//! status read the same value. No output reaches into a run to find out what happened.
+//! its outputs (`ops::Outputs`): the log line, the run history that health, status and metrics
+//! read, and notifications. No output reaches into a run to find out what happened.
 
 use std::fmt;
 use std::time::Duration;
@@ -101,6 +101,8 @@ pub struct Synced {
 pub struct VolumeReport {
     /// Volume name.
     pub name: String,
+    /// Its group.
+    pub group: String,
     /// Mirrored, or why not.
     pub outcome: Result<Synced, Failure>,
 }
@@ -285,11 +287,13 @@ pub enum Report {
     Verification(VerifyReport),
 }
 
-/// Hands a report to every output. Outputs never fail the work: they only log their own trouble.
-pub fn publish(report: &Report) {
-    match report {
-        Report::Run(run) => run.log(),
-        Report::Verification(verification) => verification.log(),
+impl Report {
+    /// Logs `run finished` or `verification finished`.
+    pub fn log(&self) {
+        match self {
+            Report::Run(run) => run.log(),
+            Report::Verification(verification) => verification.log(),
+        }
     }
 }
 
@@ -316,10 +320,12 @@ mod tests {
         report.volumes = vec![
             VolumeReport {
                 name: "a".into(),
+                group: "p".into(),
                 outcome: synced(1024 * 1024),
             },
             VolumeReport {
                 name: "b".into(),
+                group: "p".into(),
                 outcome: synced(1024 * 1024),
             },
         ];

@@ -15,6 +15,7 @@ use crate::engine::journal::Journal;
 use crate::engine::plan::{self, Group, Plan, PlannedVolume};
 use crate::events;
 use crate::format::millis;
+use crate::ops::history::Store;
 use crate::remote::borg;
 use crate::remote::commands;
 use crate::remote::fault::{classify, is_transient};
@@ -34,6 +35,8 @@ pub struct Sidecar {
     pub docker: Docker,
     /// Freeze journal.
     pub journal: Journal,
+    /// Run history and the run in progress.
+    pub store: Store,
 }
 
 /// Runs once: logs `run started`, and returns the report (the daemon publishes it).
@@ -171,7 +174,11 @@ async fn mirror_and_snapshot(
                 error!(message = events::VOLUME_FAILED, volume = %name, error = %failure.message);
                 failure
             });
-            report.volumes.push(VolumeReport { name, outcome });
+            report.volumes.push(VolumeReport {
+                name,
+                group: group.name.clone(),
+                outcome,
+            });
         }
     }
     let failures: Vec<(&str, &Failure)> = report

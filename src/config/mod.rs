@@ -23,7 +23,7 @@ use croner::Cron;
 pub use parse::parse_cron;
 pub use parse::split_list;
 pub use raw::RawConfig;
-use sections::{Paths, RemoteSection, RunSection, ScheduleSection};
+use sections::{HealthSection, Paths, RemoteSection, RunSection, ScheduleSection};
 
 /// A configuration error: the variable at fault and what is wrong with it. The sidecar exits 2 on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +239,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Health turns unhealthy when the last successful mirror is older than this.
+    pub max_age: Duration,
+    /// How often a long pass logs its progress.
+    pub progress_interval: Duration,
 }
 
 impl Config {
@@ -286,6 +290,10 @@ impl Config {
             volumes_dir,
             state_dir,
         } = sections::paths(&raw);
+        let HealthSection {
+            max_age,
+            progress_interval,
+        } = sections::health_section(&raw, &sync_schedule)?;
         Ok(Config {
             remote,
             remote_dir,
@@ -307,9 +315,17 @@ impl Config {
             volumes_dir,
             state_dir,
             log_format,
+            max_age,
+            progress_interval,
         })
     }
 }
+
+/// How often a long pass logs its progress, unless `BACKUP_PROGRESS_INTERVAL` says otherwise.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
+/// Added to twice the sync schedule's longest gap for the default `BACKUP_MAX_AGE`: a run that
+/// starts on time and takes a while is not late.
+pub const MAX_AGE_SLACK: Duration = Duration::from_secs(3600);
 
 /// ssh options that would weaken host key pinning or break our connection sharing.
 pub(super) const RESERVED_SSH_OPTIONS: &[&str] = &[

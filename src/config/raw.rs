@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub backup_check_schedule: Option<String>,
     pub tz: Option<String>,
     pub backup_run_on_start: Option<String>,
+    pub backup_max_age: Option<String>,
+    pub backup_progress_interval: Option<String>,
     pub backup_pause_timeout: Option<String>,
     pub backup_retry_attempts: Option<String>,
     pub backup_retry_delay: Option<String>,

@@ -237,3 +237,48 @@ pub(super) fn paths(raw: &RawConfig) -> Paths {
         state_dir: PathBuf::from(raw.backup_state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
     }
 }
+
+/// The health and progress settings.
+pub(super) struct HealthSection {
+    pub(super) max_age: Duration,
+    pub(super) progress_interval: Duration,
+}
+
+/// `BACKUP_MAX_AGE` (default: twice the longest gap between two runs of `sync`, plus an hour) and
+/// `BACKUP_PROGRESS_INTERVAL`.
+pub(super) fn health_section(raw: &RawConfig, sync: &Cron) -> Result<HealthSection, ConfigError> {
+    let default_max_age = longest_gap(sync).saturating_mul(2) + MAX_AGE_SLACK;
+    Ok(HealthSection {
+        max_age: parse_duration(
+            "BACKUP_MAX_AGE",
+            raw.backup_max_age.as_deref(),
+            default_max_age,
+        )?,
+        progress_interval: parse_duration(
+            "BACKUP_PROGRESS_INTERVAL",
+            raw.backup_progress_interval.as_deref(),
+            DEFAULT_PROGRESS_INTERVAL,
+        )?,
+    })
+}
+
+/// The longest time between two consecutive fires of `cron` over the next four years (leap days
+/// and month ends included), or over its next 10,000 fires when it fires more often than that.
+pub(super) fn longest_gap(cron: &Cron) -> Duration {
+    const MOST_FIRES: usize = 10_000;
+    let start = chrono::DateTime::<chrono::Utc>::from_timestamp(1_767_225_600, 0) // 2026-01-01
+        .unwrap_or_default();
+    let end = start + chrono::Duration::days(4 * 366);
+    let mut longest = Duration::ZERO;
+    let mut previous = start;
+    for (n, fire) in cron.iter_after(start).enumerate() {
+        if n > 0 {
+            longest = longest.max((fire - previous).to_std().unwrap_or_default());
+        }
+        previous = fire;
+        if n >= MOST_FIRES || fire > end {
+            break;
+        }
+    }
+    longest
+}

@@ -528,6 +528,54 @@ fn paths_section() {
 }
 
 #[test]
+fn health_section_defaults_from_the_sync_schedule() {
+    let every_other_day = parse_cron("T", DEFAULT_SYNC_SCHEDULE).unwrap();
+    // 29th to 31st is the longest gap of "*/2" in the day-of-month field: two days.
+    assert_eq!(
+        longest_gap(&every_other_day),
+        Duration::from_secs(2 * 86_400)
+    );
+    let section = health_section(&raw(&[]), &every_other_day).unwrap();
+    assert_eq!(
+        section.max_age,
+        Duration::from_secs(4 * 86_400) + MAX_AGE_SLACK
+    );
+    assert_eq!(section.progress_interval, DEFAULT_PROGRESS_INTERVAL);
+    let hourly = parse_cron("T", "0 * * * *").unwrap();
+    assert_eq!(
+        health_section(&raw(&[]), &hourly).unwrap().max_age,
+        Duration::from_secs(2 * 3600) + MAX_AGE_SLACK
+    );
+    let weekly = parse_cron("T", "0 3 * * 0").unwrap();
+    assert_eq!(longest_gap(&weekly), Duration::from_secs(7 * 86_400));
+}
+
+#[test]
+fn health_section_reads_and_refuses() {
+    let hourly = parse_cron("T", "0 * * * *").unwrap();
+    let set = health_section(
+        &raw(&[
+            ("BACKUP_MAX_AGE", "36h"),
+            ("BACKUP_PROGRESS_INTERVAL", "10s"),
+        ]),
+        &hourly,
+    )
+    .unwrap();
+    assert_eq!(set.max_age, Duration::from_secs(36 * 3600));
+    assert_eq!(set.progress_interval, Duration::from_secs(10));
+    for (var, value) in [
+        ("BACKUP_MAX_AGE", "soon"),
+        ("BACKUP_MAX_AGE", "0s"),
+        ("BACKUP_PROGRESS_INTERVAL", "often"),
+    ] {
+        match health_section(&raw(&[(var, value)]), &hourly) {
+            Err(e) => assert_eq!(e.variable, var),
+            Ok(_) => panic!("{var}={value} was accepted"),
+        }
+    }
+}
+
+#[test]
 fn the_first_section_at_fault_is_reported() {
     let files = Files::new();
     let cases: &[(&[(&str, &str)], &str)] = &[

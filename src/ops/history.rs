@@ -50,6 +50,9 @@ pub struct RunRecord {
 /// One volume, across runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VolumeRecord {
+    /// Its group in the last run that tried it.
+    #[serde(default)]
+    pub group: String,
     /// The last run that tried it.
     pub last_attempt: Option<DateTime<Utc>>,
     /// The end of the last run that mirrored it completely.
@@ -170,6 +173,7 @@ impl History {
         }
         for volume in &run.volumes {
             let record = self.volumes.entry(volume.name.clone()).or_default();
+            record.group = volume.group.clone();
             record.last_attempt = Some(run.started);
             match &volume.outcome {
                 Ok(synced) => {
@@ -355,6 +359,7 @@ mod tests {
         report.volumes = vec![
             VolumeReport {
                 name: "app".into(),
+                group: "nc".into(),
                 outcome: Ok(Synced {
                     bytes: 100,
                     files: 3,
@@ -365,6 +370,7 @@ mod tests {
             },
             VolumeReport {
                 name: "db".into(),
+                group: "nc".into(),
                 outcome: if failed {
                     Err(Failure {
                         kind: FailureKind::Remote(Fault::DiskFull),
