@@ -11,6 +11,8 @@ pub const VOLUME_SYNCED: &str = "volume synced";
 pub const VOLUME_FAILED: &str = "volume failed";
 /// A volume that was asked for is not backed up.
 pub const VOLUME_SKIPPED: &str = "volume skipped";
+/// A long pass's progress: bytes, percent, rate, ETA.
+pub const PROGRESS: &str = "progress";
 /// A group's containers run again.
 pub const GROUP_THAWED: &str = "group thawed";
 /// `borg create` made an archive.

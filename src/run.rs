@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -20,7 +21,7 @@ use crate::remote::borg;
 use crate::remote::commands;
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::ssh::{Session, Ssh};
-use crate::remote::transfer::{self, Pass, PassResult};
+use crate::remote::transfer::{self, Pass, PassResult, Progress};
 use crate::report::{Failure, FailureKind, GroupReport, RunReport, Synced, VolumeReport};
 use crate::schedule::Trigger;
 
@@ -334,6 +335,63 @@ fn synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) ->
     synced
 }
 
+/// Turns a long pass's progress into a `progress` line at most once per `BACKUP_PROGRESS_INTERVAL`
+/// (the first after one interval: short passes say nothing), and into the run-in-progress file
+/// that health reads, so a days-long first mirror never looks stale.
+struct Watcher {
+    volume: String,
+    interval: Duration,
+    store: Store,
+    started: Instant,
+    logged: Option<Instant>,
+    recorded: Option<Instant>,
+}
+
+impl Watcher {
+    /// How often the run-in-progress file is updated, whatever the log interval.
+    const RECORD_EVERY: Duration = Duration::from_secs(10);
+
+    fn new(volume: &str, interval: Duration, store: Store) -> Self {
+        Watcher {
+            volume: volume.to_string(),
+            interval,
+            store,
+            started: Instant::now(),
+            logged: None,
+            recorded: None,
+        }
+    }
+
+    fn report(&mut self, progress: Progress) {
+        let due = |last: Option<Instant>, every: Duration, started: Instant| {
+            last.map_or(started, |t| t).elapsed() >= every
+        };
+        if due(self.logged, self.interval, self.started) {
+            self.logged = Some(Instant::now());
+            info!(
+                message = events::PROGRESS,
+                volume = %self.volume,
+                bytes = progress.bytes,
+                percent = progress.percent,
+                rate = %progress.rate,
+                eta = %progress.eta,
+            );
+        }
+        if self
+            .recorded
+            .is_none_or(|t| t.elapsed() >= Self::RECORD_EVERY)
+            && let Some(mut running) = self.store.running()
+        {
+            self.recorded = Some(Instant::now());
+            running.moved = Utc::now();
+            running.bytes = progress.bytes;
+            if let Err(e) = self.store.set_running(&running) {
+                warn!(error = %format!("{e:#}"), "cannot record the run's progress in BACKUP_STATE_DIR");
+            }
+        }
+    }
+}
+
 /// Mirrors one group: a live pass of each volume, then the freeze with a catch-up pass of each,
 /// or a single pass when nothing is to be frozen. Returns each volume's result and what the freeze
 /// did.
@@ -344,11 +402,14 @@ async fn sync_group(
     cancel: &CancellationToken,
 ) -> (VolumeResults, Frozen) {
     let config = &ctx.config;
-    let pass = |volume: &PlannedVolume, kind: Pass, token: CancellationToken| {
+    // `watched`: the pass may take long (not inside a freeze), so it reports its progress.
+    let pass = |volume: &PlannedVolume, kind: Pass, watched: bool, token: CancellationToken| {
         let ssh = ssh.clone();
         let name = volume.name.clone();
         let excludes = volume.excludes.clone();
+        let mut watcher = Watcher::new(&name, config.progress_interval, ctx.store.clone());
         async move {
+            let mut report = |p: Progress| watcher.report(p);
             transfer::sync_volume(
                 &ssh,
                 &config.volumes_dir,
@@ -356,6 +417,7 @@ async fn sync_group(
                 &name,
                 &excludes,
                 kind,
+                watched.then_some(&mut report as &mut (dyn FnMut(Progress) + Send)),
                 &token,
             )
             .await
@@ -366,7 +428,7 @@ async fn sync_group(
     let mut results: VolumeResults = Vec::new();
     if group.members.is_empty() {
         for volume in &group.volumes {
-            let result = pass(volume, Pass::Final, cancel.clone())
+            let result = pass(volume, Pass::Final, true, cancel.clone())
                 .await
                 .map(|done| synced(volume, None, done));
             results.push((volume.name.clone(), result));
@@ -376,7 +438,7 @@ async fn sync_group(
 
     let mut ready = Vec::new();
     for volume in &group.volumes {
-        match pass(volume, Pass::Live, cancel.clone()).await {
+        match pass(volume, Pass::Live, true, cancel.clone()).await {
             Ok(live) => ready.push((volume, live)),
             Err(e) => results.push((volume.name.clone(), Err(e))),
         }
@@ -395,7 +457,7 @@ async fn sync_group(
             async move {
                 let mut out = Vec::new();
                 for (volume, _) in ready {
-                    out.push(pass(volume, Pass::Final, token.clone()).await);
+                    out.push(pass(volume, Pass::Final, false, token.clone()).await);
                 }
                 Ok(out)
             }

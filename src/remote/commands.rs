@@ -213,11 +213,21 @@ pub fn borg_compare(config: &Borg, name: &str, path: &str, mirror_path: &str) ->
     )
 }
 
-/// rsync of the local directory `source` to `target` on the remote (a mirror pass).
-pub fn rsync_push(ssh: &Ssh, source: &Path, target: &str, excludes: &[String]) -> Cmd {
+/// rsync of the local directory `source` to `target` on the remote (a mirror pass); with
+/// `progress`, rsync reports the whole transfer's progress on stdout (`--info=progress2`).
+pub fn rsync_push(
+    ssh: &Ssh,
+    source: &Path,
+    target: &str,
+    excludes: &[String],
+    progress: bool,
+) -> Cmd {
     let mut source = source.as_os_str().to_owned();
     source.push("/");
     let mut cmd = rsync(ssh);
+    if progress {
+        cmd = cmd.arg("--info=progress2");
+    }
     for pattern in excludes {
         cmd = cmd.arg(format!("--exclude={pattern}"));
     }
@@ -451,6 +461,7 @@ mod tests {
             Path::new("/v/app/_data"),
             "/m/app/",
             &["*.tmp".into()],
+            false,
         ));
         assert_eq!(
             &push[..6],
@@ -470,6 +481,11 @@ mod tests {
         assert_eq!(
             &push[7..],
             &["--exclude=*.tmp", "/v/app/_data/", "pi@backup:/m/app/"]
+        );
+        let watched = argv(&rsync_push(&ssh, Path::new("/v/a"), "/m/a/", &[], true));
+        assert_eq!(
+            &watched[7..],
+            &["--info=progress2", "/v/a/", "pi@backup:/m/a/"]
         );
         let pull = argv(&rsync_pull(&ssh, "/m/app/", "/target/", &["--dry-run"]));
         assert_eq!(&pull[..5], &push[..5]);

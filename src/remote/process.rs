@@ -143,6 +143,17 @@ async fn terminate(child: &mut Child, pgid: i32) {
 /// process group has been stopped); a non-zero exit is returned as [`Finished`] for the caller to
 /// classify.
 pub async fn run(cmd: &Cmd, cancel: &CancellationToken) -> Result<Finished> {
+    run_watched(cmd, cancel, &mut |_| false).await
+}
+
+/// [`run`], handing each line of stdout to `watch` as it comes (a line ends at `\n` or `\r`,
+/// which progress meters use to redraw). Lines that `watch` takes (returns true for) are left out
+/// of [`Finished::stdout`]: a days-long transfer's progress would not fit in memory.
+pub async fn run_watched(
+    cmd: &Cmd,
+    cancel: &CancellationToken,
+    watch: &mut (dyn FnMut(&str) -> bool + Send),
+) -> Result<Finished> {
     tracing::debug!(command = ?cmd, "starting child");
     let mut child = cmd
         .command()
@@ -162,9 +173,34 @@ pub async fn run(cmd: &Cmd, cancel: &CancellationToken) -> Result<Finished> {
     };
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let read_stdout = async move {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
+        let mut out = String::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 8192];
+        // `ended`: the line had its terminator (the last one may not).
+        let mut keep = |line: &[u8], ended: bool, out: &mut String| {
+            let line = String::from_utf8_lossy(line);
+            if !watch(&line) {
+                out.push_str(&line);
+                if ended {
+                    out.push('\n');
+                }
+            }
+        };
+        loop {
+            let n = match stdout.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n' || *b == b'\r') {
+                keep(&pending[..end], true, &mut out);
+                pending.drain(..=end);
+            }
+        }
+        if !pending.is_empty() {
+            keep(&pending, false, &mut out);
+        }
+        out
     };
     let stderr = child.stderr.take().expect("stderr is piped");
     let program = cmd.program.clone();
@@ -265,6 +301,21 @@ mod tests {
         assert_eq!(done.code, Some(3));
         assert_eq!(done.stdout, "hello");
         assert_eq!(done.last_error_line(), "oops");
+    }
+
+    #[tokio::test]
+    async fn watched_lines_end_at_carriage_returns_too() {
+        let cmd = Cmd::new("sh").args(["-c", r"printf '10%%\r50%%\r100%%\nTotal: 3\nend'"]);
+        let mut seen = Vec::new();
+        let done = run_watched(&cmd, &CancellationToken::new(), &mut |line| {
+            seen.push(line.to_string());
+            line.ends_with('%')
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, ["10%", "50%", "100%", "Total: 3", "end"]);
+        // The meter's lines are taken; the rest stays for the caller.
+        assert_eq!(done.stdout, "Total: 3\nend");
     }
 
     #[tokio::test]

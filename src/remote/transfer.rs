@@ -95,6 +95,40 @@ impl Stats {
     }
 }
 
+/// How far a pass has come, from rsync's `--info=progress2` line
+/// `  1,234,567  45%   12.34MB/s    0:01:23 (xfr#12, to-chk=100/2000)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes transferred (or found current) so far.
+    pub bytes: u64,
+    /// rsync's estimate of the whole, in percent.
+    pub percent: u8,
+    /// rsync's rate, as it prints it (`12.34MB/s`).
+    pub rate: String,
+    /// rsync's estimate of the time left (`0:01:23`), or the time taken once done.
+    pub eta: String,
+}
+
+impl Progress {
+    /// Parses one progress line; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Progress> {
+        let mut words = line.split_whitespace();
+        let bytes = words.next()?.replace(',', "").parse().ok()?;
+        let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+        let rate = words.next()?;
+        let eta = words.next()?;
+        if !rate.ends_with("/s") || !eta.contains(':') {
+            return None;
+        }
+        Some(Progress {
+            bytes,
+            percent,
+            rate: rate.to_string(),
+            eta: eta.to_string(),
+        })
+    }
+}
+
 /// Result of one pass.
 #[derive(Debug, Clone, Copy)]
 pub struct PassResult {
@@ -104,7 +138,9 @@ pub struct PassResult {
     pub seconds: f64,
 }
 
-/// Mirrors `volumes_dir/<volume>/_data/` to `remote_dir/<volume>/`.
+/// Mirrors `volumes_dir/<volume>/_data/` to `remote_dir/<volume>/`. With `progress`, rsync reports
+/// its progress and each report goes there as it comes.
+#[allow(clippy::too_many_arguments)] // one pass's parameters; grouping them would hide nothing
 pub async fn sync_volume(
     ssh: &Ssh,
     volumes_dir: &Path,
@@ -112,6 +148,7 @@ pub async fn sync_volume(
     volume: &str,
     excludes: &[String],
     pass: Pass,
+    progress: Option<&mut (dyn FnMut(Progress) + Send)>,
     cancel: &CancellationToken,
 ) -> Result<PassResult> {
     let source = volumes_dir.join(volume).join("_data");
@@ -123,8 +160,24 @@ pub async fn sync_volume(
         );
     }
     let started = Instant::now();
-    let cmd = commands::rsync_push(ssh, &source, &format!("{remote_dir}/{volume}/"), excludes);
-    let done = process::run(&cmd, cancel).await?;
+    let target = format!("{remote_dir}/{volume}/");
+    let done = match progress {
+        None => {
+            let cmd = commands::rsync_push(ssh, &source, &target, excludes, false);
+            process::run(&cmd, cancel).await?
+        }
+        Some(report) => {
+            let cmd = commands::rsync_push(ssh, &source, &target, excludes, true);
+            let mut watch = |line: &str| match Progress::parse(line) {
+                Some(p) => {
+                    report(p);
+                    true
+                }
+                None => false,
+            };
+            process::run_watched(&cmd, cancel, &mut watch).await?
+        }
+    };
     let exit = RsyncExit::from_code(done.code);
     let seconds = started.elapsed().as_secs_f64();
     if !exit.acceptable(pass) {
@@ -157,6 +210,34 @@ mod tests {
         assert!(!RsyncExit::from_code(Some(12)).acceptable(Pass::Live));
         assert!(!RsyncExit::from_code(Some(255)).acceptable(Pass::Live));
         assert!(!RsyncExit::from_code(None).acceptable(Pass::Live));
+    }
+
+    #[test]
+    fn parses_progress_lines() {
+        assert_eq!(
+            Progress::parse(
+                "      1,234,567  45%   12.34MB/s    0:01:23 (xfr#12, to-chk=100/2000)"
+            ),
+            Some(Progress {
+                bytes: 1_234_567,
+                percent: 45,
+                rate: "12.34MB/s".into(),
+                eta: "0:01:23".into()
+            })
+        );
+        assert_eq!(
+            Progress::parse(
+                "  131,072,000 100%  118.52MB/s    0:00:01 (xfr#10000, to-chk=0/10002)"
+            )
+            .map(|p| (p.bytes, p.percent)),
+            Some((131_072_000, 100))
+        );
+        assert_eq!(
+            Progress::parse("Number of files: 10,002 (reg: 10,000, dir: 2)"),
+            None
+        );
+        assert_eq!(Progress::parse("Total file size: 131,072,000 bytes"), None);
+        assert_eq!(Progress::parse(""), None);
     }
 
     #[test]
