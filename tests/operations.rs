@@ -120,3 +120,51 @@ fn health_follows_the_mirror_age_and_status_survives_a_restart() {
     assert_eq!(after["last_run"], before["last_run"], "{after}");
     assert_eq!(after["volumes"], before["volumes"], "{after}");
 }
+
+#[test]
+fn a_long_pass_reports_its_progress() {
+    let env = Env::new("progress");
+    let remote = env.remote();
+    let volume = env.volume("big", &["backup.enable=true", &env.project_label()]);
+    // Incompressible data, big enough that the first pass takes a few seconds over the bridge.
+    env.in_volume(
+        &volume,
+        "for i in 1 2 3 4 5 6 7 8; do head -c 64000000 /dev/urandom > /data/f$i; done",
+    );
+    let sidecar = env.sidecar(&remote, &[("BACKUP_PROGRESS_INTERVAL", "1s")]);
+    let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
+    let progress = events_named(&sidecar, "progress");
+    assert!(
+        !progress.is_empty(),
+        "no progress line in a multi-second pass"
+    );
+    let mut last_bytes = 0;
+    for line in &progress {
+        let fields = &line["fields"];
+        assert_eq!(fields["volume"], volume.as_str(), "{line}");
+        let bytes = fields["bytes"].as_u64().unwrap();
+        assert!(bytes >= last_bytes, "progress went back: {progress:?}");
+        last_bytes = bytes;
+        assert!(fields["percent"].as_u64().unwrap() <= 100, "{line}");
+        assert!(fields["rate"].as_str().unwrap().ends_with("/s"), "{line}");
+        assert!(fields["eta"].as_str().unwrap().contains(':'), "{line}");
+    }
+    // At most one line per interval: never two within much less than a second.
+    let times: Vec<chrono::DateTime<chrono::Utc>> = progress
+        .iter()
+        .map(|l| l["timestamp"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= chrono::Duration::milliseconds(900),
+            "two progress lines within {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    eprintln!(
+        "progress: {} line(s), last {}",
+        progress.len(),
+        progress.last().unwrap()
+    );
+}
