@@ -13,6 +13,7 @@ mod sections;
 mod tests;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -239,6 +240,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Where to serve Prometheus metrics (`BACKUP_METRICS_ADDR`); `None` (unset) serves none.
+    /// `:9102` means every IPv4 interface, `[::]:9102` every interface (IPv4 too, where the
+    /// system maps it).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -286,6 +291,7 @@ impl Config {
             volumes_dir,
             state_dir,
         } = sections::paths(&raw);
+        let metrics_addr = sections::metrics_addr(&raw)?;
         Ok(Config {
             remote,
             remote_dir,
@@ -307,6 +313,7 @@ impl Config {
             volumes_dir,
             state_dir,
             log_format,
+            metrics_addr,
         })
     }
 }

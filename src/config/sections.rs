@@ -1,6 +1,7 @@
 //! Stage two, one section at a time: each takes the raw variables it needs and returns its typed
 //! part or the error that names the first bad variable.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -236,4 +237,12 @@ pub(super) fn paths(raw: &RawConfig) -> Paths {
         ),
         state_dir: PathBuf::from(raw.backup_state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
     }
+}
+
+/// `BACKUP_METRICS_ADDR`: where to serve metrics, `None` when unset.
+pub(super) fn metrics_addr(raw: &RawConfig) -> Result<Option<SocketAddr>, ConfigError> {
+    raw.backup_metrics_addr
+        .as_deref()
+        .map(|value| parse_listen_addr("BACKUP_METRICS_ADDR", value))
+        .transpose()
 }
