@@ -4,7 +4,7 @@
 //!
 //! Every series exists from the start (zeros until there is something to say), so an alert such
 //! as `time() - backup_sidecar_last_success_timestamp_seconds > 2 * 86400` never meets a missing
-//! series. The text is written by hand: for twenty families that is shorter than adapting a crate,
+//! series. The text is written by hand: for two dozen families that is shorter than adapting a crate,
 //! and `prometheus-client` writes OpenMetrics (a `# EOF` line, counters typed without `_total`),
 //! which is not the format we announce.
 //!
