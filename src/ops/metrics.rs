@@ -4,9 +4,9 @@
 //!
 //! Every series exists from the start (zeros until there is something to say), so an alert such
 //! as `time() - backup_sidecar_last_success_timestamp_seconds > 2 * 86400` never meets a missing
-//! series. The text is written by hand: for two dozen families that is shorter than adapting a crate,
-//! and `prometheus-client` writes OpenMetrics (a `# EOF` line, counters typed without `_total`),
-//! which is not the format we announce.
+//! series. The text is written by hand: for two dozen families that is shorter than adapting a
+//! crate, and `prometheus-client` writes OpenMetrics (a `# EOF` line, counters typed without
+//! `_total`), which is not the format we announce.
 //!
 //! The server is hyper's HTTP/1 connection on tokio's listener rather than a hand-written parser:
 //! hyper is already in the tree through bollard, and it answers garbage, oversized and HEAD
