@@ -14,10 +14,11 @@ use crate::config::{Config, ConfigError};
 use crate::engine::discover;
 use crate::engine::freeze;
 use crate::engine::journal::Journal;
+use crate::engine::plan;
 use crate::lock::RunLock;
-use crate::ops::Outputs;
 use crate::ops::health::BEAT_INTERVAL;
 use crate::ops::history::{Running, Store};
+use crate::ops::{Outputs, metrics};
 use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::run::{self, Sidecar};
 use crate::schedule;
@@ -47,13 +48,45 @@ pub async fn daemon(
     }
     let docker = discover::connect().await?;
     let store = Store::new(&config.state_dir);
+    // Bound before anything runs, so a port in use stops the sidecar at start.
+    let metrics = match config.metrics_addr {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            // Series for every planned volume from the start, zeros until its first backup.
+            let planned = planned_volumes(&docker, &config).await;
+            let source = metrics::Source::new(store.clone(), move || planned.clone());
+            info!(addr = %addr, "serving metrics at /metrics");
+            Some(tokio::spawn(metrics::serve_on(
+                listener,
+                source,
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
     let ctx = Sidecar {
         config,
         docker,
         journal,
         store,
     };
-    serve(ctx, requests, cancel).await
+    let served = serve(ctx, requests, cancel).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    served
+}
+
+/// The names of the volumes the plan selects now; none when the engine cannot say.
+async fn planned_volumes(docker: &bollard::Docker, config: &Config) -> Vec<String> {
+    match discover::inventory(docker).await {
+        Ok(inventory) => plan::plan(&inventory, config.projects.as_deref(), &config.exclude)
+            .groups
+            .iter()
+            .flat_map(|g| g.volumes.iter().map(|v| v.name.clone()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Runs the daemon until `cancel` fires. `requests` carries SIGUSR1 (a mirror + snapshot run now).

@@ -13,6 +13,7 @@ mod sections;
 mod tests;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -243,6 +244,10 @@ pub struct Config {
     pub max_age: Duration,
     /// How often a long pass logs its progress.
     pub progress_interval: Duration,
+    /// Where to serve Prometheus metrics (`BACKUP_METRICS_ADDR`); `None` (unset) serves none.
+    /// `:9102` means every IPv4 interface, `[::]:9102` every interface (IPv4 too, where the
+    /// system maps it).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -294,6 +299,7 @@ impl Config {
             max_age,
             progress_interval,
         } = sections::health_section(&raw, &sync_schedule)?;
+        let metrics_addr = sections::metrics_addr(&raw)?;
         Ok(Config {
             remote,
             remote_dir,
@@ -317,6 +323,7 @@ impl Config {
             log_format,
             max_age,
             progress_interval,
+            metrics_addr,
         })
     }
 }

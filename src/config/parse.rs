@@ -1,5 +1,6 @@
 //! Parsers of single values: each refuses what it cannot use with an error naming its variable.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -195,4 +196,29 @@ pub(super) fn parse_archive_prefix(value: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(value.to_string())
+}
+
+/// A listening address: `:PORT` (every IPv4 interface), `IPv4:PORT` or `[IPv6]:PORT`. Host names
+/// are refused: the address is bound once at start, and a name could resolve to several.
+pub(super) fn parse_listen_addr(var: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    let bad = || {
+        err(
+            var,
+            format!("{value:?} is not :PORT, IPv4:PORT or [IPv6]:PORT (such as :9102)"),
+        )
+    };
+    // `:9102` means what it means to Go and Prometheus' own exporters: every interface. IPv4's
+    // wildcard rather than IPv6's, as containers often have IPv6 turned off.
+    let addr = match value.strip_prefix(':') {
+        Some(port) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port.parse().map_err(|_| bad())?)),
+        None => value.parse().map_err(|_| bad())?,
+    };
+    if addr.port() == 0 {
+        return Err(err(
+            var,
+            format!("{value:?}: port 0 picks a random port; give one"),
+        ));
+    }
+    Ok(addr)
 }

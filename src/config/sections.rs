@@ -1,6 +1,7 @@
 //! Stage two, one section at a time: each takes the raw variables it needs and returns its typed
 //! part or the error that names the first bad variable.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -281,4 +282,12 @@ pub(super) fn longest_gap(cron: &Cron) -> Duration {
         }
     }
     longest
+}
+
+/// `BACKUP_METRICS_ADDR`: where to serve metrics, `None` when unset.
+pub(super) fn metrics_addr(raw: &RawConfig) -> Result<Option<SocketAddr>, ConfigError> {
+    raw.backup_metrics_addr
+        .as_deref()
+        .map(|value| parse_listen_addr("BACKUP_METRICS_ADDR", value))
+        .transpose()
 }

@@ -75,6 +75,7 @@ fn defaults() {
     assert_eq!(config.log_format, LogFormat::Text);
     assert_eq!(config.volumes_dir, PathBuf::from("/var/lib/docker/volumes"));
     assert!(config.projects.is_none());
+    assert!(config.metrics_addr.is_none());
 }
 
 #[test]
@@ -95,6 +96,7 @@ fn full() {
             ("TZ", "Europe/Berlin"),
             ("BACKUP_RUN_ON_START", "true"),
             ("LOG_FORMAT", "json"),
+            ("BACKUP_METRICS_ADDR", ":9102"),
         ])
         .unwrap();
     let borg = config.borg.unwrap();
@@ -115,6 +117,7 @@ fn full() {
     assert_eq!(config.tz, chrono_tz::Europe::Berlin);
     assert!(config.run_on_start);
     assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.metrics_addr, Some("0.0.0.0:9102".parse().unwrap()));
 }
 
 #[test]
@@ -572,6 +575,40 @@ fn health_section_reads_and_refuses() {
             Err(e) => assert_eq!(e.variable, var),
             Ok(_) => panic!("{var}={value} was accepted"),
         }
+    }
+}
+
+#[test]
+fn metrics_addr_section() {
+    assert_eq!(metrics_addr(&raw(&[])), Ok(None));
+    for (value, addr) in [
+        (":9102", "0.0.0.0:9102"),
+        (" 127.0.0.1:9102 ", "127.0.0.1:9102"),
+        ("[::]:9102", "[::]:9102"),
+        ("[::1]:80", "[::1]:80"),
+    ] {
+        assert_eq!(
+            metrics_addr(&raw(&[("BACKUP_METRICS_ADDR", value)])),
+            Ok(Some(addr.parse().unwrap())),
+            "{value}"
+        );
+    }
+    for value in [
+        "9102",
+        ":",
+        ":http",
+        ":70000",
+        ":0",
+        "localhost:9102",
+        "::1:9102",
+        "127.0.0.1",
+        "127.0.0.1:9102/metrics",
+    ] {
+        assert_eq!(
+            refused(metrics_addr(&raw(&[("BACKUP_METRICS_ADDR", value)]))),
+            "BACKUP_METRICS_ADDR",
+            "{value}"
+        );
     }
 }
 

@@ -4,9 +4,11 @@
 //!   and the run in progress.
 //! - [`health`]: "backups are current", for the image's `HEALTHCHECK`.
 //! - [`status`]: the `status` command's table and JSON.
+//! - [`metrics`]: Prometheus metrics rendered from the history, served over HTTP.
 
 pub mod health;
 pub mod history;
+pub mod metrics;
 pub mod status;
 
 use anyhow::Result;
