@@ -23,7 +23,9 @@ use croner::Cron;
 pub use parse::parse_cron;
 pub use parse::split_list;
 pub use raw::RawConfig;
-use sections::{Paths, RemoteSection, RunSection, ScheduleSection};
+use sections::{NotifySection, Paths, RemoteSection, RunSection, ScheduleSection};
+
+use crate::ops::notify::{Channel, NotifyOn};
 
 /// A configuration error: the variable at fault and what is wrong with it. The sidecar exits 2 on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +198,9 @@ pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/docker/volumes";
 /// Default [`Config::state_dir`] (`BACKUP_STATE_DIR`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/backup-sidecar";
 
+/// Default [`Config::notify_on`] (`BACKUP_NOTIFY_ON`): failures, and the first success after one.
+pub const DEFAULT_NOTIFY_ON: NotifyOn = NotifyOn::Failure;
+
 /// Stage two: the validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -239,6 +244,13 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Where notifications go (`BACKUP_NOTIFY_URLS`), in the order given; empty for none.
+    pub notify_urls: Vec<Channel>,
+    /// Which outcomes reach the channels that are not monitors (`BACKUP_NOTIFY_ON`).
+    pub notify_on: NotifyOn,
+    /// A private CA for notification servers, trusted besides the public roots
+    /// (`BACKUP_NOTIFY_CA_FILE`, PEM).
+    pub notify_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -286,6 +298,11 @@ impl Config {
             volumes_dir,
             state_dir,
         } = sections::paths(&raw);
+        let NotifySection {
+            urls: notify_urls,
+            on: notify_on,
+            ca_file: notify_ca_file,
+        } = sections::notify_section(&raw)?;
         Ok(Config {
             remote,
             remote_dir,
@@ -307,6 +324,9 @@ impl Config {
             volumes_dir,
             state_dir,
             log_format,
+            notify_urls,
+            notify_on,
+            notify_ca_file,
         })
     }
 }
