@@ -373,7 +373,8 @@ where
             Err(_) => format!("no answer within {} s", pacing.timeout.as_secs_f64()),
         };
         if number == pacing.tries {
-            return Err(format!("{error} (after {number} tries)"));
+            let tries = if number == 1 { "try" } else { "tries" };
+            return Err(format!("{error} (after {number} {tries})"));
         }
         debug!(channel = %channel, attempt = number, error = %channel.scrub(&error), "notification try failed");
         tokio::time::sleep(backoff).await;
@@ -704,6 +705,111 @@ mod tests {
             .map(|w| (w[1] - w[0]).as_millis())
             .collect();
         assert!(matches!(gaps[..], [1000..=1002, 2000..=2002]), "{times:?}");
+    }
+
+    /// A one-port SMTP server on 127.0.0.1 that accepts every mail and records every line it
+    /// reads; with `starttls` false it offers no STARTTLS.
+    async fn smtp_receiver(starttls: bool) -> (u16, Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
+        use tokio::io::AsyncBufReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let record = lines.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut read = tokio::io::BufReader::new(read);
+                write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+                let mut in_data = false;
+                let mut line = String::new();
+                // Ends at EOF, or at the bytes of a TLS handshake, which are no UTF-8 line.
+                while let Ok(1..) = read.read_line(&mut line).await {
+                    let text = line.trim_end().to_string();
+                    line.clear();
+                    record.lock().unwrap().push(text.clone());
+                    let upper = text.to_ascii_uppercase();
+                    let answer: &[u8] = if in_data {
+                        if text != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        b"250 queued\r\n"
+                    } else if upper.starts_with("EHLO") {
+                        if starttls {
+                            b"250-test\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+                        } else {
+                            b"250-test\r\n250 AUTH PLAIN LOGIN\r\n"
+                        }
+                    } else if upper.starts_with("AUTH") {
+                        b"235 ok\r\n"
+                    } else if upper.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        write.write_all(b"221 bye\r\n").await.ok();
+                        break;
+                    } else if upper.starts_with("STARTTLS") {
+                        // Agrees, then speaks no TLS: the client must give up, not go on plain.
+                        b"220 go ahead\r\n"
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    write.write_all(answer).await.unwrap();
+                }
+            }
+        });
+        (port, lines, task)
+    }
+
+    #[tokio::test]
+    async fn a_mail_goes_out_over_plain_smtp() {
+        let (port, lines, task) = smtp_receiver(false).await;
+        let entry = format!(
+            "smtp+plain://me:Secret9@127.0.0.1:{port}/?from=Backup%20<backup@nas.lan>&to=a@x.org,b+c@y.org"
+        );
+        let results = notifier(&[entry], NotifyOn::Failure).test("nas").await;
+        task.abort();
+        assert_eq!(results[0].1, Ok(()));
+        let lines = lines.lock().unwrap().clone();
+        let has = |wanted: &str| lines.iter().any(|l| l == wanted);
+        // AUTH PLAIN of "\0me\0Secret9".
+        assert!(has("AUTH PLAIN AG1lAFNlY3JldDk="), "{lines:#?}");
+        assert!(has("MAIL FROM:<backup@nas.lan>"), "{lines:#?}");
+        assert!(
+            has("RCPT TO:<a@x.org>") && has("RCPT TO:<b+c@y.org>"),
+            "{lines:#?}"
+        );
+        assert!(
+            has("Subject: test notification from backup-sidecar on nas"),
+            "{lines:#?}"
+        );
+        assert!(has("From: Backup <backup@nas.lan>"), "{lines:#?}");
+        assert!(has("Content-Type: text/plain; charset=utf-8"), "{lines:#?}");
+        assert!(
+            has("Test notification from backup-sidecar on nas: this channel works."),
+            "{lines:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn smtp_without_tls_is_refused_before_anything_is_sent() {
+        for starttls in [false, true] {
+            let (port, lines, task) = smtp_receiver(starttls).await;
+            let entry = format!("smtp://me:Secret9@127.0.0.1:{port}/?from=b@nas.lan&to=a@x.org");
+            let mut notifier = notifier(&[entry], NotifyOn::Failure);
+            Arc::get_mut(&mut notifier.inner).unwrap().pacing.tries = 1;
+            let results = notifier.test("nas").await;
+            task.abort();
+            assert!(results[0].1.is_err(), "starttls {starttls}: {results:?}");
+            let lines = lines.lock().unwrap().clone();
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
+                "starttls {starttls}: {lines:#?}"
+            );
+        }
     }
 
     #[test]
