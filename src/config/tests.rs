@@ -663,6 +663,15 @@ fn a_bad_notify_url_is_named_without_its_secrets() {
         error.message,
         "entry 2 of 3, gotify://push.lan/***/***?y=***: gotify takes no ?query"
     );
+    // The README's example, word for word.
+    let error = Files::new()
+        .with(&[("BACKUP_NOTIFY_URLS", "ntfy://ntfy.sh")])
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "configuration error: BACKUP_NOTIFY_URLS: entry 1 of 1, ntfy://ntfy.sh: ntfy wants \
+         exactly one path segment, the topic: ntfy://host/topic"
+    );
     let files = Files::new();
     let error = files
         .with(&[("BACKUP_NOTIFY_URLS", "smtp://me:Secret3@mail.lan/?to=a@b.c")])
