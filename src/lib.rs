@@ -9,6 +9,7 @@
 //!   helper container. It never touches the remote.
 //! - [`remote`]: the ssh side: child processes, the connection, fault kinds, rsync passes, borg.
 //!   It never touches the engine.
+//! - [`ops`]: operations, what tells the user how backups go: notifications, read from reports.
 //! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume back,
 //!   and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
 //!   the printed plan), [`schedule`] (when runs are due), [`app`] (the daemon loop).

@@ -24,7 +24,9 @@ use croner::Cron;
 pub use parse::parse_cron;
 pub use parse::split_list;
 pub use raw::RawConfig;
-use sections::{HealthSection, Paths, RemoteSection, RunSection, ScheduleSection};
+use sections::{HealthSection, NotifySection, Paths, RemoteSection, RunSection, ScheduleSection};
+
+use crate::ops::notify::{Channel, NotifyOn};
 
 /// A configuration error: the variable at fault and what is wrong with it. The sidecar exits 2 on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +199,9 @@ pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/docker/volumes";
 /// Default [`Config::state_dir`] (`BACKUP_STATE_DIR`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/backup-sidecar";
 
+/// Default [`Config::notify_on`] (`BACKUP_NOTIFY_ON`): failures, and the first success after one.
+pub const DEFAULT_NOTIFY_ON: NotifyOn = NotifyOn::Failure;
+
 /// Stage two: the validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -248,6 +253,13 @@ pub struct Config {
     /// `:9102` means every IPv4 interface, `[::]:9102` every interface (IPv4 too, where the
     /// system maps it).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where notifications go (`BACKUP_NOTIFY_URLS`), in the order given; empty for none.
+    pub notify_urls: Vec<Channel>,
+    /// Which outcomes reach the channels that are not monitors (`BACKUP_NOTIFY_ON`).
+    pub notify_on: NotifyOn,
+    /// A private CA for notification servers, trusted besides the public roots
+    /// (`BACKUP_NOTIFY_CA_FILE`, PEM).
+    pub notify_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -300,6 +312,11 @@ impl Config {
             progress_interval,
         } = sections::health_section(&raw, &sync_schedule)?;
         let metrics_addr = sections::metrics_addr(&raw)?;
+        let NotifySection {
+            urls: notify_urls,
+            on: notify_on,
+            ca_file: notify_ca_file,
+        } = sections::notify_section(&raw)?;
         Ok(Config {
             remote,
             remote_dir,
@@ -324,6 +341,9 @@ impl Config {
             max_age,
             progress_interval,
             metrics_addr,
+            notify_urls,
+            notify_on,
+            notify_ca_file,
         })
     }
 }

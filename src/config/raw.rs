@@ -21,6 +21,7 @@ const FILE_CAPABLE: &[&str] = &[
     "BACKUP_REMOTE_POST_COMMAND",
     "BACKUP_EXCLUDE",
     "BACKUP_PROJECTS",
+    "BACKUP_NOTIFY_URLS",
 ];
 
 /// Stage one: every variable of the specification, as the environment gave it.
@@ -58,6 +59,9 @@ pub struct RawConfig {
     pub backup_state_dir: Option<String>,
     pub backup_metrics_addr: Option<String>,
     pub log_format: Option<String>,
+    pub backup_notify_urls: Option<String>,
+    pub backup_notify_on: Option<String>,
+    pub backup_notify_ca_file: Option<String>,
 }
 
 impl RawConfig {

@@ -11,6 +11,7 @@ use croner::Cron;
 
 use super::parse::*;
 use super::*;
+use crate::ops::notify::{self, Channel, NotifyOn};
 
 /// `LOG_FORMAT`.
 pub(super) fn log_format(raw: &RawConfig) -> Result<LogFormat, ConfigError> {
@@ -290,4 +291,54 @@ pub(super) fn metrics_addr(raw: &RawConfig) -> Result<Option<SocketAddr>, Config
         .as_deref()
         .map(|value| parse_listen_addr("BACKUP_METRICS_ADDR", value))
         .transpose()
+}
+
+/// Where notifications go.
+pub(super) struct NotifySection {
+    pub(super) urls: Vec<Channel>,
+    pub(super) on: NotifyOn,
+    pub(super) ca_file: Option<PathBuf>,
+}
+
+/// `BACKUP_NOTIFY_URLS`, `BACKUP_NOTIFY_ON` and `BACKUP_NOTIFY_CA_FILE`. A URL that cannot be used
+/// stops the sidecar at start: a notification that silently never arrives is the one failure
+/// nobody notices.
+pub(super) fn notify_section(raw: &RawConfig) -> Result<NotifySection, ConfigError> {
+    const URLS: &str = "BACKUP_NOTIFY_URLS";
+    let entries = split_list(raw.backup_notify_urls.as_deref());
+    let count = entries.len();
+    let urls = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            // The entry may hold a token: only its redacted form is ever shown.
+            Channel::parse(entry).map_err(|e| {
+                err(
+                    URLS,
+                    format!("entry {} of {count}, {}: {e}", i + 1, notify::redact(entry)),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let on = match raw
+        .backup_notify_on
+        .as_deref()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None => DEFAULT_NOTIFY_ON,
+        Some("failure") => NotifyOn::Failure,
+        Some("always") => NotifyOn::Always,
+        Some(other) => {
+            return Err(err(
+                "BACKUP_NOTIFY_ON",
+                format!("{other:?} is neither \"failure\" nor \"always\""),
+            ));
+        }
+    };
+    let ca_file = raw.backup_notify_ca_file.as_deref().map(PathBuf::from);
+    if let Some(path) = &ca_file {
+        notify::read_ca_file(path).map_err(|e| err("BACKUP_NOTIFY_CA_FILE", e))?;
+    }
+    Ok(NotifySection { urls, on, ca_file })
 }

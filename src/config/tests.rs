@@ -2,6 +2,7 @@
 
 use super::sections::*;
 use super::*;
+use crate::ops::notify::NotifyOn;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -658,4 +659,133 @@ fn the_first_section_at_fault_is_reported() {
     for (extra, variable) in cases {
         assert_eq!(&files.error_variable(extra), variable, "case {extra:?}");
     }
+}
+
+#[test]
+fn notify_section_defaults() {
+    let section = notify_section(&raw(&[])).unwrap();
+    assert!(section.urls.is_empty());
+    assert_eq!(section.on, DEFAULT_NOTIFY_ON);
+    assert_eq!(section.on, NotifyOn::Failure);
+    assert!(section.ca_file.is_none());
+}
+
+#[test]
+fn notify_section_reads_each_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, crate::ops::notify::TEST_CA_PEM).unwrap();
+    let section = notify_section(&raw(&[
+        (
+            "BACKUP_NOTIFY_URLS",
+            "ntfy://tk_abc@ntfy.sh/alerts, healthchecks://hc-ping.com/5d1f ,",
+        ),
+        ("BACKUP_NOTIFY_ON", " Always "),
+        ("BACKUP_NOTIFY_CA_FILE", ca.to_str().unwrap()),
+    ]))
+    .unwrap();
+    let shown: Vec<String> = section.urls.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        shown,
+        vec!["ntfy://***@ntfy.sh/***", "healthchecks://hc-ping.com/***"]
+    );
+    assert_eq!(section.on, NotifyOn::Always);
+    assert_eq!(section.ca_file, Some(ca));
+    assert_eq!(
+        notify_section(&raw(&[("BACKUP_NOTIFY_ON", "failure")]))
+            .unwrap()
+            .on,
+        NotifyOn::Failure
+    );
+}
+
+#[test]
+fn notify_urls_may_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("urls");
+    std::fs::write(&file, "gotify://push.lan/AppToken\n").unwrap();
+    let section =
+        notify_section(&raw(&[("BACKUP_NOTIFY_URLS_FILE", file.to_str().unwrap())])).unwrap();
+    assert_eq!(section.urls.len(), 1);
+    assert_eq!(section.urls[0].to_string(), "gotify://push.lan/***");
+}
+
+#[test]
+fn notify_section_bad_values_name_their_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("x.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    for (name, value) in [
+        (
+            "BACKUP_NOTIFY_URLS",
+            "ntfy://ntfy.sh/alerts,telegram://bot/x",
+        ),
+        ("BACKUP_NOTIFY_URLS", "gotify://push.lan"),
+        ("BACKUP_NOTIFY_ON", "sometimes"),
+        ("BACKUP_NOTIFY_CA_FILE", "/nonexistent/ca.pem"),
+        ("BACKUP_NOTIFY_CA_FILE", not_pem.to_str().unwrap()),
+    ] {
+        assert_eq!(
+            refused(notify_section(&raw(&[(name, value)]))),
+            name,
+            "{name}={value}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_notify_url_is_named_without_its_secrets() {
+    let error = match notify_section(&raw(&[(
+        "BACKUP_NOTIFY_URLS",
+        "ntfy://tk_Secret1@ntfy.sh/alerts, gotify://push.lan/Secret2/x?y=1, \
+         smtp://me:Secret3@mail.lan/?to=a@b.c",
+    )])) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(error.variable, "BACKUP_NOTIFY_URLS");
+    assert_eq!(
+        error.message,
+        "entry 2 of 3, gotify://push.lan/***/***?y=***: gotify takes no ?query"
+    );
+    // The README's example, word for word.
+    let error = Files::new()
+        .with(&[("BACKUP_NOTIFY_URLS", "ntfy://ntfy.sh")])
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "configuration error: BACKUP_NOTIFY_URLS: entry 1 of 1, ntfy://ntfy.sh: ntfy wants \
+         exactly one path segment, the topic: ntfy://host/topic"
+    );
+    let files = Files::new();
+    let error = files
+        .with(&[("BACKUP_NOTIFY_URLS", "smtp://me:Secret3@mail.lan/?to=a@b.c")])
+        .unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("Secret3"), "{shown}");
+    assert!(
+        shown.contains("entry 1 of 1, smtp://me:***@mail.lan/?to=a@b.c: smtp wants a sender"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn config_carries_notify_settings() {
+    let files = Files::new();
+    let config = files
+        .with(&[
+            ("BACKUP_NOTIFY_URLS", "uptimekuma://kuma.lan/api/push/tok"),
+            ("BACKUP_NOTIFY_ON", "always"),
+        ])
+        .unwrap();
+    assert_eq!(config.notify_urls.len(), 1);
+    assert_eq!(config.notify_on, NotifyOn::Always);
+    assert!(config.notify_ca_file.is_none());
+    let notifier = crate::ops::notify::Notifier::from_config(&config).unwrap();
+    assert_eq!(notifier.channels(), &config.notify_urls[..]);
+    // Debug of the whole configuration shows no token.
+    assert!(!format!("{config:?}").contains("/tok"));
+    let config = files.with(&[]).unwrap();
+    assert!(config.notify_urls.is_empty());
+    assert_eq!(config.notify_on, DEFAULT_NOTIFY_ON);
 }

@@ -5,10 +5,13 @@
 //! - [`health`]: "backups are current", for the image's `HEALTHCHECK`.
 //! - [`status`]: the `status` command's table and JSON.
 //! - [`metrics`]: Prometheus metrics rendered from the history, served over HTTP.
+//! - [`notify`]: notifications over ntfy, Gotify, healthchecks, Uptime Kuma, Slack-style
+//!   webhooks, mail and a generic JSON webhook.
 
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod notify;
 pub mod status;
 
 use anyhow::Result;
