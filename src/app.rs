@@ -13,12 +13,15 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::engine::discover;
 use crate::engine::freeze;
+use crate::engine::freeze::FreezeFault;
 use crate::engine::journal::Journal;
 use crate::engine::plan;
 use crate::lock::RunLock;
+use crate::logging;
 use crate::ops::health::BEAT_INTERVAL;
 use crate::ops::history::{Running, Store};
-use crate::ops::{Outputs, metrics};
+use crate::ops::notify::{self, Notifier};
+use crate::ops::{self, Outputs, metrics};
 use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::run::{self, Sidecar};
 use crate::schedule;
@@ -46,8 +49,19 @@ pub async fn daemon(
         }
         .into());
     }
-    let docker = discover::connect().await?;
+    let notifier = Notifier::from_config(&config)?;
+    let docker = match discover::connect().await {
+        Ok(docker) => docker,
+        Err(e) => {
+            ops::notify_start_failure(&config, "docker", &e).await;
+            return Err(e);
+        }
+    };
+    let host = discover::engine_name(&docker)
+        .await
+        .unwrap_or_else(|_| "docker".into());
     let store = Store::new(&config.state_dir);
+    let outputs = Outputs::new(&config, store.clone(), notifier, host);
     // Bound before anything runs, so a port in use stops the sidecar at start.
     let metrics = match config.metrics_addr {
         Some(addr) => {
@@ -70,7 +84,7 @@ pub async fn daemon(
         journal,
         store,
     };
-    let served = serve(ctx, requests, cancel).await;
+    let served = serve(ctx, outputs, requests, cancel).await;
     if let Some(metrics) = metrics {
         metrics.abort();
     }
@@ -93,11 +107,11 @@ async fn planned_volumes(docker: &bollard::Docker, config: &Config) -> Vec<Strin
 /// Triggers that arrive during a run are merged into one run after it.
 async fn serve(
     ctx: Sidecar,
+    outputs: Outputs,
     mut requests: mpsc::UnboundedReceiver<Trigger>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let ctx = Arc::new(ctx);
-    let outputs = Outputs::new(ctx.store.clone());
     let mut history = ctx.store.load();
     if history.since.is_none() {
         history.since = Some(Utc::now());
@@ -111,6 +125,18 @@ async fn serve(
     let repaired = freeze::repair(&ctx.journal, &ctx.docker).await;
     if !repaired.is_empty() {
         info!(containers = %repaired.join(","), "repaired containers left frozen by a previous run");
+    }
+    let stuck: Vec<String> = ctx.journal.entries().into_iter().map(|m| m.name).collect();
+    if !stuck.is_empty() {
+        outputs.failure(
+            "start",
+            FreezeFault::Thaw.as_str(),
+            format!(
+                "containers left frozen by a previous run could not be thawed: {} \
+                 (the next run tries again)",
+                stuck.join(", ")
+            ),
+        );
     }
 
     let (tx, mut scheduled) = mpsc::unbounded_channel();
@@ -213,6 +239,11 @@ async fn exclusive<F, Fut>(
     F: FnOnce(Arc<Sidecar>, CancellationToken) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Report> + Send + 'static,
 {
+    let run_id = notify::new_run_id();
+    let log_mark = logging::mark();
+    if run.is_some() {
+        outputs.run_started(&run_id);
+    }
     let task = tokio::spawn({
         let ctx = Arc::clone(ctx);
         let cancel = cancel.clone();
@@ -231,7 +262,7 @@ async fn exclusive<F, Fut>(
         }
     });
     match task.await {
-        Ok(Some(report)) => outputs.publish(&report),
+        Ok(Some(report)) => outputs.publish(&report, &run_id, log_mark),
         Ok(None) => {}
         Err(e) => {
             let failure = Failure {
@@ -239,14 +270,22 @@ async fn exclusive<F, Fut>(
                 message: e.to_string(),
             };
             match run {
-                Some(trigger) => outputs.publish(&Report::Run(RunReport {
-                    failure: Some(failure),
-                    ..RunReport::new(trigger)
-                })),
-                None => outputs.publish(&Report::Verification(VerifyReport {
-                    outcome: Err(failure),
-                    duration: Duration::ZERO,
-                })),
+                Some(trigger) => outputs.publish(
+                    &Report::Run(RunReport {
+                        failure: Some(failure),
+                        ..RunReport::new(trigger)
+                    }),
+                    &run_id,
+                    log_mark,
+                ),
+                None => outputs.publish(
+                    &Report::Verification(VerifyReport {
+                        outcome: Err(failure),
+                        duration: Duration::ZERO,
+                    }),
+                    &run_id,
+                    log_mark,
+                ),
             }
         }
     }

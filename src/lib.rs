@@ -43,6 +43,8 @@ pub use app::daemon;
 pub use check::{check, print_plan};
 pub use config::{Config, ConfigError};
 pub use logging::init as init_logging;
-pub use ops::{health_command as health, status_command as status};
+pub use ops::{
+    health_command as health, notify_test_command as notify_test, status_command as status,
+};
 pub use restore::{Request as RestoreRequest, Source as RestoreSource, restore, snapshots};
 pub use schedule::{Trigger, TriggerKind};

@@ -38,6 +38,8 @@ enum Command {
     },
     /// Exit 0 when backups are current, 1 when not (the image's HEALTHCHECK).
     Health,
+    /// Send a test message to each channel of BACKUP_NOTIFY_URLS; print delivered or why not.
+    NotifyTest,
     /// Brings a volume back from the mirror or a borg archive.
     Restore {
         /// The backed-up volume.
@@ -103,6 +105,7 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Check => backup_sidecar::check(&config, &cancel).await,
         Command::Snapshots => backup_sidecar::snapshots(&config, &cancel).await,
         Command::Status { json } => backup_sidecar::status(&config, json),
+        Command::NotifyTest => backup_sidecar::notify_test(&config).await,
         Command::Health => {
             handle.close();
             watcher.abort();

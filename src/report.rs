@@ -131,6 +131,9 @@ pub struct RunReport {
     pub archive: Option<Created>,
     /// Why the run failed, if it did.
     pub failure: Option<Failure>,
+    /// The step the run was at: where it stopped, when it failed (`discover`, `connect`,
+    /// `pre command`, `mirror`, `snapshot`, `post command`).
+    pub stage: &'static str,
     /// Wall time.
     pub duration: Duration,
 }
@@ -145,6 +148,7 @@ impl RunReport {
             groups: Vec::new(),
             archive: None,
             failure: None,
+            stage: "start",
             duration: Duration::ZERO,
         }
     }
@@ -164,6 +168,15 @@ impl RunReport {
             .map(|g| g.frozen.duration)
             .max()
             .unwrap_or_default()
+    }
+
+    /// The stage that failed, as a notification names it: a freeze fault is the freeze's, whatever
+    /// step the run was at.
+    pub fn failed_stage(&self) -> Option<&'static str> {
+        self.failure.as_ref().map(|f| match f.kind {
+            FailureKind::Freeze(_) => "freeze",
+            _ => self.stage,
+        })
     }
 
     /// Whether every container the run froze runs again.

@@ -67,6 +67,7 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
+    report.stage = "discover";
     freeze::repair(&ctx.journal, &ctx.docker).await;
     let inventory = discover::inventory(&ctx.docker).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
@@ -76,6 +77,7 @@ async fn run_inner(
     if plan.groups.is_empty() {
         warn!("no volumes selected: label a volume or a container backup.enable=true");
     }
+    report.stage = "connect";
     let session = with_retries(
         config.retry,
         "ssh connection",
@@ -90,6 +92,9 @@ async fn run_inner(
     )
     .await?;
     let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
+    if result.is_ok() {
+        report.stage = "post command";
+    }
     let post = match &config.post_command {
         Some(command) => {
             remote_hook(&session.ssh, "BACKUP_REMOTE_POST_COMMAND", command, cancel).await
@@ -139,8 +144,10 @@ async fn mirror_and_snapshot(
 ) -> Result<()> {
     let config = &ctx.config;
     if let Some(command) = &config.pre_command {
+        report.stage = "pre command";
         remote_hook(ssh, "BACKUP_REMOTE_PRE_COMMAND", command, cancel).await?;
     }
+    report.stage = "mirror";
     // From here until every volume is mirrored, the mirror is incomplete.
     remote_step(
         ssh,
@@ -207,11 +214,12 @@ async fn mirror_and_snapshot(
     )
     .await?;
     if report.trigger.snapshot {
+        report.stage = "snapshot";
         match &config.borg {
             Some(borg) => {
                 let prefix = match &borg.archive_prefix {
                     Some(p) => p.clone(),
-                    None => engine_name(&ctx.docker).await?,
+                    None => discover::engine_name(&ctx.docker).await?,
                 };
                 let created =
                     borg::snapshot(ssh, borg, &prefix, &config.remote_dir, cancel).await?;
@@ -285,31 +293,6 @@ where
             _ = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-/// The engine's host name, the default archive prefix.
-async fn engine_name(docker: &Docker) -> Result<String> {
-    let name = docker
-        .info()
-        .await
-        .context("cannot ask the Docker engine for its name")?
-        .name
-        .unwrap_or_default();
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    Ok(if name.is_empty() {
-        "docker".into()
-    } else {
-        name
-    })
 }
 
 type VolumeResults = Vec<(String, Result<Synced>)>;

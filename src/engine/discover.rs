@@ -78,6 +78,32 @@ pub async fn connect() -> Result<Docker> {
         .context("cannot reach the Docker engine")
 }
 
+/// The engine's host name, made safe for archive names: the default archive prefix, and the host
+/// that notifications name.
+pub async fn engine_name(docker: &Docker) -> Result<String> {
+    let name = docker
+        .info()
+        .await
+        .context("cannot ask the Docker engine for its name")?
+        .name
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Ok(if name.is_empty() {
+        "docker".into()
+    } else {
+        name
+    })
+}
+
 /// Reads all volumes and containers.
 pub async fn inventory(docker: &Docker) -> Result<Inventory> {
     let volumes = docker

@@ -16,33 +16,203 @@ pub mod status;
 
 use anyhow::Result;
 use chrono::Utc;
+use chrono_tz::Tz;
+use croner::Cron;
 use tracing::warn;
 
 use crate::config::Config;
-use crate::report::Report;
+use crate::logging;
+use crate::report::{Report, RunReport, VerifyReport};
+use crate::schedule;
 use health::Verdict;
-use history::Store;
+use history::{History, Store};
+use notify::{Message, Notifier, Outcome};
 
-/// Where the daemon's reports go. Outputs never fail the work: they only log their own trouble.
+/// Where the daemon's reports go: the log, the history (which health, status and the metrics
+/// read) and the notification channels. Outputs never fail or delay the work: notifications go
+/// out in tasks of their own, and trouble is only a warning.
 pub struct Outputs {
     store: Store,
+    notifier: Notifier,
+    host: String,
+    schedules: (Cron, Cron, Tz),
 }
 
 impl Outputs {
-    /// Outputs that keep their state in `store`.
-    pub fn new(store: Store) -> Self {
-        Outputs { store }
+    /// Outputs for the daemon of `config`, on the engine named `host`.
+    pub fn new(config: &Config, store: Store, notifier: Notifier, host: String) -> Self {
+        Outputs {
+            store,
+            notifier,
+            host,
+            schedules: (
+                config.sync_schedule.clone(),
+                config.snapshot_schedule.clone(),
+                config.tz,
+            ),
+        }
     }
 
-    /// Hands a report to every output: the log, then the history.
-    pub fn publish(&self, report: &Report) {
+    /// A run begins: healthchecks hears `/start`, in the background.
+    pub fn run_started(&self, run_id: &str) {
+        if self.notifier.is_empty() {
+            return;
+        }
+        let notifier = self.notifier.clone();
+        let run_id = run_id.to_string();
+        tokio::spawn(async move { notifier.start(&run_id).await });
+    }
+
+    /// Hands a report to every output: the log, the history, then the notification channels,
+    /// which also get the lines logged since `log_mark`.
+    pub fn publish(&self, report: &Report, run_id: &str, log_mark: u64) {
         report.log();
         let mut history = self.store.load();
+        let before = history.clone();
         history.record(report, Utc::now());
         if let Err(e) = self.store.save(&history) {
             warn!(error = %format!("{e:#}"), "cannot write the run history in BACKUP_STATE_DIR");
         }
+        if self.notifier.is_empty() {
+            return;
+        }
+        let message = match report {
+            Report::Run(run) => self.run_message(run, &before),
+            Report::Verification(v) => match self.verification_message(v, &before) {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let message = Message {
+            log_tail: logging::lines_since(log_mark),
+            run_id: run_id.to_string(),
+            ..message
+        };
+        self.notifier.spawn_send(message);
     }
+
+    /// Something failed outside a run (containers a previous run left frozen that cannot be
+    /// thawed): every channel hears it as a failure.
+    pub fn failure(&self, stage: &str, cause: &str, summary: String) {
+        if self.notifier.is_empty() {
+            return;
+        }
+        let message = failure_message(&self.host, stage, cause, summary, self.next_run());
+        self.notifier.spawn_send(message);
+    }
+
+    fn next_run(&self) -> Option<chrono::DateTime<Utc>> {
+        let (sync, snapshot, tz) = &self.schedules;
+        schedule::next_run(sync, snapshot, *tz, Utc::now()).map(|(at, _)| at)
+    }
+
+    fn run_message(&self, run: &RunReport, before: &History) -> Message {
+        let previous_failed = before.last_run().is_some_and(|r| r.outcome == "failed");
+        let kind = Outcome::of_run(run.failure.is_some(), previous_failed);
+        let failed: Vec<String> = run
+            .volumes
+            .iter()
+            .filter(|v| v.outcome.is_err())
+            .map(|v| v.name.clone())
+            .collect();
+        Message {
+            kind,
+            host: self.host.clone(),
+            title: kind.title(&self.host),
+            summary: run.summary(),
+            stage: run.failed_stage().map(str::to_string),
+            cause: run.failure.as_ref().map(|f| f.kind.as_str().to_string()),
+            volumes: if failed.is_empty() {
+                run.volumes.iter().map(|v| v.name.clone()).collect()
+            } else {
+                failed
+            },
+            thawed: run.all_thawed(),
+            duration: run.duration,
+            last_success: before.last_success,
+            next_run: self.next_run(),
+            log_tail: Vec::new(),
+            run_id: String::new(),
+        }
+    }
+
+    /// A verification that found rot or could not look is a failure; one that found nothing
+    /// wrong says nothing (monitors follow the runs).
+    fn verification_message(&self, v: &VerifyReport, before: &History) -> Option<Message> {
+        let (summary, cause) = match &v.outcome {
+            Ok(found) if found.mismatches.is_empty() => return None,
+            Ok(found) => (
+                format!(
+                    "verification of {} found {} file(s) whose content differs from the mirror \
+                     although size and mtime agree: {}",
+                    found.archive.as_deref().unwrap_or("the newest archive"),
+                    found.mismatches.len(),
+                    found.mismatches.join(", ")
+                ),
+                "rot".to_string(),
+            ),
+            Err(failure) => (
+                format!("verification could not run: {failure}"),
+                failure.kind.as_str().to_string(),
+            ),
+        };
+        let mut message =
+            failure_message(&self.host, "verification", &cause, summary, self.next_run());
+        message.title = format!("backup verification failed on {}", self.host);
+        message.duration = v.duration;
+        message.last_success = before.last_success;
+        Some(message)
+    }
+}
+
+/// A failure message outside a run's report.
+fn failure_message(
+    host: &str,
+    stage: &str,
+    cause: &str,
+    summary: String,
+    next_run: Option<chrono::DateTime<Utc>>,
+) -> Message {
+    Message {
+        kind: Outcome::Failed,
+        host: host.to_string(),
+        title: Outcome::Failed.title(host),
+        summary,
+        stage: Some(stage.to_string()),
+        cause: Some(cause.to_string()),
+        volumes: Vec::new(),
+        thawed: true,
+        duration: std::time::Duration::ZERO,
+        last_success: None,
+        next_run,
+        log_tail: Vec::new(),
+        run_id: notify::new_run_id(),
+    }
+}
+
+/// The sidecar cannot start (the Docker engine is unreachable, say): tells every channel, waiting
+/// for the deliveries (each bounded by its timeout and tries) before the sidecar exits.
+pub async fn notify_start_failure(config: &Config, cause: &str, error: &anyhow::Error) {
+    let Ok(notifier) = Notifier::from_config(config) else {
+        return;
+    };
+    if notifier.is_empty() {
+        return;
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "docker".into());
+    let message = Message {
+        log_tail: logging::lines_since(0),
+        ..failure_message(
+            &host,
+            "start",
+            cause,
+            format!("backup-sidecar cannot start: {error:#}"),
+            None,
+        )
+    };
+    notifier.send(&message).await;
 }
 
 fn verdict(config: &Config, store: &Store) -> Verdict {
@@ -87,6 +257,34 @@ pub fn status_command(config: &Config, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", status.table(config.tz));
+    }
+    Ok(())
+}
+
+/// `backup-sidecar notify-test`: one test message to each channel of `BACKUP_NOTIFY_URLS`; prints,
+/// per channel (redacted), delivered or why not. Fails when any channel failed.
+pub async fn notify_test_command(config: &Config) -> Result<()> {
+    let notifier = Notifier::from_config(config)?;
+    if notifier.is_empty() {
+        anyhow::bail!("BACKUP_NOTIFY_URLS is not set: there is no channel to test");
+    }
+    let host = match crate::engine::discover::connect().await {
+        Ok(docker) => crate::engine::discover::engine_name(&docker).await.ok(),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| "docker".into());
+    let mut failed = 0;
+    for (channel, result) in notifier.test(&host).await {
+        match result {
+            Ok(()) => println!("delivered  {channel}"),
+            Err(why) => {
+                failed += 1;
+                println!("FAILED     {channel}: {why}");
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} channel(s) failed");
     }
     Ok(())
 }
