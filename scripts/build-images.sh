@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the sidecar binary and the two images the demo and the tests use:
-#   backup-sidecar:latest         the Dockerfile's prebuilt target, with target/release/backup-sidecar
-#   backup-sidecar-remote:latest  compose/remote/
+# Builds the sidecar binary and the images the demo and the tests use:
+#   backup-sidecar:latest            the Dockerfile's prebuilt target, with target/release/backup-sidecar
+#   backup-sidecar-remote:latest     compose/remote/
+#   backup-sidecar-receivers:latest  compose/receivers/: the notification receivers (tests only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -18,6 +19,7 @@ build() {
 }
 build --target prebuilt -t backup-sidecar:latest .
 build -t backup-sidecar-remote:latest compose/remote
+build -t backup-sidecar-receivers:latest compose/receivers
 # Rebuilds leave the previous images untagged.
 docker image prune -f >/dev/null
-echo "built backup-sidecar:latest and backup-sidecar-remote:latest"
+echo "built backup-sidecar:latest, backup-sidecar-remote:latest and backup-sidecar-receivers:latest"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Removes every container, volume and network that the tests or the demo left behind.
+# Removes every container, volume and network that the tests or the demo left behind, and the
+# metrics test's Prometheus directories.
 set -uo pipefail
+# That Prometheus dies with its test process, but a test killed outright leaves its directory.
+rm -rf "${TMPDIR:-/tmp}"/bs-test-prometheus-*
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || exit 0
 for label in bs-test=1 backup-sidecar.demo=1 backup-sidecar.restore-helper; do
   ids=$(docker ps -aq --filter "label=$label")

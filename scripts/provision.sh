@@ -10,6 +10,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v socat >/dev/null || need+=(socat)
+# The metrics test scrapes the sidecar with a real Prometheus and lints with promtool (one package).
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "provision: installing ${need[*]}"
   apt-get update -qq

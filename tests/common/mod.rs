@@ -8,6 +8,9 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
+pub mod receivers;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
