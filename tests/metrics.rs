@@ -44,7 +44,12 @@ fn prometheus_sees_the_series_from_the_start_and_after_a_run() {
         ],
         &["-p", "127.0.0.1::9102"],
     );
-    wait_for_events(&sidecar, "serving metrics at /metrics", 1, Duration::from_secs(30));
+    wait_for_events(
+        &sidecar,
+        "serving metrics at /metrics",
+        1,
+        Duration::from_secs(30),
+    );
     let port = published_port(&sidecar, 9102);
 
     let (head, body) = scrape(port);
@@ -61,8 +66,13 @@ fn prometheus_sees_the_series_from_the_start_and_after_a_run() {
     let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));
     prometheus.wait_for_target_up(Duration::from_secs(30));
     // Present from the start, before any run: zeros, never missing.
-    let selector = format!("backup_sidecar_volume_last_success_timestamp_seconds{{volume=\"{volume}\"}}");
-    let before = prometheus.wait_for(&selector, |r| !r.as_array().unwrap().is_empty(), Duration::from_secs(20));
+    let selector =
+        format!("backup_sidecar_volume_last_success_timestamp_seconds{{volume=\"{volume}\"}}");
+    let before = prometheus.wait_for(
+        &selector,
+        |r| !r.as_array().unwrap().is_empty(),
+        Duration::from_secs(20),
+    );
     assert_eq!(value(&before), 0.0, "{before}");
     let runs = prometheus.wait_for(
         "backup_sidecar_runs_total",
@@ -80,14 +90,21 @@ fn prometheus_sees_the_series_from_the_start_and_after_a_run() {
     // After the run, as Prometheus sees it.
     let success = prometheus.wait_for(
         "backup_sidecar_runs_total{outcome=\"success\"}",
-        |r| r.as_array().unwrap().first().is_some_and(|s| s["value"][1] == "1"),
+        |r| {
+            r.as_array()
+                .unwrap()
+                .first()
+                .is_some_and(|s| s["value"][1] == "1")
+        },
         Duration::from_secs(30),
     );
     assert_eq!(value(&success), 1.0);
     let last = prometheus.wait_for(&selector, |r| value(r) > 0.0, Duration::from_secs(30));
     let now = chrono::Utc::now().timestamp() as f64;
     assert!((now - value(&last)).abs() < 300.0, "{last}");
-    let bytes = prometheus.query(&format!("backup_sidecar_volume_bytes{{volume=\"{volume}\"}}"));
+    let bytes = prometheus.query(&format!(
+        "backup_sidecar_volume_bytes{{volume=\"{volume}\"}}"
+    ));
     assert_eq!(value(&bytes), 50_000.0, "{bytes}");
     let ok = prometheus.query("backup_sidecar_last_run_success");
     assert_eq!(value(&ok), 1.0, "{ok}");

@@ -72,7 +72,12 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
             ("BACKUP_NOTIFY_URLS", &urls),
         ],
     );
-    wait_for_events(&sidecar, "backup-sidecar started", 1, Duration::from_secs(30));
+    wait_for_events(
+        &sidecar,
+        "backup-sidecar started",
+        1,
+        Duration::from_secs(30),
+    );
 
     // The remote is down: the run fails on the network.
     docker(&["stop", "-t", "1", &remote.name]);
@@ -85,12 +90,26 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
     assert_eq!(mail["user"], SMTP_USER, "{mail}");
     assert_eq!(mail["mail_from"], MAIL_FROM, "{mail}");
     assert_eq!(mail["rcpt_tos"][0], MAIL_TO, "{mail}");
-    assert!(mail["subject"].as_str().unwrap().contains("backup failed on"), "{mail}");
+    assert!(
+        mail["subject"]
+            .as_str()
+            .unwrap()
+            .contains("backup failed on"),
+        "{mail}"
+    );
     let body = mail["body"].as_str().unwrap();
-    for fact in ["outcome: failed", "stage: connect", "cause: network", "containers thawed: yes"] {
+    for fact in [
+        "outcome: failed",
+        "stage: connect",
+        "cause: network",
+        "containers thawed: yes",
+    ] {
         assert!(body.contains(fact), "mail lacks {fact:?}:\n{body}");
     }
-    assert!(body.contains("run finished"), "the mail carries the run's log lines:\n{body}");
+    assert!(
+        body.contains("run finished"),
+        "the mail carries the run's log lines:\n{body}"
+    );
 
     let report = &records["webhook"][0];
     assert_eq!(report["outcome"], "failed", "{report}");
@@ -101,16 +120,25 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
 
     let ntfy = requests(&records, &format!("/{NTFY_TOPIC}"))[0];
     assert_eq!(ntfy["method"], "POST");
-    assert_eq!(header(ntfy, "authorization"), format!("Bearer {NTFY_TOKEN}"));
+    assert_eq!(
+        header(ntfy, "authorization"),
+        format!("Bearer {NTFY_TOKEN}")
+    );
     assert_eq!(header(ntfy, "priority"), "high");
     assert!(header(ntfy, "title").contains("backup failed on"), "{ntfy}");
     assert!(header(ntfy, "tags").contains("failed"), "{ntfy}");
-    assert!(ntfy["body"].as_str().unwrap().contains("cause: network"), "{ntfy}");
+    assert!(
+        ntfy["body"].as_str().unwrap().contains("cause: network"),
+        "{ntfy}"
+    );
 
     let gotify = requests(&records, "/message")[0];
     assert_eq!(gotify["method"], "POST");
     assert_eq!(header(gotify, "x-gotify-key"), GOTIFY_TOKEN);
-    assert!(json_field(gotify, "message").contains("cause: network"), "{gotify}");
+    assert!(
+        json_field(gotify, "message").contains("cause: network"),
+        "{gotify}"
+    );
     let priority: Value = serde_json::from_str(gotify["body"].as_str().unwrap()).unwrap();
     assert_eq!(priority["priority"], 8, "{gotify}");
 
@@ -122,7 +150,10 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
 
     let slack = requests(&records, "/services/")[0];
     assert_eq!(slack["method"], "POST");
-    assert!(json_field(slack, "text").contains("cause: network"), "{slack}");
+    assert!(
+        json_field(slack, "text").contains("cause: network"),
+        "{slack}"
+    );
 
     // healthchecks: a start ping, then /fail, paired by the same run id.
     let pings = requests(&records, &format!("/ping/{HEALTHCHECKS_UUID}"));
@@ -131,7 +162,12 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
     assert!(start.contains("/start?rid="), "{start}");
     assert!(end.contains("/fail?rid="), "{end}");
     assert_eq!(start.split("rid=").nth(1), end.split("rid=").nth(1));
-    assert!(pings[1]["body"].as_str().unwrap().contains("cause: network"));
+    assert!(
+        pings[1]["body"]
+            .as_str()
+            .unwrap()
+            .contains("cause: network")
+    );
 
     // The remote is back: the next run succeeds, and every channel hears "recovered".
     docker(&["start", &remote.name]);
@@ -139,14 +175,25 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
     assert_eq!(recovered["fields"]["outcome"], "success", "{recovered}");
     let records = receivers.wait_for(|r| all_received(r, 2), DELIVERY);
     assert_eq!(records["webhook"][1]["outcome"], "recovered");
-    assert!(records["smtp"][1]["subject"].as_str().unwrap().contains("recovered"));
+    assert!(
+        records["smtp"][1]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("recovered")
+    );
     let ntfy = requests(&records, &format!("/{NTFY_TOPIC}"))[1];
     assert_eq!(header(ntfy, "priority"), "default");
     let kuma = requests(&records, &format!("/api/push/{UPTIME_KUMA_TOKEN}"))[1];
-    assert!(kuma["path"].as_str().unwrap().contains("status=up"), "{kuma}");
+    assert!(
+        kuma["path"].as_str().unwrap().contains("status=up"),
+        "{kuma}"
+    );
     let pings = requests(&records, &format!("/ping/{HEALTHCHECKS_UUID}"));
     let success = pings[3]["path"].as_str().unwrap();
-    assert!(success.starts_with(&format!("/ping/{HEALTHCHECKS_UUID}?rid=")), "{success}");
+    assert!(
+        success.starts_with(&format!("/ping/{HEALTHCHECKS_UUID}?rid=")),
+        "{success}"
+    );
 
     // No token or password in any log line.
     let logs = docker_output(&["logs", &sidecar]);
@@ -197,7 +244,12 @@ fn a_success_tells_only_the_monitors_and_a_dead_receiver_delays_nothing() {
             ("BACKUP_NOTIFY_ON", "failure"),
         ],
     );
-    wait_for_events(&sidecar, "backup-sidecar started", 1, Duration::from_secs(30));
+    wait_for_events(
+        &sidecar,
+        "backup-sidecar started",
+        1,
+        Duration::from_secs(30),
+    );
     let finished = run_now(&sidecar, 0);
     assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
     // The monitor hears the success; the others hear nothing of it.
