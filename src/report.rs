@@ -123,7 +123,9 @@ pub struct RunReport {
     pub trigger: Trigger,
     /// When it started.
     pub started: DateTime<Utc>,
-    /// Each volume, in plan order.
+    /// The volumes the plan selected (all of them, mirrored or not).
+    pub planned: Vec<String>,
+    /// Each volume the run tried, in plan order.
     pub volumes: Vec<VolumeReport>,
     /// Each group that was mirrored, in plan order.
     pub groups: Vec<GroupReport>,
@@ -144,6 +146,7 @@ impl RunReport {
         RunReport {
             trigger,
             started: Utc::now(),
+            planned: Vec::new(),
             volumes: Vec::new(),
             groups: Vec::new(),
             archive: None,

@@ -116,6 +116,8 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
     assert_eq!(report["cause"], "network", "{report}");
     assert_eq!(report["stage"], "connect", "{report}");
     assert_eq!(report["thawed"], true, "{report}");
+    // It stopped before mirroring: every planned volume is affected.
+    assert_eq!(report["volumes"][0], volume.as_str(), "{report}");
     assert!(report["log_tail"].as_array().unwrap().len() > 1, "{report}");
 
     let ntfy = requests(&records, &format!("/{NTFY_TOPIC}"))[0];

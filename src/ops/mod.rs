@@ -122,8 +122,9 @@ impl Outputs {
             summary: run.summary(),
             stage: run.failed_stage().map(str::to_string),
             cause: run.failure.as_ref().map(|f| f.kind.as_str().to_string()),
+            // On failure the volumes it hit; a run that stopped before mirroring hit them all.
             volumes: if failed.is_empty() {
-                run.volumes.iter().map(|v| v.name.clone()).collect()
+                run.planned.clone()
             } else {
                 failed
             },
