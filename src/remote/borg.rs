@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Borg, Config};
 use crate::remote::commands;
 use crate::remote::fault::classify;
+use crate::remote::process;
 use crate::remote::ssh::Ssh;
 
 /// A created archive.
@@ -78,12 +79,64 @@ pub async fn remote_borg(
     Ok(done.stdout)
 }
 
-/// Creates an archive of the mirror root, then prunes and compacts the repository.
+/// How far `borg create` has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateProgress {
+    /// Bytes of the mirror read so far.
+    pub bytes: u64,
+    /// Files read so far.
+    pub files: u64,
+}
+
+/// One line of `borg create --log-json --progress`'s stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StderrLine {
+    /// Its progress.
+    Progress(CreateProgress),
+    /// A progress message of no interest (cache transactions and such).
+    Noise,
+    /// A line for people: a log message's text, or a line that is not borg's JSON (the shell's).
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct JsonLine {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    original_size: u64,
+    #[serde(default)]
+    nfiles: u64,
+    #[serde(default)]
+    finished: bool,
+}
+
+/// Reads one stderr line. Log messages become their text again, so that fault classification and
+/// error messages read what borg said, as without `--log-json`.
+fn read_stderr(line: &str) -> StderrLine {
+    let Ok(json) = serde_json::from_str::<JsonLine>(line) else {
+        return StderrLine::Text(line.to_string());
+    };
+    match json.kind.as_str() {
+        "archive_progress" if !json.finished => StderrLine::Progress(CreateProgress {
+            bytes: json.original_size,
+            files: json.nfiles,
+        }),
+        "log_message" => StderrLine::Text(json.message.unwrap_or_default()),
+        _ => StderrLine::Noise,
+    }
+}
+
+/// Creates an archive of the mirror root, then prunes and compacts the repository. `borg create`'s
+/// progress goes to `progress` as it comes.
 pub async fn snapshot(
     ssh: &Ssh,
     borg_config: &Borg,
     prefix: &str,
     remote_dir: &str,
+    progress: &mut (dyn FnMut(CreateProgress) + Send),
     cancel: &CancellationToken,
 ) -> Result<Created> {
     let lock = remote_borg(
@@ -108,14 +161,29 @@ pub async fn snapshot(
     }
     let archive = archive_name(prefix, Utc::now());
     let started = Instant::now();
-    let stdout = remote_borg(
-        ssh,
-        borg_config,
-        "borg create",
-        &commands::borg_create(borg_config, remote_dir, &archive),
-        cancel,
-    )
-    .await?;
+    let watch = process::Watch {
+        stdout: &mut |_| false,
+        stderr: &mut |line| match read_stderr(line) {
+            StderrLine::Progress(p) => {
+                progress(p);
+                None
+            }
+            StderrLine::Noise => None,
+            StderrLine::Text(text) => Some(text),
+        },
+    };
+    let done = ssh
+        .run_watched(
+            &commands::borg_create(borg_config, remote_dir, &archive),
+            stdin_for(borg_config),
+            cancel,
+            watch,
+        )
+        .await?;
+    if !done.success() {
+        return Err(classify("borg create", done.code, &done.stderr).into());
+    }
+    let stdout = done.stdout;
     let seconds = started.elapsed().as_secs_f64();
     let output: CreateOutput =
         serde_json::from_str(&stdout).context("cannot read borg create's --json output")?;
@@ -216,6 +284,46 @@ mod tests {
     fn names_archives_in_utc() {
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 3, 0, 7).unwrap();
         assert_eq!(archive_name("nas", now), "nas-2026-11-01T03:00:07");
+    }
+
+    #[test]
+    fn reads_create_stderr() {
+        assert_eq!(
+            read_stderr(
+                r#"{"original_size": 1048576, "compressed_size": 0, "deduplicated_size": 0, "nfiles": 12, "path": "v/f", "time": 1.5, "type": "archive_progress", "finished": false}"#
+            ),
+            StderrLine::Progress(CreateProgress {
+                bytes: 1_048_576,
+                files: 12
+            })
+        );
+        assert_eq!(
+            read_stderr(r#"{"type": "archive_progress", "time": 2.0, "finished": true}"#),
+            StderrLine::Noise
+        );
+        assert_eq!(
+            read_stderr(
+                r#"{"message": "Saving cache config", "operation": 2, "msgid": "cache.commit", "type": "progress_message", "finished": false, "time": 1.0}"#
+            ),
+            StderrLine::Noise
+        );
+        // The lock failure reads as it did without --log-json, so it classifies the same.
+        let locked = read_stderr(
+            r#"{"type": "log_message", "time": 1.0, "message": "Failed to create/acquire the lock /r/lock.exclusive (timeout).", "levelname": "ERROR", "name": "borg.archiver", "msgid": "LockTimeout"}"#,
+        );
+        let StderrLine::Text(text) = locked else {
+            panic!("{locked:?}");
+        };
+        assert_eq!(
+            classify("borg create", Some(2), &text).fault,
+            crate::remote::fault::Fault::RepositoryLocked
+        );
+        assert_eq!(
+            read_stderr("refusing to snapshot: the last run of the mirror did not complete"),
+            StderrLine::Text(
+                "refusing to snapshot: the last run of the mirror did not complete".into()
+            )
+        );
     }
 
     #[test]

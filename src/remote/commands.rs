@@ -86,7 +86,8 @@ fn archive(config: &Borg, name: &str) -> String {
     quote(&format!("{}::{name}", config.repo))
 }
 
-/// `borg create` of the mirror root. It refuses a mirror without the completion stamp.
+/// `borg create` of the mirror root. It refuses a mirror without the completion stamp. Its stderr
+/// is JSON lines (`--log-json`), with its progress (`--progress`): see `borg::read_stderr`.
 pub fn borg_create(config: &Borg, remote_dir: &str, name: &str) -> String {
     format!(
         "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
@@ -95,7 +96,7 @@ pub fn borg_create(config: &Borg, remote_dir: &str, name: &str) -> String {
         create = borg(
             config,
             &format!(
-                "create --json {} {} .",
+                "create --json --progress --log-json {} {} .",
                 lock_wait(config),
                 archive(config, name)
             )
@@ -334,8 +335,8 @@ mod tests {
             format!(
                 "cd /mnt/backup/data && if ! test -f .backup-sidecar-complete; then echo \
                  'refusing to snapshot: the last run of the mirror did not complete (no \
-                 .backup-sidecar-complete)' >&2; exit 3; fi && {ENV}borg create --json \
-                 --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
+                 .backup-sidecar-complete)' >&2; exit 3; fi && {ENV}borg create --json --progress \
+                 --log-json --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
             )
         );
         assert_eq!(

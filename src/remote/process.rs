@@ -143,17 +143,34 @@ async fn terminate(child: &mut Child, pgid: i32) {
 /// process group has been stopped); a non-zero exit is returned as [`Finished`] for the caller to
 /// classify.
 pub async fn run(cmd: &Cmd, cancel: &CancellationToken) -> Result<Finished> {
-    run_watched(cmd, cancel, &mut |_| false).await
+    let watch = Watch {
+        stdout: &mut |_| false,
+        stderr: &mut |line| Some(line.to_string()),
+    };
+    run_watched(cmd, cancel, watch).await
 }
 
-/// [`run`], handing each line of stdout to `watch` as it comes (a line ends at `\n` or `\r`,
-/// which progress meters use to redraw). Lines that `watch` takes (returns true for) are left out
-/// of [`Finished::stdout`]: a days-long transfer's progress would not fit in memory.
+/// What [`run_watched`] does with each line as it comes. Progress meters report through these:
+/// a days-long transfer's progress would not fit in memory, so what they take is not kept.
+pub struct Watch<'a> {
+    /// Each line of stdout (a line ends at `\n` or `\r`, which meters use to redraw); true
+    /// takes it out of [`Finished::stdout`].
+    pub stdout: &'a mut (dyn FnMut(&str) -> bool + Send),
+    /// Each line of stderr; `None` takes it out of [`Finished::stderr`], `Some` keeps that text
+    /// in its place (a JSON log line as its message, say).
+    pub stderr: &'a mut (dyn FnMut(&str) -> Option<String> + Send),
+}
+
+/// [`run`], handing each line of output to `watch` as it comes.
 pub async fn run_watched(
     cmd: &Cmd,
     cancel: &CancellationToken,
-    watch: &mut (dyn FnMut(&str) -> bool + Send),
+    watch: Watch<'_>,
 ) -> Result<Finished> {
+    let Watch {
+        stdout: watch_stdout,
+        stderr: watch_stderr,
+    } = watch;
     tracing::debug!(command = ?cmd, "starting child");
     let mut child = cmd
         .command()
@@ -179,7 +196,7 @@ pub async fn run_watched(
         // `ended`: the line had its terminator (the last one may not).
         let mut keep = |line: &[u8], ended: bool, out: &mut String| {
             let line = String::from_utf8_lossy(line);
-            if !watch(&line) {
+            if !watch_stdout(&line) {
                 out.push_str(&line);
                 if ended {
                     out.push('\n');
@@ -208,6 +225,9 @@ pub async fn run_watched(
         let mut tail = String::new();
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            let Some(line) = watch_stderr(&line) else {
+                continue;
+            };
             tracing::debug!(program = %program, "{line}");
             tail.push_str(&line);
             tail.push('\n');
@@ -307,15 +327,39 @@ mod tests {
     async fn watched_lines_end_at_carriage_returns_too() {
         let cmd = Cmd::new("sh").args(["-c", r"printf '10%%\r50%%\r100%%\nTotal: 3\nend'"]);
         let mut seen = Vec::new();
-        let done = run_watched(&cmd, &CancellationToken::new(), &mut |line| {
-            seen.push(line.to_string());
-            line.ends_with('%')
-        })
-        .await
-        .unwrap();
+        let watch = Watch {
+            stdout: &mut |line| {
+                seen.push(line.to_string());
+                line.ends_with('%')
+            },
+            stderr: &mut |line| Some(line.to_string()),
+        };
+        let done = run_watched(&cmd, &CancellationToken::new(), watch)
+            .await
+            .unwrap();
         assert_eq!(seen, ["10%", "50%", "100%", "Total: 3", "end"]);
         // The meter's lines are taken; the rest stays for the caller.
         assert_eq!(done.stdout, "Total: 3\nend");
+    }
+
+    #[tokio::test]
+    async fn watched_stderr_lines_can_be_taken_or_rewritten() {
+        let cmd = Cmd::new("sh").args([
+            "-c",
+            "echo progress >&2; echo '{\"m\": 1}' >&2; echo plain >&2",
+        ]);
+        let watch = Watch {
+            stdout: &mut |_| false,
+            stderr: &mut |line| match line {
+                "progress" => None,
+                l if l.starts_with('{') => Some("rewritten".to_string()),
+                l => Some(l.to_string()),
+            },
+        };
+        let done = run_watched(&cmd, &CancellationToken::new(), watch)
+            .await
+            .unwrap();
+        assert_eq!(done.stderr, "rewritten\nplain\n");
     }
 
     #[tokio::test]

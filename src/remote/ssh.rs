@@ -106,6 +106,21 @@ impl Ssh {
         };
         process::run(&cmd, cancel).await
     }
+
+    /// [`Ssh::run`], watching the output as it comes (see [`process::run_watched`]).
+    pub async fn run_watched(
+        &self,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        cancel: &CancellationToken,
+        watch: process::Watch<'_>,
+    ) -> Result<Finished> {
+        let cmd = Cmd {
+            stdin,
+            ..self.remote(command)
+        };
+        process::run_watched(&cmd, cancel, watch).await
+    }
 }
 
 /// An open connection: the control master runs until [`Session::close`].

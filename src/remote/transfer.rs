@@ -168,14 +168,17 @@ pub async fn sync_volume(
         }
         Some(report) => {
             let cmd = commands::rsync_push(ssh, &source, &target, excludes, true);
-            let mut watch = |line: &str| match Progress::parse(line) {
-                Some(p) => {
-                    report(p);
-                    true
-                }
-                None => false,
+            let watch = process::Watch {
+                stdout: &mut |line| match Progress::parse(line) {
+                    Some(p) => {
+                        report(p);
+                        true
+                    }
+                    None => false,
+                },
+                stderr: &mut |line| Some(line.to_string()),
             };
-            process::run_watched(&cmd, cancel, &mut watch).await?
+            process::run_watched(&cmd, cancel, watch).await?
         }
     };
     let exit = RsyncExit::from_code(done.code);
