@@ -134,10 +134,25 @@ fn a_long_pass_reports_its_progress() {
     let sidecar = env.sidecar(&remote, &[("BACKUP_PROGRESS_INTERVAL", "1s")]);
     let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
-    let progress = events_named(&sidecar, "progress");
+    let (snapshot, progress): (Vec<Value>, Vec<Value>) = events_named(&sidecar, "progress")
+        .into_iter()
+        .partition(|l| l["fields"]["stage"] == "snapshot");
     assert!(
         !progress.is_empty(),
         "no progress line in a multi-second pass"
+    );
+    // borg create of the same half gigabyte reports too, with a rate and estimate of ours.
+    assert!(!snapshot.is_empty(), "no progress line from borg create");
+    for line in &snapshot {
+        let fields = &line["fields"];
+        assert!(fields["bytes"].as_u64().unwrap() > 0, "{line}");
+        assert!(fields["percent"].as_u64().unwrap() < 100, "{line}");
+        assert!(fields["rate"].as_str().unwrap().ends_with("/s"), "{line}");
+        assert!(fields["eta"].as_str().unwrap().contains(':'), "{line}");
+    }
+    eprintln!(
+        "progress: borg create said {}",
+        snapshot.last().unwrap()["fields"]
     );
     let mut last_bytes = 0;
     for line in &progress {
