@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -15,8 +14,9 @@ use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{self, Group, Plan, PlannedVolume};
 use crate::events;
-use crate::format::{human_bytes, millis};
+use crate::format::millis;
 use crate::ops::history::Store;
+use crate::ops::progress::{Subject, Watcher};
 use crate::remote::borg::{self, CreateProgress};
 use crate::remote::commands;
 use crate::remote::fault::{classify, is_transient};
@@ -338,120 +338,6 @@ fn synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) ->
     synced
 }
 
-/// What a [`Watcher`] watches.
-enum Subject {
-    /// An rsync pass of this volume.
-    Volume(String),
-    /// `borg create` of a mirror of this many bytes.
-    Snapshot { total: u64 },
-}
-
-/// Turns long work's progress into a `progress` line at most once per `BACKUP_PROGRESS_INTERVAL`
-/// (the first after one interval: short work says nothing), and into the run-in-progress file
-/// that health reads, so a days-long first mirror never looks stale.
-struct Watcher {
-    subject: Subject,
-    interval: Duration,
-    store: Store,
-    started: Instant,
-    logged: Option<Instant>,
-    recorded: Option<Instant>,
-}
-
-impl Watcher {
-    /// How often the run-in-progress file is updated, whatever the log interval.
-    const RECORD_EVERY: Duration = Duration::from_secs(10);
-
-    fn new(subject: Subject, interval: Duration, store: Store) -> Self {
-        Watcher {
-            subject,
-            interval,
-            store,
-            started: Instant::now(),
-            logged: None,
-            recorded: None,
-        }
-    }
-
-    /// An rsync pass's progress, with rsync's own rate and estimate.
-    fn pass(&mut self, progress: Progress) {
-        if self.due_to_log()
-            && let Subject::Volume(volume) = &self.subject
-        {
-            info!(
-                message = events::PROGRESS,
-                volume = %volume,
-                bytes = progress.bytes,
-                percent = progress.percent,
-                rate = %progress.rate,
-                eta = %progress.eta,
-            );
-        }
-        self.record(progress.bytes);
-    }
-
-    /// `borg create`'s progress: borg knows no total, the mirror's size is one.
-    fn snapshot(&mut self, progress: CreateProgress) {
-        if self.due_to_log()
-            && let Subject::Snapshot { total } = self.subject
-        {
-            let seconds = self.started.elapsed().as_secs_f64().max(0.001);
-            let rate = progress.bytes as f64 / seconds;
-            let left = total.saturating_sub(progress.bytes) as f64;
-            let eta = if rate > 0.0 {
-                clock(Duration::from_secs_f64(left / rate))
-            } else {
-                "-".to_string()
-            };
-            // The mirror may hold more than this run's volumes: never say done before it is.
-            let percent = (progress.bytes * 100)
-                .checked_div(total)
-                .unwrap_or(0)
-                .min(99);
-            info!(
-                message = events::PROGRESS,
-                stage = "snapshot",
-                bytes = progress.bytes,
-                files = progress.files,
-                percent,
-                rate = %format!("{}/s", human_bytes(rate as u64)),
-                eta = %eta,
-            );
-        }
-        self.record(progress.bytes);
-    }
-
-    fn due_to_log(&mut self) -> bool {
-        let since = self.logged.unwrap_or(self.started);
-        if since.elapsed() < self.interval {
-            return false;
-        }
-        self.logged = Some(Instant::now());
-        true
-    }
-
-    fn record(&mut self, bytes: u64) {
-        if self
-            .recorded
-            .is_none_or(|t| t.elapsed() >= Self::RECORD_EVERY)
-            && let Some(mut running) = self.store.running()
-        {
-            self.recorded = Some(Instant::now());
-            running.moved = Utc::now();
-            running.bytes = bytes;
-            if let Err(e) = self.store.set_running(&running) {
-                warn!(error = %format!("{e:#}"), "cannot record the run's progress in BACKUP_STATE_DIR");
-            }
-        }
-    }
-}
-
-/// `H:MM:SS`, as rsync prints its estimate.
-fn clock(duration: Duration) -> String {
-    let s = duration.as_secs();
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
 /// Mirrors one group: a live pass of each volume, then the freeze with a catch-up pass of each,
 /// or a single pass when nothing is to be frozen. Returns each volume's result and what the freeze
 /// did.
@@ -544,15 +430,4 @@ async fn sync_group(
         }
     }
     (results, frozen)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clocks_like_rsync() {
-        assert_eq!(clock(Duration::from_secs(83)), "0:01:23");
-        assert_eq!(clock(Duration::from_secs(3 * 3600 + 5)), "3:00:05");
-    }
 }

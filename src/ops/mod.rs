@@ -5,6 +5,7 @@
 //! - [`health`]: "backups are current", for the image's `HEALTHCHECK`.
 //! - [`status`]: the `status` command's table and JSON.
 //! - [`metrics`]: Prometheus metrics rendered from the history, served over HTTP.
+//! - [`progress`]: long passes and `borg create` report their progress.
 //! - [`notify`]: notifications over ntfy, Gotify, healthchecks, Uptime Kuma, Slack-style
 //!   webhooks, mail and a generic JSON webhook.
 
@@ -12,6 +13,7 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod notify;
+pub mod progress;
 pub mod status;
 
 use anyhow::Result;
