@@ -13,11 +13,6 @@ use serde_json::Value;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const DELIVERY: Duration = Duration::from_secs(30);
 
-fn run_now(sidecar: &str, runs_before: usize) -> Value {
-    docker(&["kill", "-s", "USR1", sidecar]);
-    wait_for_events(sidecar, "run finished", runs_before + 1, RUN_TIMEOUT).remove(runs_before)
-}
-
 /// HTTP requests whose path starts with `prefix`.
 fn requests<'a>(records: &'a Value, prefix: &str) -> Vec<&'a Value> {
     records["http"]
@@ -81,7 +76,7 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
 
     // The remote is down: the run fails on the network.
     docker(&["stop", "-t", "1", &remote.name]);
-    let failed = run_now(&sidecar, 0);
+    let failed = run_now(&sidecar, 0, RUN_TIMEOUT);
     assert_eq!(failed["fields"]["outcome"], "failed", "{failed}");
     assert_eq!(failed["fields"]["cause"], "network", "{failed}");
     let records = receivers.wait_for(|r| all_received(r, 1), DELIVERY);
@@ -173,7 +168,7 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
 
     // The remote is back: the next run succeeds, and every channel hears "recovered".
     docker(&["start", &remote.name]);
-    let recovered = run_now(&sidecar, 1);
+    let recovered = run_now(&sidecar, 1, RUN_TIMEOUT);
     assert_eq!(recovered["fields"]["outcome"], "success", "{recovered}");
     let records = receivers.wait_for(|r| all_received(r, 2), DELIVERY);
     assert_eq!(records["webhook"][1]["outcome"], "recovered");
@@ -252,7 +247,7 @@ fn a_success_tells_only_the_monitors_and_a_dead_receiver_delays_nothing() {
         1,
         Duration::from_secs(30),
     );
-    let finished = run_now(&sidecar, 0);
+    let finished = run_now(&sidecar, 0, RUN_TIMEOUT);
     assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
     // The monitor hears the success; the others hear nothing of it.
     let records = receivers.wait_for(

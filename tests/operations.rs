@@ -30,11 +30,6 @@ fn status(sidecar: &str) -> Value {
     serde_json::from_str(&out).expect("status --json prints one JSON object")
 }
 
-fn run_now(sidecar: &str, runs_before: usize) -> Value {
-    docker(&["kill", "-s", "USR1", sidecar]);
-    wait_for_events(sidecar, "run finished", runs_before + 1, RUN_TIMEOUT).remove(runs_before)
-}
-
 #[test]
 fn health_follows_the_mirror_age_and_status_survives_a_restart() {
     let env = Env::new("health");
@@ -59,7 +54,7 @@ fn health_follows_the_mirror_age_and_status_survives_a_restart() {
     let first_healthy = wait_for_health(&sidecar, "healthy", origin, Duration::from_secs(30));
     eprintln!("health: healthy (no run yet) at {first_healthy:.1?}");
 
-    let first = run_now(&sidecar, 0);
+    let first = run_now(&sidecar, 0, RUN_TIMEOUT);
     assert_eq!(first["fields"]["outcome"], "success", "{first}");
     let mirrored_at = origin.elapsed();
     eprintln!("health: first mirror finished at {mirrored_at:.1?}");
@@ -84,7 +79,7 @@ fn health_follows_the_mirror_age_and_status_survives_a_restart() {
     assert_eq!(before["healthy"], false, "{before}");
 
     // The next success makes it healthy again.
-    let second = run_now(&sidecar, 1);
+    let second = run_now(&sidecar, 1, RUN_TIMEOUT);
     assert_eq!(second["fields"]["outcome"], "success", "{second}");
     let healthy_again = wait_for_health(&sidecar, "healthy", origin, Duration::from_secs(30));
     eprintln!("health: healthy again at {healthy_again:.1?}");

@@ -415,6 +415,12 @@ pub fn wait_for_events(container: &str, name: &str, count: usize, timeout: Durat
     }
 }
 
+/// Asks for a run (SIGUSR1) after `runs_before` runs and waits for its `run finished` event.
+pub fn run_now(container: &str, runs_before: usize, timeout: Duration) -> Value {
+    docker(&["kill", "-s", "USR1", container]);
+    wait_for_events(container, "run finished", runs_before + 1, timeout).remove(runs_before)
+}
+
 /// Waits for the first `run finished` event and returns it.
 pub fn wait_for_run(container: &str, timeout: Duration) -> Value {
     wait_for_events(container, "run finished", 1, timeout).remove(0)
