@@ -94,11 +94,9 @@ pub async fn daemon(
 /// The names of the volumes the plan selects now; none when the engine cannot say.
 async fn planned_volumes(docker: &bollard::Docker, config: &Config) -> Vec<String> {
     match discover::inventory(docker).await {
-        Ok(inventory) => plan::plan(&inventory, config.projects.as_deref(), &config.exclude)
-            .groups
-            .iter()
-            .flat_map(|g| g.volumes.iter().map(|v| v.name.clone()))
-            .collect(),
+        Ok(inventory) => {
+            plan::plan(&inventory, config.projects.as_deref(), &config.exclude).volume_names()
+        }
         Err(_) => Vec::new(),
     }
 }

@@ -71,11 +71,7 @@ async fn run_inner(
     freeze::repair(&ctx.journal, &ctx.docker).await;
     let inventory = discover::inventory(&ctx.docker).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
-    report.planned = plan
-        .groups
-        .iter()
-        .flat_map(|g| g.volumes.iter().map(|v| v.name.clone()))
-        .collect();
+    report.planned = plan.volume_names();
     for skip in &plan.skipped {
         warn!(message = events::VOLUME_SKIPPED, volume = %skip.volume, reason = %skip.reason);
     }

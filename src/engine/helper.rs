@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     UploadToContainerOptionsBuilder, WaitContainerOptions,
@@ -56,6 +56,11 @@ impl<'a> Helper<'a> {
         let body = ContainerCreateBody {
             image: Some(image),
             entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            // The image's health check is the daemon's: it means nothing in a helper.
+            healthcheck: Some(HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            }),
             cmd: Some(cmd),
             labels: Some(HashMap::from([(
                 "backup-sidecar.restore-helper".to_string(),

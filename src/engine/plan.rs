@@ -118,6 +118,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The names of the volumes to mirror, in plan order.
+    pub fn volume_names(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.volumes.iter().map(|v| v.name.clone()))
+            .collect()
+    }
+
     /// Number of volumes to mirror.
     pub fn volume_count(&self) -> usize {
         self.groups.iter().map(|g| g.volumes.len()).sum()
