@@ -202,15 +202,42 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
     for secret in SECRETS {
         assert!(!logs.contains(secret), "{secret} is in the logs");
     }
+    // What each channel received of the failure, for people to read in the test output.
+    eprintln!("notify: webhook received {}", records["webhook"][0]);
+    eprintln!("notify: mail received {}", records["smtp"][0]);
+    for (channel, prefix) in [
+        ("ntfy", format!("/{NTFY_TOPIC}")),
+        ("gotify", "/message".to_string()),
+        ("uptime kuma", format!("/api/push/{UPTIME_KUMA_TOKEN}")),
+        ("slack", "/services/".to_string()),
+    ] {
+        eprintln!(
+            "notify: {channel} received {}",
+            requests(&records, &prefix)[0]
+        );
+    }
+    let pings = requests(&records, &format!("/ping/{HEALTHCHECKS_UUID}"));
     eprintln!(
-        "notify: the failure as the webhook received it: {}",
-        records["webhook"][0]
+        "notify: healthchecks received {} then {}",
+        pings[0], pings[1]
     );
-    eprintln!(
-        "notify: the failure as ntfy received it: {}",
-        requests(&records, &format!("/{NTFY_TOPIC}"))[0]
+
+    // notify-test reaches every channel and says so, one line each.
+    let tested = docker(&["exec", &sidecar, "backup-sidecar", "notify-test"]);
+    assert_eq!(
+        tested
+            .lines()
+            .filter(|l| l.starts_with("delivered"))
+            .count(),
+        receivers.all_urls().len(),
+        "{tested}"
     );
-    eprintln!("notify: the failure as mail: {}", records["smtp"][0]);
+    for secret in SECRETS {
+        assert!(
+            !tested.contains(secret),
+            "{secret} in notify-test's output: {tested}"
+        );
+    }
 }
 
 #[test]
