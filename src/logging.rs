@@ -73,6 +73,10 @@ fn keep(line: String) {
     }
 }
 
+/// Fields the tail leaves out: `summary` repeats the `run finished` line's other fields, and a
+/// notification has room for little.
+const TAIL_SKIPS: &[&str] = &["summary"];
+
 /// Keeps each event as one line: `LEVEL message field=value ...`.
 struct TailLayer;
 
@@ -97,6 +101,9 @@ struct Line {
 
 impl Visit for Line {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if TAIL_SKIPS.contains(&field.name()) {
+            return;
+        }
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
@@ -105,6 +112,9 @@ impl Visit for Line {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if TAIL_SKIPS.contains(&field.name()) {
+            return;
+        }
         if field.name() == "message" {
             self.message = format!("{value:?}");
         } else {
@@ -138,6 +148,7 @@ mod tests {
         let mut line = Line::default();
         line.record_str(&field("message"), "volume synced");
         line.record_str(&field("volume"), "app");
+        line.record_str(&field("summary"), "1 volume(s), ...");
         assert_eq!(
             format!("{}{}", line.message, line.fields),
             "volume synced volume=app"
@@ -162,7 +173,7 @@ mod tests {
             None,
             None,
             tracing::field::FieldSet::new(
-                &["message", "volume"],
+                &["message", "volume", "summary"],
                 tracing::callsite::Identifier(&CS),
             ),
             tracing::metadata::Kind::EVENT,
