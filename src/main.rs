@@ -68,6 +68,14 @@ fn main() -> ExitCode {
     if let Err(e) = backup_sidecar::init_logging(config.log_format) {
         return config_error(&e);
     }
+    // The health check runs every minute: it reads a few files and needs no runtime or signals.
+    if let Some(Command::Health) = cli.command {
+        return if backup_sidecar::health(&config) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -106,15 +114,7 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Snapshots => backup_sidecar::snapshots(&config, &cancel).await,
         Command::Status { json } => backup_sidecar::status(&config, json),
         Command::NotifyTest => backup_sidecar::notify_test(&config).await,
-        Command::Health => {
-            handle.close();
-            watcher.abort();
-            return Ok(if backup_sidecar::health(&config) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
+        Command::Health => unreachable!("answered in main, before the runtime starts"),
         Command::Restore {
             volume,
             from,

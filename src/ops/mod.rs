@@ -218,10 +218,10 @@ pub async fn notify_start_failure(config: &Config, cause: &str, error: &anyhow::
     notifier.send(&message).await;
 }
 
-fn verdict(config: &Config, store: &Store) -> Verdict {
+fn verdict(config: &Config, store: &Store, history: &History) -> Verdict {
     health::verdict(
         Utc::now(),
-        &store.load(),
+        history,
         store.heartbeat(),
         store.running().as_ref(),
         config.max_age,
@@ -230,7 +230,8 @@ fn verdict(config: &Config, store: &Store) -> Verdict {
 
 /// `backup-sidecar health`: prints the verdict on one line; true when healthy.
 pub fn health_command(config: &Config) -> bool {
-    match verdict(config, &Store::new(&config.state_dir)) {
+    let store = Store::new(&config.state_dir);
+    match verdict(config, &store, &store.load()) {
         Verdict::Healthy(why) => {
             println!("healthy: {why}");
             true
@@ -250,10 +251,12 @@ pub fn status_command(config: &Config, json: bool) -> Result<()> {
         snapshot: &config.snapshot_schedule,
         tz: config.tz,
     };
+    // One read of the history for the table and the verdict alike.
+    let history = store.load();
     let status = status::status(
         Utc::now(),
-        &store.load(),
-        verdict(config, &store),
+        &history,
+        verdict(config, &store, &history),
         &schedules,
     );
     if json {
