@@ -2,13 +2,16 @@
 //! containers still for only a short catch-up pass, and snapshots the mirror with borg.
 //!
 //! # Layout
-//! Data flows one way: config -> discover -> plan -> freeze and transfer -> snapshot -> report.
+//! Data flows one way: config -> discover -> plan -> freeze (capture) and transfer -> snapshot ->
+//! report.
 //!
 //! - [`config`]: the environment, read and validated once at start (raw, then typed).
 //! - [`engine`]: the Docker side: discovery, the plan, the freeze and its journal, the restore
 //!   helper container. It never touches the remote.
-//! - [`remote`]: the ssh side: child processes, the connection, fault kinds, rsync passes, borg.
-//!   It never touches the engine.
+//! - [`capture`]: local work while a group is frozen: the metadata scan, what changed since the
+//!   live pass, the copies in the staging area. It touches neither the engine nor the remote.
+//! - [`remote`]: the ssh side: child processes, the connection, fault kinds, rsync passes (the
+//!   upload of a capture's copies too), borg. It never touches the engine.
 //! - [`ops`]: operations, what tells the user how backups go: notifications, read from reports.
 //! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume back,
 //!   and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
@@ -24,6 +27,7 @@
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
 pub(crate) mod app;
+pub(crate) mod capture;
 pub(crate) mod check;
 pub(crate) mod config;
 pub(crate) mod engine;

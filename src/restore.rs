@@ -213,12 +213,20 @@ async fn restore_volume(
             members: users.clone(),
             volumes: Vec::new(),
         };
-        let (result, _) =
+        let (result, frozen) =
             freeze::with_frozen(docker, journal, &group, RESTORE_LIMIT, cancel, |token| {
                 let helper = &helper;
                 async move { helper.run(&token).await }
             })
             .await;
+        if !frozen.containers.is_empty() {
+            info!(
+                message = events::GROUP_THAWED,
+                group = %group.name,
+                containers = %frozen.containers.join(","),
+                pause_ms = frozen.duration.as_millis() as u64,
+            );
+        }
         result
     }
     .await;

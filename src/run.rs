@@ -1,6 +1,9 @@
 //! One run: discover, plan, open ssh, pre command, each group (live pass, freeze, catch-up pass,
 //! thaw), snapshot when asked and everything mirrored, post command; one report out.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -8,20 +11,21 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::{Config, Retry};
+use crate::capture::{self, Capture, LiveView};
+use crate::config::{CatchUp, Config, Retry};
 use crate::engine::discover;
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{self, Group, Plan, PlannedVolume};
 use crate::events;
-use crate::format::millis;
+use crate::format::{human_bytes, millis};
 use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::borg::{self, CreateProgress};
 use crate::remote::commands;
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::ssh::{Session, Ssh};
-use crate::remote::transfer::{self, Pass, PassResult, Progress};
+use crate::remote::transfer::{self, Mirror, OnProgress, Pass, PassResult, Progress};
 use crate::report::{Failure, FailureKind, GroupReport, RunReport, Synced, VolumeReport};
 use crate::schedule::Trigger;
 
@@ -313,11 +317,18 @@ where
 
 type VolumeResults = Vec<(String, Result<Synced>)>;
 
-/// The volume's figures from its passes, logged as `volume synced`.
-fn synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) -> Synced {
+/// The volume's figures from its passes, logged as `volume synced`. `totals` (entries, bytes)
+/// replaces the last pass's when that pass sent only part of the volume (a capture's upload).
+fn synced(
+    volume: &PlannedVolume,
+    live: Option<PassResult>,
+    last: PassResult,
+    totals: Option<(u64, u64)>,
+) -> Synced {
+    let (files, bytes) = totals.unwrap_or((last.stats.files, last.stats.bytes));
     let synced = Synced {
-        bytes: last.stats.bytes,
-        files: last.stats.files,
+        bytes,
+        files,
         sent_bytes: live.map_or(0, |l| l.stats.bytes_sent) + last.stats.bytes_sent,
         seconds: live.map_or(0.0, |l| l.seconds) + last.seconds,
         live_seconds: live.map(|l| l.seconds),
@@ -334,9 +345,59 @@ fn synced(volume: &PlannedVolume, live: Option<PassResult>, last: PassResult) ->
     synced
 }
 
-/// Mirrors one group: a live pass of each volume, then the freeze with a catch-up pass of each,
-/// or a single pass when nothing is to be frozen. Returns each volume's result and what the freeze
-/// did.
+/// One rsync pass of a volume; `watched` passes (those not inside a freeze) report their progress.
+async fn pass(
+    ctx: &Sidecar,
+    mirror: &Mirror<'_>,
+    volume: &PlannedVolume,
+    kind: Pass,
+    watched: bool,
+    cancel: &CancellationToken,
+) -> Result<PassResult> {
+    let config = &ctx.config;
+    let mut watcher = Watcher::new(
+        Subject::Volume(volume.name.clone()),
+        config.progress_interval,
+        ctx.store.clone(),
+    );
+    let mut report = |p: Progress| watcher.pass(p);
+    transfer::sync_volume(
+        mirror,
+        &source_of(config, volume),
+        &volume.name,
+        &volume.excludes,
+        kind,
+        watched.then_some(&mut report as OnProgress),
+        cancel,
+    )
+    .await
+    .with_context(|| format!("{} pass", if kind == Pass::Live { "live" } else { "final" }))
+}
+
+fn source_of(config: &Config, volume: &PlannedVolume) -> PathBuf {
+    config.volumes_dir.join(&volume.name).join("_data")
+}
+
+/// How a frozen group caught up.
+enum CaughtUp {
+    /// Copies in the staging area, one per volume, to upload after the thaw.
+    Captured(Vec<Capture>),
+    /// rsync passes over the network while frozen, one per volume; `reason`: why not a capture.
+    Network {
+        reason: String,
+        passes: Vec<Result<PassResult>>,
+    },
+}
+
+/// A volume that passed its live pass, waiting for the freeze.
+struct Ready<'a> {
+    volume: &'a PlannedVolume,
+    live: PassResult,
+}
+
+/// Mirrors one group: a live pass of each volume, then the freeze with the catch-up (a capture,
+/// or a network pass of each volume), the thaw, and a capture's upload; or a single pass of each
+/// volume when nothing is to be frozen. Returns each volume's result and what the freeze did.
 async fn sync_group(
     ctx: &Sidecar,
     ssh: &Ssh,
@@ -344,54 +405,40 @@ async fn sync_group(
     cancel: &CancellationToken,
 ) -> (VolumeResults, Frozen) {
     let config = &ctx.config;
-    // `watched`: the pass may take long (not inside a freeze), so it reports its progress.
-    let pass = |volume: &PlannedVolume, kind: Pass, watched: bool, token: CancellationToken| {
-        let ssh = ssh.clone();
-        let name = volume.name.clone();
-        let excludes = volume.excludes.clone();
-        let mut watcher = Watcher::new(
-            Subject::Volume(name.clone()),
-            config.progress_interval,
-            ctx.store.clone(),
-        );
-        async move {
-            let mut report = |p: Progress| watcher.pass(p);
-            transfer::sync_volume(
-                &ssh,
-                &config.volumes_dir,
-                &config.remote_dir,
-                &name,
-                &excludes,
-                kind,
-                watched.then_some(&mut report as &mut (dyn FnMut(Progress) + Send)),
-                &token,
-            )
-            .await
-            .with_context(|| format!("{} pass", if kind == Pass::Live { "live" } else { "final" }))
-        }
+    let mirror = Mirror {
+        ssh,
+        link: &config.link,
+        remote_dir: &config.remote_dir,
     };
-
     let mut results: VolumeResults = Vec::new();
     if group.members.is_empty() {
         for volume in &group.volumes {
-            let result = pass(volume, Pass::Final, true, cancel.clone())
+            let result = pass(ctx, &mirror, volume, Pass::Final, true, cancel)
                 .await
-                .map(|done| synced(volume, None, done));
+                .map(|done| synced(volume, None, done, None));
             results.push((volume.name.clone(), result));
         }
         return (results, Frozen::default());
     }
 
     let mut ready = Vec::new();
+    let mut views = Vec::new();
     for volume in &group.volumes {
-        match pass(volume, Pass::Live, true, cancel.clone()).await {
-            Ok(live) => ready.push((volume, live)),
+        let view = before_live_pass(config, volume).await;
+        match pass(ctx, &mirror, volume, Pass::Live, true, cancel).await {
+            Ok(live) => {
+                ready.push(Ready { volume, live });
+                views.push(view);
+            }
             Err(e) => results.push((volume.name.clone(), Err(e))),
         }
     }
     if ready.is_empty() {
         return (results, Frozen::default());
     }
+    let staging = config.state_dir.join(STAGING_DIR);
+    let why_not = why_not_capture(&ready, &views);
+    let views: Vec<LiveView> = views.into_iter().map(Result::unwrap_or_default).collect();
     let (caught_up, frozen) = freeze::with_frozen(
         &ctx.docker,
         &ctx.journal,
@@ -400,30 +447,226 @@ async fn sync_group(
         cancel,
         |token| {
             let ready = &ready;
+            let mirror = &mirror;
+            let staging = &staging;
             async move {
-                let mut out = Vec::new();
-                for (volume, _) in ready {
-                    out.push(pass(volume, Pass::Final, false, token.clone()).await);
+                let captured = match why_not {
+                    Some(reason) => Err(reason),
+                    None => capture_group(config, ready, views, staging).await,
+                };
+                let reason = match captured {
+                    Ok(captures) => return Ok(CaughtUp::Captured(captures)),
+                    Err(reason) => reason,
+                };
+                let mut passes = Vec::new();
+                for r in ready {
+                    passes.push(pass(ctx, mirror, r.volume, Pass::Final, false, &token).await);
                 }
-                Ok(out)
+                Ok(CaughtUp::Network { reason, passes })
             }
         },
     )
     .await;
+    log_thawed(group, &frozen, caught_up.as_ref().ok());
     match caught_up {
-        Ok(passes) => {
-            for ((volume, live), result) in ready.iter().zip(passes) {
-                let result = result.map(|last| synced(volume, Some(*live), last));
-                results.push((volume.name.clone(), result));
+        Ok(CaughtUp::Network { passes, .. }) => {
+            for (r, result) in ready.iter().zip(passes) {
+                let result = result.map(|last| synced(r.volume, Some(r.live), last, None));
+                results.push((r.volume.name.clone(), result));
+            }
+        }
+        Ok(CaughtUp::Captured(captures)) => {
+            for (r, capture) in ready.iter().zip(captures) {
+                let result = upload(ctx, &mirror, r.volume, &capture, cancel)
+                    .await
+                    .map(|last| synced(r.volume, Some(r.live), last, Some(capture.totals())));
+                results.push((r.volume.name.clone(), result));
             }
         }
         Err(e) => {
             // Every volume of the group failed for the one reason, with its kind.
             let failure = Failure::of(&e);
-            for (volume, _) in &ready {
-                results.push((volume.name.clone(), Err(failure.clone().into())));
+            for r in &ready {
+                results.push((r.volume.name.clone(), Err(failure.clone().into())));
             }
         }
     }
+    if let Err(e) = capture::clear(&staging) {
+        warn!(error = %e, path = %staging.display(), "cannot empty the staging area");
+    }
     (results, frozen)
+}
+
+/// The staging area, in `BACKUP_STATE_DIR`: one directory per volume of the group being frozen.
+pub const STAGING_DIR: &str = "staging";
+
+/// What the capture needs from before a volume's live pass (the error says why there is none).
+async fn before_live_pass(config: &Config, volume: &PlannedVolume) -> Result<LiveView, String> {
+    if config.catch_up == CatchUp::Network {
+        return Err("BACKUP_CATCH_UP=network".into());
+    }
+    let source = source_of(config, volume);
+    let excludes = volume.excludes.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        LiveView::before_live_pass(&source, &excludes, &AtomicBool::new(false))
+    })
+    .await;
+    match listed {
+        Ok(Ok(view)) => Ok(view),
+        Ok(Err(e)) => Err(format!("listing {} before its live pass: {e}", volume.name)),
+        Err(e) => Err(format!("listing {} before its live pass: {e}", volume.name)),
+    }
+}
+
+/// Why the group cannot be captured, if it cannot: decided before the freeze.
+fn why_not_capture(ready: &[Ready], views: &[Result<LiveView, String>]) -> Option<String> {
+    let incomplete = ready.iter().find(|r| !r.live.complete).map(|r| {
+        format!(
+            "the live pass of {} could not read every file (rsync exit 23)",
+            r.volume.name
+        )
+    });
+    views
+        .iter()
+        .find_map(|v| v.as_ref().err().cloned())
+        .or(incomplete)
+}
+
+/// Sets a flag when dropped: the freeze ended (timeout, cancellation) and the capture's threads
+/// should stop.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// While frozen: scans the group's volumes at once, and copies what changed into the staging
+/// area unless it would exceed `BACKUP_STAGING_MAX`. The error says why not, for the log.
+async fn capture_group(
+    config: &Config,
+    ready: &[Ready<'_>],
+    views: Vec<LiveView>,
+    staging: &Path,
+) -> Result<Vec<Capture>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    let jobs: Vec<(String, PathBuf, Vec<String>, LiveView)> = ready
+        .iter()
+        .zip(views)
+        .map(|(r, view)| {
+            let v = r.volume;
+            (
+                v.name.clone(),
+                source_of(config, v),
+                v.excludes.clone(),
+                view,
+            )
+        })
+        .collect();
+    let staging = staging.to_path_buf();
+    let max = config.staging_max;
+    let work = move || -> Result<Vec<Capture>, String> {
+        capture::clear(&staging).map_err(|e| format!("emptying the staging area: {e}"))?;
+        let surveys = std::thread::scope(|scope| {
+            let threads: Vec<_> = jobs
+                .iter()
+                .map(|(_, source, excludes, view)| {
+                    scope.spawn(|| capture::survey(source, excludes, view, &stop))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("scan thread panicked"))
+                .collect::<Vec<_>>()
+        });
+        let mut chosen = Vec::new();
+        for ((name, ..), survey) in jobs.iter().zip(surveys) {
+            chosen.push(survey.map_err(|e| format!("scanning {name}: {e}"))?);
+        }
+        let bytes: u64 = chosen.iter().map(|(_, choice)| choice.bytes).sum();
+        if bytes > max {
+            return Err(format!(
+                "{} changed while frozen, over BACKUP_STAGING_MAX ({})",
+                human_bytes(bytes),
+                human_bytes(max)
+            ));
+        }
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = jobs
+                .iter()
+                .zip(chosen)
+                .map(|((name, source, ..), (entries, choice))| {
+                    let target = staging.join(name);
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        capture::copy(source, &target, entries, choice, stop)
+                            .map_err(|e| format!("copying {name} into the staging area: {e}"))
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("copy thread panicked"))
+                .collect()
+        })
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => Err(format!("the capture failed: {e}")),
+    }
+}
+
+/// Logs `group thawed`, with the catch-up path that was taken and what it moved.
+fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
+    if frozen.containers.is_empty() {
+        return;
+    }
+    let (catch_up, reason, files, bytes) = match caught_up {
+        Some(CaughtUp::Captured(captures)) => (
+            CatchUp::Capture,
+            None,
+            captures.iter().map(|c| c.choice.entries as u64).sum(),
+            captures.iter().map(|c| c.choice.bytes).sum(),
+        ),
+        Some(CaughtUp::Network { reason, .. }) => (CatchUp::Network, Some(reason.as_str()), 0, 0),
+        None => (CatchUp::Network, None, 0, 0),
+    };
+    info!(
+        message = events::GROUP_THAWED,
+        group = %group.name,
+        containers = %frozen.containers.join(","),
+        pause_ms = frozen.duration.as_millis() as u64,
+        catch_up = %catch_up,
+        reason,
+        staged_files = files,
+        staged_bytes = bytes,
+    );
+}
+
+/// After the thaw: uploads a volume's capture, reporting progress.
+async fn upload(
+    ctx: &Sidecar,
+    mirror: &Mirror<'_>,
+    volume: &PlannedVolume,
+    capture: &Capture,
+    cancel: &CancellationToken,
+) -> Result<PassResult> {
+    let mut watcher = Watcher::new(
+        Subject::Volume(volume.name.clone()),
+        ctx.config.progress_interval,
+        ctx.store.clone(),
+    );
+    let mut report = |p: Progress| watcher.pass(p);
+    transfer::upload(
+        mirror,
+        &volume.name,
+        &volume.excludes,
+        capture,
+        Some(&mut report as OnProgress),
+        cancel,
+    )
+    .await
+    .context("upload of the capture")
 }

@@ -24,7 +24,9 @@ use croner::Cron;
 pub use parse::parse_cron;
 pub use parse::split_list;
 pub use raw::RawConfig;
-use sections::{HealthSection, NotifySection, Paths, RemoteSection, RunSection, ScheduleSection};
+use sections::{
+    CatchUpSection, HealthSection, NotifySection, Paths, RemoteSection, RunSection, ScheduleSection,
+};
 
 use crate::ops::notify::{Channel, NotifyOn};
 
@@ -202,6 +204,43 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/backup-sidecar";
 /// Default [`Config::notify_on`] (`BACKUP_NOTIFY_ON`): failures, and the first success after one.
 pub const DEFAULT_NOTIFY_ON: NotifyOn = NotifyOn::Failure;
 
+/// How a frozen group's volumes are brought up to date after their live pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// While frozen, copy what changed since the live pass into the local staging area; upload
+    /// it after the thaw. The freeze never waits on the network.
+    Capture,
+    /// While frozen, a second rsync pass over ssh (the freeze lasts as long as the link takes).
+    Network,
+}
+
+impl fmt::Display for CatchUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CatchUp::Capture => "capture",
+            CatchUp::Network => "network",
+        })
+    }
+}
+
+/// Default [`Config::catch_up`] (`BACKUP_CATCH_UP`).
+pub const DEFAULT_CATCH_UP: CatchUp = CatchUp::Capture;
+/// Default [`Config::staging_max`] (`BACKUP_STAGING_MAX`): 1 GiB.
+pub const DEFAULT_STAGING_MAX: u64 = 1 << 30;
+
+/// rsync's options for the link to the remote, on every mirror pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Link {
+    /// `BACKUP_COMPRESS`: rsync's `-z`, with the algorithm both ends negotiate.
+    pub compress: bool,
+    /// `BACKUP_BWLIMIT`: rsync's `--bwlimit` as given (`500`, `1.5m`: KiB/s unless suffixed);
+    /// `None` for no limit.
+    pub bwlimit: Option<String>,
+}
+
+/// Default [`Link::compress`] (`BACKUP_COMPRESS`).
+pub const DEFAULT_COMPRESS: bool = false;
+
 /// Stage two: the validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -239,6 +278,12 @@ pub struct Config {
     pub post_command: Option<String>,
     /// Compose projects to limit discovery to; `None` means all.
     pub projects: Option<Vec<String>>,
+    /// How a frozen group is brought up to date (`BACKUP_CATCH_UP`).
+    pub catch_up: CatchUp,
+    /// Most a group's capture may copy into the staging area (`BACKUP_STAGING_MAX`, bytes).
+    pub staging_max: u64,
+    /// rsync's options for the link to the remote.
+    pub link: Link,
     /// Where the host's volumes directory is mounted.
     pub volumes_dir: PathBuf,
     /// The sidecar's own state.
@@ -303,6 +348,11 @@ impl Config {
             post_command,
             projects,
         } = sections::run_section(&raw)?;
+        let CatchUpSection {
+            catch_up,
+            staging_max,
+            link,
+        } = sections::catch_up_section(&raw)?;
         let Paths {
             volumes_dir,
             state_dir,
@@ -335,6 +385,9 @@ impl Config {
             pre_command,
             post_command,
             projects,
+            catch_up,
+            staging_max,
+            link,
             volumes_dir,
             state_dir,
             log_format,

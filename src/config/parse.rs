@@ -164,6 +164,56 @@ pub(super) fn parse_duration(
     }
 }
 
+/// Parses a size: a whole number of bytes, or one with a binary unit (`512MiB`, `1 GiB`, `2g`;
+/// K, M, G and T, with or without `iB`, all count in 1024s).
+pub(super) fn parse_size(var: &str, value: &str) -> Result<u64, ConfigError> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => 64,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift < 64)
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| {
+            err(
+                var,
+                format!("{value:?} is not a size such as 1GiB or 512MiB"),
+            )
+        })
+}
+
+/// Parses `BACKUP_BWLIMIT` the way rsync reads `--bwlimit`: a number of KiB/s, or one with a
+/// unit (`k`, `m`, `g`, each 1024 times the last). `0` means no limit (`None`).
+pub(super) fn parse_bwlimit(value: &str) -> Result<Option<String>, ConfigError> {
+    let value = value.trim();
+    let number = value.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    let units = value.len() - number.len();
+    let rate: Option<f64> = number
+        .parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite() && *r >= 0.0);
+    match rate {
+        Some(r) if units <= 1 && !number.starts_with('+') => {
+            Ok((r > 0.0).then(|| value.to_string()))
+        }
+        _ => Err(err(
+            "BACKUP_BWLIMIT",
+            format!("{value:?} is not a rate such as 500 (KiB/s) or 1.5m"),
+        )),
+    }
+}
+
 /// Parses a standard 5-field cron expression.
 pub fn parse_cron(var: &str, value: &str) -> Result<Cron, ConfigError> {
     let value = value.trim();

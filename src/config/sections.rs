@@ -221,6 +221,46 @@ pub(super) fn run_section(raw: &RawConfig) -> Result<RunSection, ConfigError> {
     })
 }
 
+/// How frozen groups catch up, and the link's rsync options.
+pub(super) struct CatchUpSection {
+    pub(super) catch_up: CatchUp,
+    pub(super) staging_max: u64,
+    pub(super) link: Link,
+}
+
+/// `BACKUP_CATCH_UP`, `BACKUP_STAGING_MAX`, `BACKUP_COMPRESS` and `BACKUP_BWLIMIT`.
+pub(super) fn catch_up_section(raw: &RawConfig) -> Result<CatchUpSection, ConfigError> {
+    let catch_up = match raw.backup_catch_up.as_deref().map(str::trim) {
+        None => DEFAULT_CATCH_UP,
+        Some("capture") => CatchUp::Capture,
+        Some("network") => CatchUp::Network,
+        Some(other) => {
+            return Err(err(
+                "BACKUP_CATCH_UP",
+                format!("{other:?} is neither capture nor network"),
+            ));
+        }
+    };
+    let staging_max = match raw.backup_staging_max.as_deref() {
+        None => DEFAULT_STAGING_MAX,
+        Some(value) => parse_size("BACKUP_STAGING_MAX", value)?,
+    };
+    let compress = parse_bool(
+        "BACKUP_COMPRESS",
+        raw.backup_compress.as_deref(),
+        DEFAULT_COMPRESS,
+    )?;
+    let bwlimit = match raw.backup_bwlimit.as_deref() {
+        None => None,
+        Some(value) => parse_bwlimit(value)?,
+    };
+    Ok(CatchUpSection {
+        catch_up,
+        staging_max,
+        link: Link { compress, bwlimit },
+    })
+}
+
 /// Local directories.
 pub(super) struct Paths {
     pub(super) volumes_dir: PathBuf,

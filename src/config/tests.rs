@@ -789,3 +789,62 @@ fn config_carries_notify_settings() {
     assert!(config.notify_urls.is_empty());
     assert_eq!(config.notify_on, DEFAULT_NOTIFY_ON);
 }
+
+#[test]
+fn catch_up_and_link() {
+    let files = Files::new();
+    let config = files.with(&[]).unwrap();
+    assert_eq!(config.catch_up, CatchUp::Capture);
+    assert_eq!(config.staging_max, 1 << 30);
+    assert_eq!(config.link, Link::default());
+
+    let config = files
+        .with(&[
+            ("BACKUP_CATCH_UP", "network"),
+            ("BACKUP_STAGING_MAX", "512MiB"),
+            ("BACKUP_COMPRESS", "true"),
+            ("BACKUP_BWLIMIT", "1.5m"),
+        ])
+        .unwrap();
+    assert_eq!(config.catch_up, CatchUp::Network);
+    assert_eq!(config.staging_max, 512 << 20);
+    assert!(config.link.compress);
+    assert_eq!(config.link.bwlimit.as_deref(), Some("1.5m"));
+    // A limit of 0 is rsync's "no limit".
+    let config = files.with(&[("BACKUP_BWLIMIT", "0")]).unwrap();
+    assert_eq!(config.link.bwlimit, None);
+
+    for (value, bytes) in [
+        ("0", 0),
+        ("4096", 4096),
+        ("2g", 2 << 30),
+        ("1 GiB", 1 << 30),
+        ("3K", 3 << 10),
+        ("1t", 1 << 40),
+    ] {
+        let config = files.with(&[("BACKUP_STAGING_MAX", value)]).unwrap();
+        assert_eq!(config.staging_max, bytes, "{value}");
+    }
+    for value in ["1.5G", "-1", "GiB", "10 apples", "99999999999999999999"] {
+        assert_eq!(
+            files.error_variable(&[("BACKUP_STAGING_MAX", value)]),
+            "BACKUP_STAGING_MAX",
+            "{value}"
+        );
+    }
+    for value in ["fast", "-5", "1mm", "1.5x", "+3"] {
+        assert_eq!(
+            files.error_variable(&[("BACKUP_BWLIMIT", value)]),
+            "BACKUP_BWLIMIT",
+            "{value}"
+        );
+    }
+    assert_eq!(
+        files.error_variable(&[("BACKUP_CATCH_UP", "copy")]),
+        "BACKUP_CATCH_UP"
+    );
+    assert_eq!(
+        files.error_variable(&[("BACKUP_COMPRESS", "zstd")]),
+        "BACKUP_COMPRESS"
+    );
+}

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::containers::{Containers, Refusal};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{Group, Member, Quiesce};
-use crate::events;
 
 /// Why a freeze failed, as code and users branch on it (the work's own failure is not one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,14 +329,6 @@ where
         containers: frozen.iter().map(|m| m.name.clone()).collect(),
         thawed: !matches!(&thawed, Err(e) if e.downcast_ref::<FreezeError>().is_some_and(|f| f.fault == FreezeFault::Thaw)),
     };
-    if !frozen.is_empty() {
-        tracing::info!(
-            message = events::GROUP_THAWED,
-            group = %group.name,
-            containers = %outcome.containers.join(","),
-            pause_ms = outcome.duration.as_millis() as u64,
-        );
-    }
     let result = match (result, thawed) {
         (r, Ok(())) => r,
         (Ok(_), Err(e)) => Err(e),

@@ -7,9 +7,10 @@
 //! Every word that comes from configuration or the remote's answers is quoted with [`quote`]; the
 //! borg passphrase is never on a line (it travels on stdin, `BORG_PASSPHRASE_FD=0`).
 
+use std::ffi::OsString;
 use std::path::Path;
 
-use crate::config::Borg;
+use crate::config::{Borg, Link};
 use crate::remote::process::Cmd;
 use crate::remote::ssh::{Ssh, quote};
 
@@ -214,10 +215,80 @@ pub fn borg_compare(config: &Borg, name: &str, path: &str, mirror_path: &str) ->
     )
 }
 
+/// What a mirror pass does; each kind has its own rsync options.
+#[derive(Debug, Clone, Copy)]
+pub enum Push<'a> {
+    /// A pass of the whole volume (`--delete`): the live pass, the network catch-up while frozen,
+    /// the only pass of a volume nobody uses.
+    Whole,
+    /// The capture's delete step: in each directory of `list` (`DIR/.`, NUL-separated), deletes
+    /// the names the source (a skeleton of names) lacks and sets the directories' times from it;
+    /// transfers nothing, changes no other attribute.
+    Prune {
+        /// The directories, as rsync's `--files-from` with `--from0`.
+        list: &'a Path,
+    },
+    /// The capture's upload: sends the entries of `list` from the staging area, whatever their
+    /// size and time (`-I`; delta transfer still sends only what differs).
+    Upload {
+        /// The entries, as rsync's `--files-from` with `--from0`.
+        list: &'a Path,
+    },
+}
+
+/// The options of a mirror pass (everything but `-e`, the source and the target).
+pub fn push_options(kind: Push, link: &Link, excludes: &[String], progress: bool) -> Vec<OsString> {
+    let mut options: Vec<OsString> = Vec::new();
+    let files_from = |list: &Path| {
+        let mut option = OsString::from("--files-from=");
+        option.push(list);
+        option
+    };
+    match kind {
+        Push::Whole => {
+            options.extend(ARCHIVE.map(OsString::from));
+            options.push("--delete".into());
+        }
+        Push::Prune { list } => {
+            options.extend(
+                [
+                    "-t",
+                    "--delete",
+                    "--existing",
+                    "--ignore-existing",
+                    "--from0",
+                ]
+                .map(OsString::from),
+            );
+            options.push(files_from(list));
+        }
+        Push::Upload { list } => {
+            options.extend(ARCHIVE.map(OsString::from));
+            options.extend(["-I", "--force", "--from0"].map(OsString::from));
+            options.push(files_from(list));
+        }
+    }
+    if progress {
+        options.push("--info=progress2".into());
+    }
+    if link.compress {
+        options.push("-z".into());
+    }
+    if let Some(rate) = &link.bwlimit {
+        options.push(format!("--bwlimit={rate}").into());
+    }
+    for pattern in excludes {
+        options.push(format!("--exclude={pattern}").into());
+    }
+    options
+}
+
 /// rsync of the local directory `source` to `target` on the remote (a mirror pass); with
 /// `progress`, rsync reports the whole transfer's progress on stdout (`--info=progress2`).
 pub fn rsync_push(
     ssh: &Ssh,
+    link: &Link,
+    kind: Push,
     source: &Path,
     target: &str,
     excludes: &[String],
@@ -225,39 +296,30 @@ pub fn rsync_push(
 ) -> Cmd {
     let mut source = source.as_os_str().to_owned();
     source.push("/");
-    let mut cmd = rsync(ssh);
-    if progress {
-        cmd = cmd.arg("--info=progress2");
-    }
-    for pattern in excludes {
-        cmd = cmd.arg(format!("--exclude={pattern}"));
-    }
-    cmd.arg(source).arg(ssh.rsync_target(target))
+    Cmd::new("rsync")
+        .args(push_options(kind, link, excludes, progress))
+        .arg("-e")
+        .arg(ssh.rsh())
+        .arg(source)
+        .arg(ssh.rsync_target(target))
 }
 
 /// rsync of `remote` (a directory on the remote, with a trailing slash) into the local directory
 /// `local`, for a restore; `extra` options go before the paths.
 pub fn rsync_pull(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -> Cmd {
-    rsync(ssh)
+    Cmd::new("rsync")
+        .args(ARCHIVE)
+        .arg("--delete")
         .args(extra)
+        .arg("-e")
+        .arg(ssh.rsh())
         .arg(ssh.rsync_target(remote))
         .arg(local)
 }
 
-fn rsync(ssh: &Ssh) -> Cmd {
-    // rsync's quick check compares whole seconds by default: a file rewritten at the same size
-    // within the second of the live pass would be skipped by the catch-up pass. Nanoseconds count.
-    Cmd::new("rsync")
-        .args([
-            "-aHAXS",
-            "--numeric-ids",
-            "--delete",
-            "--modify-window=-1",
-            "--stats",
-        ])
-        .arg("-e")
-        .arg(ssh.rsh())
-}
+// rsync's quick check compares whole seconds by default: a file rewritten at the same size within
+// the second of the live pass would be skipped by the catch-up pass. Nanoseconds count.
+const ARCHIVE: [&str; 4] = ["-aHAXS", "--numeric-ids", "--modify-window=-1", "--stats"];
 
 #[cfg(test)]
 mod tests {
@@ -457,39 +519,83 @@ mod tests {
     fn rsync_argv() {
         let dir = tempfile::tempdir().unwrap();
         let ssh = ssh(dir.path());
+        let plain = Link::default();
         let push = argv(&rsync_push(
             &ssh,
+            &plain,
+            Push::Whole,
             Path::new("/v/app/_data"),
             "/m/app/",
             &["*.tmp".into()],
             false,
         ));
         assert_eq!(
-            &push[..6],
+            &push[..7],
             &[
                 "-aHAXS",
                 "--numeric-ids",
-                "--delete",
                 "--modify-window=-1",
                 "--stats",
+                "--delete",
+                "--exclude=*.tmp",
                 "-e"
             ]
         );
-        assert!(push[6].starts_with("ssh -i "), "{}", push[6]);
-        assert!(push[6].contains("-o Ciphers=aes128-ctr"));
-        assert!(push[6].contains("-o StrictHostKeyChecking=yes"));
-        assert!(push[6].ends_with("-o ControlMaster=no"));
+        assert!(push[7].starts_with("ssh -i "), "{}", push[7]);
+        assert!(push[7].contains("-o Ciphers=aes128-ctr"));
+        assert!(push[7].contains("-o StrictHostKeyChecking=yes"));
+        assert!(push[7].ends_with("-o ControlMaster=no"));
+        assert_eq!(&push[8..], &["/v/app/_data/", "pi@backup:/m/app/"]);
+
+        let link = Link {
+            compress: true,
+            bwlimit: Some("1.5m".into()),
+        };
+        let live = argv(&rsync_push(
+            &ssh,
+            &link,
+            Push::Whole,
+            Path::new("/v/a"),
+            "/m/a/",
+            &[],
+            true,
+        ));
         assert_eq!(
-            &push[7..],
-            &["--exclude=*.tmp", "/v/app/_data/", "pi@backup:/m/app/"]
+            &live[4..8],
+            &["--delete", "--info=progress2", "-z", "--bwlimit=1.5m"]
         );
-        let watched = argv(&rsync_push(&ssh, Path::new("/v/a"), "/m/a/", &[], true));
+        assert_eq!(&live[10..], &["/v/a/", "pi@backup:/m/a/"]);
+
+        let list = Path::new("/state/staging/a/work/prune");
+        let prune = push_options(Push::Prune { list }, &plain, &["c".into()], false);
         assert_eq!(
-            &watched[7..],
-            &["--info=progress2", "/v/a/", "pi@backup:/m/a/"]
+            prune,
+            [
+                "-t",
+                "--delete",
+                "--existing",
+                "--ignore-existing",
+                "--from0",
+                "--files-from=/state/staging/a/work/prune",
+                "--exclude=c"
+            ]
         );
+        let upload = push_options(Push::Upload { list }, &plain, &[], true);
+        assert_eq!(&upload[..4], ARCHIVE);
+        assert_eq!(
+            &upload[4..],
+            [
+                "-I",
+                "--force",
+                "--from0",
+                "--files-from=/state/staging/a/work/prune",
+                "--info=progress2"
+            ]
+        );
+
         let pull = argv(&rsync_pull(&ssh, "/m/app/", "/target/", &["--dry-run"]));
         assert_eq!(&pull[..5], &push[..5]);
-        assert_eq!(&pull[7..], &["--dry-run", "pi@backup:/m/app/", "/target/"]);
+        assert_eq!(pull[5], "--dry-run");
+        assert_eq!(&pull[8..], &["pi@backup:/m/app/", "/target/"]);
     }
 }

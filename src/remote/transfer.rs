@@ -1,14 +1,17 @@
-//! Transfer: one rsync pass of one volume to its mirror directory on the remote.
+//! Transfer: the rsync passes of one volume to its mirror directory on the remote: a whole pass
+//! (live, or while frozen), and the upload of a capture.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::remote::commands;
+use crate::capture::Capture;
+use crate::config::Link;
+use crate::remote::commands::{self, Push};
 use crate::remote::fault::classify;
-use crate::remote::process;
+use crate::remote::process::{self, Cmd};
 use crate::remote::ssh::Ssh;
 
 /// Which pass this is; it decides which rsync results are acceptable.
@@ -136,22 +139,41 @@ pub struct PassResult {
     pub stats: Stats,
     /// Wall time of the pass.
     pub seconds: f64,
+    /// rsync read everything it listed (a live pass may not, when files change under it).
+    pub complete: bool,
 }
 
-/// Mirrors `volumes_dir/<volume>/_data/` to `remote_dir/<volume>/`. With `progress`, rsync reports
-/// its progress and each report goes there as it comes.
-#[allow(clippy::too_many_arguments)] // one pass's parameters; grouping them would hide nothing
+/// Where the mirror is and how the link is used.
+#[derive(Clone, Copy)]
+pub struct Mirror<'a> {
+    /// The session to the remote.
+    pub ssh: &'a Ssh,
+    /// rsync's options for the link.
+    pub link: &'a Link,
+    /// `BACKUP_REMOTE_DIR`.
+    pub remote_dir: &'a str,
+}
+
+impl Mirror<'_> {
+    fn target(&self, volume: &str) -> String {
+        format!("{}/{volume}/", self.remote_dir)
+    }
+}
+
+/// A callback for rsync's progress reports.
+pub type OnProgress<'a> = &'a mut (dyn FnMut(Progress) + Send);
+
+/// Mirrors `source` (a volume's `_data`) to `remote_dir/<volume>/`. With `progress`, rsync
+/// reports its progress and each report goes there as it comes.
 pub async fn sync_volume(
-    ssh: &Ssh,
-    volumes_dir: &Path,
-    remote_dir: &str,
+    mirror: &Mirror<'_>,
+    source: &Path,
     volume: &str,
     excludes: &[String],
     pass: Pass,
-    progress: Option<&mut (dyn FnMut(Progress) + Send)>,
+    progress: Option<OnProgress<'_>>,
     cancel: &CancellationToken,
 ) -> Result<PassResult> {
-    let source = volumes_dir.join(volume).join("_data");
     if !source.is_dir() {
         bail!(
             "{} is not there: the volume was removed after the plan, or the volumes directory \
@@ -159,28 +181,81 @@ pub async fn sync_volume(
             source.display()
         );
     }
+    let cmd = commands::rsync_push(
+        mirror.ssh,
+        mirror.link,
+        Push::Whole,
+        source,
+        &mirror.target(volume),
+        excludes,
+        progress.is_some(),
+    );
+    run_pass(&cmd, pass, progress, cancel).await
+}
+
+/// Brings `remote_dir/<volume>/` to the state a capture copied: sends the copies, then deletes,
+/// in each copied directory, what it did not hold while frozen, and sets the directories' times.
+/// Runs after the thaw.
+pub async fn upload(
+    mirror: &Mirror<'_>,
+    volume: &str,
+    excludes: &[String],
+    capture: &Capture,
+    progress: Option<OnProgress<'_>>,
+    cancel: &CancellationToken,
+) -> Result<PassResult> {
+    let target = mirror.target(volume);
     let started = Instant::now();
-    let target = format!("{remote_dir}/{volume}/");
-    let done = match progress {
-        None => {
-            let cmd = commands::rsync_push(ssh, &source, &target, excludes, false);
-            process::run(&cmd, cancel).await?
+    let mut sent = None;
+    let mut progress = progress;
+    for step in capture.steps().context("writing the upload's lists")? {
+        let kind = if step.prune {
+            Push::Prune { list: &step.list }
+        } else {
+            Push::Upload { list: &step.list }
+        };
+        let watched = !step.prune && progress.is_some();
+        let cmd = commands::rsync_push(
+            mirror.ssh,
+            mirror.link,
+            kind,
+            &step.source,
+            &target,
+            excludes,
+            watched,
+        );
+        let report = if watched { progress.take() } else { None };
+        let result = run_pass(&cmd, Pass::Final, report, cancel).await;
+        if step.prune {
+            result.context("deleting what no longer existed")?;
+        } else {
+            sent = Some(result?);
         }
-        Some(report) => {
-            let cmd = commands::rsync_push(ssh, &source, &target, excludes, true);
-            let watch = process::Watch {
-                stdout: &mut |line| match Progress::parse(line) {
-                    Some(p) => {
-                        report(p);
-                        true
-                    }
-                    None => false,
-                },
-                stderr: &mut |line| Some(line.to_string()),
-            };
-            process::run_watched(&cmd, cancel, watch).await?
-        }
+    }
+    let mut result = sent.expect("the copies are always sent");
+    result.seconds = started.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+async fn run_pass(
+    cmd: &Cmd,
+    pass: Pass,
+    mut progress: Option<OnProgress<'_>>,
+    cancel: &CancellationToken,
+) -> Result<PassResult> {
+    let started = Instant::now();
+    let watch = process::Watch {
+        stdout: &mut |line| match (Progress::parse(line), progress.as_deref_mut()) {
+            (Some(p), Some(report)) => {
+                report(p);
+                true
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+        stderr: &mut |line| Some(line.to_string()),
     };
+    let done = process::run_watched(cmd, cancel, watch).await?;
     let exit = RsyncExit::from_code(done.code);
     let seconds = started.elapsed().as_secs_f64();
     if !exit.acceptable(pass) {
@@ -188,14 +263,14 @@ pub async fn sync_volume(
     }
     if exit != RsyncExit::Complete {
         tracing::info!(
-            volume,
             exit_code = done.code,
-            "files changed or vanished during the live pass; the catch-up pass takes them"
+            "files changed or vanished during the live pass; the catch-up takes them"
         );
     }
     Ok(PassResult {
         stats: Stats::parse(&done.stdout),
         seconds,
+        complete: exit != RsyncExit::Partial,
     })
 }
 
