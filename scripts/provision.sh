@@ -10,6 +10,10 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v socat >/dev/null || need+=(socat)
+# The capture's unit tests compare with real rsync and change xattrs and ACLs.
+command -v rsync >/dev/null || need+=(rsync)
+command -v setfattr >/dev/null || need+=(attr)
+command -v setfacl >/dev/null || need+=(acl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "provision: installing ${need[*]}"
   apt-get update -qq

@@ -64,6 +64,8 @@ fn running_app_is_mirrored_consistently_and_keeps_running() {
     let thawed = events_named(&sidecar, "group thawed");
     assert_eq!(thawed.len(), 1, "{thawed:?}");
     assert_eq!(thawed[0]["fields"]["containers"], app.as_str());
+    // Captured while frozen and uploaded after the thaw, while the app went on writing.
+    assert_eq!(thawed[0]["fields"]["catch_up"], "capture", "{}", thawed[0]);
     assert!(thawed[0]["fields"]["pause_ms"].as_u64().unwrap() < 30_000);
     assert_running_not_paused(&app);
     let later = || {
