@@ -224,6 +224,10 @@ impl Scenario {
     }
 }
 
+/// The freeze-time faults need a freeze that lasts: the network catch-up holds the group frozen for
+/// as long as the remote's rsync takes (the capture's freeze never waits on the remote).
+const NETWORK_CATCH_UP: (&str, &str) = ("BACKUP_CATCH_UP", "network");
+
 /// The remote's rsync sleeps `seconds` on its `call`th run (1: first live pass, 2: catch-up).
 fn slow_rsync(call: u32, seconds: u32) -> String {
     format!(
@@ -520,7 +524,7 @@ fn docker_api_cut() -> Row {
 fn container_removed_while_frozen() -> Row {
     let mut s = Scenario::new("removed", &[]);
     s.on_remote(&slow_rsync(2, 4));
-    s.start(&[], &[]);
+    s.start(&[NETWORK_CATCH_UP], &[]);
     s.wait_paused();
     docker(&["rm", "-f", &s.apps[0]]);
     let error = s.expect_failure(1, "was removed while frozen");
@@ -536,7 +540,7 @@ fn container_removed_while_frozen() -> Row {
 fn container_restarted_while_frozen() -> Row {
     let mut s = Scenario::new("restarted", &[]);
     s.on_remote(&slow_rsync(2, 4));
-    s.start(&[], &[]);
+    s.start(&[NETWORK_CATCH_UP], &[]);
     s.wait_paused();
     docker(&["restart", "-t", "1", &s.apps[0]]);
     let error = s.expect_failure(1, "restarted or unpaused by someone else while frozen");
@@ -598,7 +602,11 @@ fn sidecar_interrupted(phase: &'static str, kill: bool) -> Row {
         "freeze" => s.on_remote(&slow_rsync(s.apps.len() as u32 + 1, 30)),
         _ => s.on_remote(&slow_borg_create(30)),
     };
-    s.start(&[], &[]);
+    if phase == "freeze" {
+        s.start(&[NETWORK_CATCH_UP], &[]);
+    } else {
+        s.start(&[], &[]);
+    }
     match phase {
         "live" => s.wait_rsync_calls(1),
         "freeze" => s.wait_paused(),

@@ -11,11 +11,15 @@ use common::*;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Makes the remote's second rsync call (the catch-up pass of the first volume) hang for a minute,
-/// so a test can act while the group is frozen.
+/// so a test can act while the group is frozen; with [`NETWORK_CATCH_UP`], that pass runs inside
+/// the freeze.
 const SLOW_CATCH_UP: &str = "printf '%s\\n' '#!/bin/sh' \
     'n=$(cat /tmp/rsync-calls 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/rsync-calls' \
     '[ \"$n\" -ge 2 ] && sleep 60' 'exec /usr/bin/rsync \"$@\"' > /usr/local/bin/rsync && \
     chmod +x /usr/local/bin/rsync";
+
+/// The catch-up over the network, inside the freeze (the capture's freeze never waits on it).
+const NETWORK_CATCH_UP: (&str, &str) = ("BACKUP_CATCH_UP", "network");
 
 /// An app container of the test's project using a labelled volume.
 fn app(env: &Env) -> String {
@@ -149,7 +153,7 @@ fn sigterm_while_frozen_thaws_and_exits_0_within_10s() {
     let remote = env.remote();
     let app = app(&env);
     env.on_remote(&remote, SLOW_CATCH_UP);
-    let sidecar = env.sidecar(&remote, &[]);
+    let sidecar = env.sidecar(&remote, &[NETWORK_CATCH_UP]);
     wait_until("the group to be frozen", RUN_TIMEOUT, || state(&app).1);
 
     let started = Instant::now();
@@ -173,7 +177,7 @@ fn a_freeze_past_the_pause_timeout_is_abandoned_and_thawed() {
     let remote = env.remote();
     let app = app(&env);
     env.on_remote(&remote, SLOW_CATCH_UP);
-    let sidecar = env.sidecar(&remote, &[("BACKUP_PAUSE_TIMEOUT", "2s")]);
+    let sidecar = env.sidecar(&remote, &[("BACKUP_PAUSE_TIMEOUT", "2s"), NETWORK_CATCH_UP]);
     let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(finished["fields"]["outcome"], "failed");
     let error = finished["fields"]["error"].as_str().unwrap();

@@ -34,7 +34,7 @@ pub mod exclude;
 pub mod scan;
 pub mod stage;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -104,22 +104,27 @@ pub struct Choice {
 
 /// Chooses what to copy from a volume's scan (see the module's notes).
 pub fn choose(entries: &[Entry], live: &LiveView) -> Choice {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by(|a, b| entries[*a].path.cmp(&entries[*b].path));
-    let changed = |e: &Entry| e.ctime >= live.since;
-
-    // Parents come before their children in path order.
+    // Only directories need an order (parents first); there are few of them.
+    let mut dirs: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].kind == Kind::Dir)
+        .collect();
+    dirs.sort_by(|a, b| entries[*a].path.cmp(&entries[*b].path));
     let mut whole: HashSet<&[u8]> = HashSet::new();
-    let mut chosen: Vec<bool> = vec![false; entries.len()];
-    for &i in &order {
+    for &i in &dirs {
         let e = &entries[i];
-        let in_whole = e.parent().is_some_and(|p| whole.contains(p));
-        let new_dir = e.kind == Kind::Dir && live.dirs.get(&e.path) != Some(&e.inode);
-        if in_whole || new_dir {
+        let elsewhere = live.dirs.get(&e.path) != Some(&e.inode);
+        if elsewhere || e.parent().is_some_and(|p| whole.contains(p)) {
             whole.insert(&e.path);
         }
-        chosen[i] = in_whole || new_dir || changed(e);
     }
+    let below_whole = |e: &Entry| {
+        !whole.is_empty()
+            && (whole.contains(&e.path[..]) || e.parent().is_some_and(|p| whole.contains(p)))
+    };
+    let mut chosen: Vec<bool> = entries
+        .iter()
+        .map(|e| e.ctime >= live.since || below_whole(e))
+        .collect();
     // Every name of a copied inode, so that the links are made again.
     let linked: HashSet<(u64, u64)> = entries
         .iter()
@@ -133,9 +138,11 @@ pub fn choose(entries: &[Entry], live: &LiveView) -> Choice {
         }
     }
 
+    let dir_index: HashMap<&[u8], usize> =
+        dirs.iter().map(|&i| (&entries[i].path[..], i)).collect();
     let mut choice = Choice::default();
     let mut inodes = HashSet::new();
-    let mut upload: BTreeSet<&[u8]> = BTreeSet::new();
+    let mut upload: BTreeMap<&[u8], usize> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate().filter(|(i, _)| chosen[*i]) {
         choice.entries += 1;
         if e.kind == Kind::File && inodes.insert(e.inode) {
@@ -144,20 +151,18 @@ pub fn choose(entries: &[Entry], live: &LiveView) -> Choice {
         if e.kind == Kind::Dir {
             choice.prune.push(i);
         }
+        upload.insert(&e.path, i);
+        // The directories above it, up to one already listed.
         let mut path: &[u8] = &e.path;
-        while upload.insert(path) {
-            match scan::parent(path) {
-                Some(p) => path = p,
-                None => break,
+        while let Some(parent) = scan::parent(path) {
+            if upload.contains_key(parent) {
+                break;
             }
+            upload.insert(parent, dir_index[parent]);
+            path = parent;
         }
     }
-    let index: std::collections::HashMap<&[u8], usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (&e.path[..], i))
-        .collect();
-    choice.upload = upload.iter().map(|p| index[p]).collect();
+    choice.upload = upload.into_values().collect();
     choice
         .prune
         .sort_by(|a, b| entries[*a].path.cmp(&entries[*b].path));
@@ -191,8 +196,12 @@ impl Capture {
     }
 
     /// The upload's rsync runs, in order, with their lists written: the copies, then (when a
-    /// directory was copied) the delete step against the skeleton of names.
+    /// directory was copied) the delete step against the skeleton of names. None when nothing
+    /// changed.
     pub fn steps(&self) -> io::Result<Vec<Step>> {
+        if self.choice.upload.is_empty() {
+            return Ok(Vec::new());
+        }
         let list = self.work.join("upload.list");
         std::fs::write(&list, self.upload_list())?;
         let mut steps = vec![Step {
