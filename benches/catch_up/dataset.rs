@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::common::{Env, Remote, docker};
+use crate::common::{Env, Remote, docker, docker_output};
 
 /// Random files of one size, 100 to a directory.
 pub struct Dataset {
@@ -134,6 +134,13 @@ impl Setup {
             .iter()
             .map(|d| data.join(d))
             .collect()
+    }
+
+    /// Starts a sidecar with these variables over the harness's, after removing one that a
+    /// failed section may have left behind (its name is fixed).
+    pub fn sidecar(&self, vars: &[(&str, &str)]) -> String {
+        docker_output(&["rm", "-f", &format!("{}-sidecar", self.env.name)]);
+        self.env.sidecar(&self.remote, vars)
     }
 
     /// Empties the remote's mirror.

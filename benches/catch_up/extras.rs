@@ -28,7 +28,9 @@ pub struct TotalRound {
 
 /// Warm sidecar runs (default catch-up path) and bare rsyncs, alternating, on the bridge.
 pub fn total_vs_rsync(setup: &Setup, rounds: usize) -> Vec<TotalRound> {
-    let sidecar = setup.env.sidecar(&setup.remote, &NO_BORG);
+    // The freeze section stops the app for a while; if it failed then, the app is still stopped.
+    docker(&["start", &setup.app]);
+    let sidecar = setup.sidecar(&NO_BORG);
     let first = wait_for_run(&sidecar, TIMEOUT);
     assert_eq!(first["fields"]["outcome"], "success", "{first}");
     let mut all = Vec::new();
@@ -113,7 +115,7 @@ pub const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
 /// A sidecar after one run, left alone: its memory, and its CPU over [`IDLE_WINDOW`].
 pub fn idle(setup: &Setup) -> Idle {
-    let sidecar = setup.env.sidecar(&setup.remote, &NO_BORG);
+    let sidecar = setup.sidecar(&NO_BORG);
     let first = wait_for_run(&sidecar, TIMEOUT);
     assert_eq!(first["fields"]["outcome"], "success", "{first}");
     std::thread::sleep(Duration::from_secs(5));

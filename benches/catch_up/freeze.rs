@@ -126,7 +126,7 @@ fn measure_round(setup: &Setup, prober: &Prober, link: Link, round: usize) -> Ce
 fn warm_freeze(setup: &Setup, mode: &str) -> Thaw {
     let mut vars = NO_BORG.to_vec();
     vars.push(("BACKUP_CATCH_UP", mode));
-    let sidecar = setup.env.sidecar(&setup.remote, &vars);
+    let sidecar = setup.sidecar(&vars);
     let first = wait_for_run(&sidecar, TIMEOUT);
     assert_eq!(first["fields"]["outcome"], "success", "{first}");
     let warm = run_now(&sidecar, 1, TIMEOUT);
@@ -151,7 +151,7 @@ fn warm_freeze(setup: &Setup, mode: &str) -> Thaw {
 fn stop_for_copy(setup: &Setup) -> f64 {
     setup.clear_mirror();
     docker(&["stop", "-t", "1", &setup.app]);
-    let sidecar = setup.env.sidecar(&setup.remote, &NO_BORG);
+    let sidecar = setup.sidecar(&NO_BORG);
     let run = wait_for_run(&sidecar, TIMEOUT);
     let synced = events_named(&sidecar, "volume synced");
     docker(&["rm", "-f", &sidecar]);
