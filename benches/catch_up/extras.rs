@@ -227,7 +227,7 @@ fn stat_field(path: &str, key: &str) -> Option<u64> {
 /// One cold mirror on the shaped link.
 #[derive(Debug, Clone)]
 pub struct LinkCase {
-    /// `text` or `random`.
+    /// `text`, `system` or `random`.
     pub data: &'static str,
     /// `BACKUP_COMPRESS`.
     pub compress: bool,
@@ -247,9 +247,11 @@ const LINK_FILE_BYTES: usize = 1_000_000;
 
 /// The cases: each data kind with compression on and off, then incompressible data limited to
 /// 500 KiB/s without compression (so the limit is the only brake besides the link).
-const LINK_CASES: [(&str, bool, Option<u32>); 5] = [
+const LINK_CASES: [(&str, bool, Option<u32>); 7] = [
     ("text", true, None),
     ("text", false, None),
+    ("system", true, None),
+    ("system", false, None),
     ("random", true, None),
     ("random", false, None),
     ("random", false, Some(500)),
@@ -259,18 +261,27 @@ const LINK_CASES: [(&str, bool, Option<u32>); 5] = [
 const TEXT_SOURCE: &str =
     "seq -f 'line %08g: GET /index.php?page=home HTTP/1.1 200 5120 Mozilla/5.0' 1 1000000";
 
-/// Cold mirrors of 20 MB of text and of 20 MB of random bytes on the 10 Mbit/s link.
+/// Typical application data: programs, libraries and their text files (the debian image's
+/// `/usr` as a tar stream), which compresses a few times, unlike the log lines' best case.
+const SYSTEM_SOURCE: &str = "tar -cf - /usr 2>/dev/null";
+
+/// Cold mirrors of 20 MB of text, of system files and of random bytes on the 10 Mbit/s link.
 pub fn compress_and_bwlimit(rounds: usize) -> Vec<LinkCase> {
     let env = Env::new("catchup-link");
     let remote = env.remote();
     let text = link_volume(&env, "text", TEXT_SOURCE);
+    let system = link_volume(&env, "system", SYSTEM_SOURCE);
     let random = link_volume(&env, "random", "cat /dev/urandom");
     let shaping = Link::Shaped
         .apply(&remote.name)
         .expect("the shaped link shapes");
     let mut cases = Vec::new();
     for (data, compress, bwlimit) in LINK_CASES {
-        let project = if data == "text" { &text } else { &random };
+        let project = match data {
+            "text" => &text,
+            "system" => &system,
+            _ => &random,
+        };
         let mut runs = Vec::new();
         for _ in 0..rounds {
             env.on_remote(&remote, "rm -rf /backup/mirror/*");

@@ -463,8 +463,9 @@ a warm sidecar run (default catch-up path; `run started` to `run finished` times
 directory, from a throwaway container of the sidecar image on the same network with the same key \
 and known_hosts, timed inside the container around rsync alone. The sidecar adds \
 `--modify-window=-1 --stats`, a second (catch-up) pass inside the freeze, and the freeze.
-- **Compression and bandwidth limit**: on the shaped link, 20 MB of log-like text lines and 20 MB \
-from /dev/urandom, each 20 files of 1 MB in a volume of its own project (no app), mirrored into an \
+- **Compression and bandwidth limit**: on the shaped link, 20 MB of log-like text lines (the best \
+case), 20 MB of system files (the debian image's `/usr` as a tar stream: programs, libraries and \
+their text, a typical mix) and 20 MB from /dev/urandom, each 20 files of 1 MB in a volume of its own project (no app), mirrored into an \
 empty mirror by a sidecar with `BACKUP_COMPRESS=true|false` and, in the last case, \
 `BACKUP_BWLIMIT=500`; the rate is `volume synced` bytes / seconds.
 - **Idle daemon**: the sidecar after one run of the 10,000-file volume, left 5 s, then \
