@@ -380,8 +380,13 @@ fn source_of(config: &Config, volume: &PlannedVolume) -> PathBuf {
 
 /// How a frozen group caught up.
 enum CaughtUp {
-    /// Copies in the staging area, one per volume, to upload after the thaw.
-    Captured(Vec<Capture>),
+    /// Copies in the staging area, one per volume, to upload after the thaw; how long the scans
+    /// and the copies took.
+    Captured {
+        captures: Vec<Capture>,
+        scan: Duration,
+        copy: Duration,
+    },
     /// rsync passes over the network while frozen, one per volume; `reason`: why not a capture.
     Network {
         reason: String,
@@ -455,7 +460,7 @@ async fn sync_group(
                     None => capture_group(config, ready, views, staging).await,
                 };
                 let reason = match captured {
-                    Ok(captures) => return Ok(CaughtUp::Captured(captures)),
+                    Ok(captured) => return Ok(captured),
                     Err(reason) => reason,
                 };
                 let mut passes = Vec::new();
@@ -475,7 +480,7 @@ async fn sync_group(
                 results.push((r.volume.name.clone(), result));
             }
         }
-        Ok(CaughtUp::Captured(captures)) => {
+        Ok(CaughtUp::Captured { captures, .. }) => {
             for (r, capture) in ready.iter().zip(captures) {
                 let result = upload(ctx, &mirror, r.volume, &capture, cancel)
                     .await
@@ -549,7 +554,7 @@ async fn capture_group(
     ready: &[Ready<'_>],
     views: Vec<LiveView>,
     staging: &Path,
-) -> Result<Vec<Capture>, String> {
+) -> Result<CaughtUp, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let _stop = StopOnDrop(stop.clone());
     let jobs: Vec<(String, PathBuf, Vec<String>, LiveView)> = ready
@@ -567,7 +572,8 @@ async fn capture_group(
         .collect();
     let staging = staging.to_path_buf();
     let max = config.staging_max;
-    let work = move || -> Result<Vec<Capture>, String> {
+    let work = move || -> Result<CaughtUp, String> {
+        let started = Instant::now();
         capture::clear(&staging).map_err(|e| format!("emptying the staging area: {e}"))?;
         let surveys = std::thread::scope(|scope| {
             let threads: Vec<_> = jobs
@@ -593,7 +599,8 @@ async fn capture_group(
                 human_bytes(max)
             ));
         }
-        std::thread::scope(|scope| {
+        let scan = started.elapsed();
+        let captures = std::thread::scope(|scope| {
             let threads: Vec<_> = jobs
                 .iter()
                 .zip(chosen)
@@ -609,7 +616,12 @@ async fn capture_group(
             threads
                 .into_iter()
                 .map(|t| t.join().expect("copy thread panicked"))
-                .collect()
+                .collect::<Result<Vec<_>, String>>()
+        })?;
+        Ok(CaughtUp::Captured {
+            captures,
+            scan,
+            copy: started.elapsed() - scan,
         })
     };
     match tokio::task::spawn_blocking(work).await {
@@ -623,16 +635,28 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
     if frozen.containers.is_empty() {
         return;
     }
-    let (catch_up, reason, files, bytes) = match caught_up {
-        Some(CaughtUp::Captured(captures)) => (
-            CatchUp::Capture,
-            None,
-            captures.iter().map(|c| c.choice.entries as u64).sum(),
-            captures.iter().map(|c| c.choice.bytes).sum(),
-        ),
-        Some(CaughtUp::Network { reason, .. }) => (CatchUp::Network, Some(reason.as_str()), 0, 0),
-        None => (CatchUp::Network, None, 0, 0),
+    let mut captured = None;
+    let (catch_up, reason) = match caught_up {
+        Some(CaughtUp::Captured {
+            captures,
+            scan,
+            copy,
+        }) => {
+            captured = Some((
+                captures
+                    .iter()
+                    .map(|c| c.choice.entries as u64)
+                    .sum::<u64>(),
+                captures.iter().map(|c| c.choice.bytes).sum::<u64>(),
+                scan.as_millis() as u64,
+                copy.as_millis() as u64,
+            ));
+            (CatchUp::Capture, None)
+        }
+        Some(CaughtUp::Network { reason, .. }) => (CatchUp::Network, Some(reason.as_str())),
+        None => (CatchUp::Network, None),
     };
+    let (files, bytes, scan_ms, copy_ms) = captured.unwrap_or_default();
     info!(
         message = events::GROUP_THAWED,
         group = %group.name,
@@ -642,6 +666,8 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
         reason,
         staged_files = files,
         staged_bytes = bytes,
+        scan_ms = captured.map(|_| scan_ms),
+        copy_ms = captured.map(|_| copy_ms),
     );
 }
 

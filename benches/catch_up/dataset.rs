@@ -93,6 +93,8 @@ pub struct Setup {
     pub app: String,
     /// What is in the volume.
     pub dataset: &'static Dataset,
+    /// The sidecar's state volume (not backed up).
+    pub state: String,
 }
 
 impl Setup {
@@ -105,12 +107,15 @@ impl Setup {
         let files = env.in_volume(&volume, "find /data -type f | wc -l");
         assert_eq!(files.trim(), dataset.files.to_string(), "dataset filled");
         let app = env.app("app", &volume, &dataset.app_script());
+        // As the compose file has it: the state directory (and so the staging area) on a volume.
+        let state = env.volume("state", &[]);
         Setup {
             env,
             remote,
             volume,
             app,
             dataset,
+            state,
         }
     }
 
@@ -140,7 +145,9 @@ impl Setup {
     /// failed section may have left behind (its name is fixed).
     pub fn sidecar(&self, vars: &[(&str, &str)]) -> String {
         docker_output(&["rm", "-f", &format!("{}-sidecar", self.env.name)]);
-        self.env.sidecar(&self.remote, vars)
+        let state = format!("{}:/var/lib/backup-sidecar", self.state);
+        self.env
+            .sidecar_with(&self.remote, vars, &["-v", state.as_str()])
     }
 
     /// Empties the remote's mirror.

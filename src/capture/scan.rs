@@ -50,6 +50,12 @@ pub struct Entry {
     pub nlink: u64,
     /// Size in bytes (a symlink's: its target's length).
     pub size: u64,
+    /// Type and permission bits, as `st_mode`.
+    pub mode: u32,
+    /// Owner and group.
+    pub owner: (u32, u32),
+    /// The device a device node stands for.
+    pub rdev: u64,
     /// Last change of content or metadata (not settable by the app).
     pub ctime: Stamp,
     /// Last change of content (for a directory: of its names).
@@ -80,6 +86,9 @@ impl Entry {
             inode: (meta.dev(), meta.ino()),
             nlink: meta.nlink(),
             size: meta.size(),
+            mode: meta.mode(),
+            owner: (meta.uid(), meta.gid()),
+            rdev: meta.rdev(),
             ctime: Stamp {
                 secs: meta.ctime(),
                 nanos: meta.ctime_nsec(),

@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,8 +32,8 @@ fn check(result: libc::c_int) -> io::Result<()> {
 }
 
 /// Copies `entries` (sorted so that a directory comes before what it holds) from `source` into
-/// `target`, then sets each directory's time once nothing more is written into it. Returns the
-/// bytes of file content copied.
+/// `target`, then sets each directory's time once nothing more is written into it. The owner,
+/// mode and times are the scan's (taken while frozen). Returns the bytes of file content copied.
 pub fn copy_entries(
     source: &Path,
     target: &Path,
@@ -41,98 +41,171 @@ pub fn copy_entries(
     stop: &AtomicBool,
 ) -> io::Result<u64> {
     std::fs::create_dir_all(target)?;
+    // Directories first, parents before children; then everything else, the first name of each
+    // inode copied, several at once; then the other names linked to it.
     let mut first_name: HashMap<(u64, u64), &[u8]> = HashMap::new();
-    let mut copied = 0;
-    for entry in entries {
-        if stop.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the freeze ended",
-            ));
+    let mut dirs = Vec::new();
+    let mut copies = Vec::new();
+    let mut links = Vec::new();
+    for &entry in entries {
+        match entry.kind {
+            Kind::Dir => dirs.push(entry),
+            Kind::File if entry.nlink > 1 => match first_name.get(&entry.inode) {
+                Some(first) => links.push((entry, *first)),
+                None => {
+                    first_name.insert(entry.inode, &entry.path);
+                    copies.push(entry);
+                }
+            },
+            _ => copies.push(entry),
         }
-        let from = entry.under(source);
-        let to = entry.under(target);
-        let context = |e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("copying /{}: {e}", String::from_utf8_lossy(&entry.path)),
-            )
-        };
-        if entry.kind == Kind::File && entry.nlink > 1 {
-            if let Some(first) = first_name.get(&entry.inode) {
-                let first = target.join(OsStr::from_bytes(first));
-                std::fs::hard_link(first, &to).map_err(context)?;
-                continue;
-            }
-            first_name.insert(entry.inode, &entry.path);
-        }
-        copied += copy_one(&from, &to, entry).map_err(context)?;
+    }
+    for entry in &dirs {
+        copy_one(source, target, entry, &mut true)?;
+    }
+    let threads = if copies.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+    };
+    let copied: io::Result<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|k| {
+                let copies = &copies;
+                scope.spawn(move || {
+                    let mut reflinks = true;
+                    let mut copied = 0;
+                    for entry in copies.iter().skip(k).step_by(threads) {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(io::Error::new(
+                                io::ErrorKind::Interrupted,
+                                "the freeze ended",
+                            ));
+                        }
+                        copied += copy_one(source, target, entry, &mut reflinks)?;
+                    }
+                    Ok(copied)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("copy worker panicked"))
+            .sum()
+    });
+    for (entry, first) in links {
+        let first = target.join(OsStr::from_bytes(first));
+        std::fs::hard_link(first, entry.under(target)).map_err(|e| context(entry, e))?;
     }
     // Children change their directory's time; set it last, deepest first.
-    for entry in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+    for entry in dirs.iter().rev() {
         set_times(&entry.under(target), entry.mtime)?;
     }
+    copied
+}
+
+/// Below this many entries to copy, one thread copies them.
+const PARALLEL_FROM: usize = 32;
+
+fn context(entry: &Entry, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("copying /{}: {e}", String::from_utf8_lossy(&entry.path)),
+    )
+}
+
+fn copy_one(source: &Path, target: &Path, entry: &Entry, reflinks: &mut bool) -> io::Result<u64> {
+    let from = entry.under(source);
+    let to = entry.under(target);
+    let result = if entry.kind == Kind::File {
+        copy_file(&from, &to, entry, reflinks)
+    } else {
+        copy_other(&from, &to, entry).map(|()| 0)
+    };
+    result.map_err(|e| context(entry, e))
+}
+
+/// A regular file, through its open descriptors: content (a reflink while the file system takes
+/// them, else a copy within the kernel), owner, mode, xattrs, time.
+fn copy_file(from: &Path, to: &Path, entry: &Entry, reflinks: &mut bool) -> io::Result<u64> {
+    let mut source = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)?;
+    let mut target = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    // SAFETY: two open file descriptors; FICLONE either clones all of the file or nothing.
+    let cloned = *reflinks
+        && unsafe { libc::ioctl(target.as_raw_fd(), libc::FICLONE, source.as_raw_fd()) } == 0;
+    let copied = if cloned {
+        entry.size
+    } else {
+        // Not on this file system (or across two): do not ask again for this capture.
+        *reflinks = false;
+        std::io::copy(&mut source, &mut target)?
+    };
+    let fd = target.as_raw_fd();
+    // SAFETY: an open descriptor; fchown before fchmod, which chown would undo for set-id bits.
+    check(unsafe { libc::fchown(fd, entry.owner.0, entry.owner.1) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fchmod(fd, entry.mode & 0o7777) })?;
+    copy_xattrs(&Xattrs::Fd(source.as_raw_fd()), &Xattrs::Fd(fd))?;
+    let stamp = timespec(entry.mtime);
+    // SAFETY: an open descriptor and a two-element array.
+    check(unsafe { libc::futimens(fd, [stamp, stamp].as_ptr()) })?;
     Ok(copied)
 }
 
-fn copy_one(from: &Path, to: &Path, entry: &Entry) -> io::Result<u64> {
-    let meta = std::fs::symlink_metadata(from)?;
-    let mut copied = 0;
+/// A directory, symlink, fifo, socket or device node, by path (there are few).
+fn copy_other(from: &Path, to: &Path, entry: &Entry) -> io::Result<()> {
     match entry.kind {
         Kind::Dir => match std::fs::create_dir(to) {
             // The root, or a directory already made as a parent of something copied.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             other => other?,
         },
-        Kind::File => copied = copy_content(from, to)?,
         Kind::Symlink => std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?,
         Kind::Special => {
             let path = cstring(to)?;
-            // SAFETY: a valid C string; mode and device come from the source's lstat.
+            // SAFETY: a valid C string; mode and device are the source's.
             check(unsafe {
                 libc::mknod(
                     path.as_ptr(),
-                    meta.mode() as libc::mode_t,
-                    meta.rdev() as libc::dev_t,
+                    entry.mode as libc::mode_t,
+                    entry.rdev as libc::dev_t,
                 )
             })?;
         }
+        Kind::File => unreachable!("files go through copy_file"),
     }
     let path = cstring(to)?;
     // SAFETY: valid C string; lchown does not follow a symlink.
-    check(unsafe { libc::lchown(path.as_ptr(), meta.uid(), meta.gid()) })?;
+    check(unsafe { libc::lchown(path.as_ptr(), entry.owner.0, entry.owner.1) })?;
     if entry.kind != Kind::Symlink {
         // After the owner: chown clears set-id bits.
         // SAFETY: valid C string.
-        check(unsafe { libc::chmod(path.as_ptr(), meta.mode() as libc::mode_t & 0o7777) })?;
+        check(unsafe { libc::chmod(path.as_ptr(), entry.mode as libc::mode_t & 0o7777) })?;
     }
-    copy_xattrs(from, to)?;
+    copy_xattrs(&Xattrs::Path(cstring(from)?), &Xattrs::Path(path))?;
     if entry.kind != Kind::Dir {
         set_times(to, entry.mtime)?;
     }
-    Ok(copied)
+    Ok(())
 }
 
-/// Content of a regular file: a reflink (`FICLONE`) where the file system shares blocks,
-/// otherwise a copy (`copy_file_range` within the kernel).
-fn copy_content(from: &Path, to: &Path) -> io::Result<u64> {
-    let source = File::open(from)?;
-    let target = File::create(to)?;
-    // SAFETY: two open file descriptors; FICLONE either clones all of the file or nothing.
-    let cloned = unsafe { libc::ioctl(target.as_raw_fd(), libc::FICLONE, source.as_raw_fd()) };
-    if cloned == 0 {
-        return Ok(source.metadata()?.len());
+fn timespec(stamp: Stamp) -> libc::timespec {
+    libc::timespec {
+        tv_sec: stamp.secs as libc::time_t,
+        tv_nsec: stamp.nanos as _,
     }
-    drop(target);
-    std::fs::copy(from, to)
 }
 
 fn set_times(path: &Path, mtime: Stamp) -> io::Result<()> {
     let path = cstring(path)?;
-    let stamp = libc::timespec {
-        tv_sec: mtime.secs as libc::time_t,
-        tv_nsec: mtime.nanos as _,
-    };
+    let stamp = timespec(mtime);
     let times = [stamp, stamp];
     // SAFETY: valid C string and a two-element array, as utimensat wants.
     check(unsafe {
@@ -145,30 +218,59 @@ fn set_times(path: &Path, mtime: Stamp) -> io::Result<()> {
     })
 }
 
-fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    let source = cstring(from)?;
-    let target = cstring(to)?;
-    let names = xattr_call(|buf, len| {
+/// Where extended attributes are read or written: an open file, or a path (not followed).
+enum Xattrs {
+    Fd(libc::c_int),
+    Path(CString),
+}
+
+impl Xattrs {
+    fn list(&self, buf: *mut u8, len: usize) -> isize {
         // SAFETY: buf is valid for len bytes (or null with len 0 to ask for the size).
-        unsafe { libc::llistxattr(source.as_ptr(), buf.cast(), len) }
-    })?;
-    for name in names.split(|c| *c == 0).filter(|n| !n.is_empty()) {
-        let name = CString::new(name).expect("split at NUL");
-        let value = xattr_call(|buf, len| {
-            // SAFETY: as above; name is a valid C string.
-            unsafe { libc::lgetxattr(source.as_ptr(), name.as_ptr(), buf.cast(), len) }
-        })?;
+        unsafe {
+            match self {
+                Xattrs::Fd(fd) => libc::flistxattr(*fd, buf.cast(), len),
+                Xattrs::Path(p) => libc::llistxattr(p.as_ptr(), buf.cast(), len),
+            }
+        }
+    }
+
+    fn get(&self, name: &CStr, buf: *mut u8, len: usize) -> isize {
+        // SAFETY: as above; name is a valid C string.
+        unsafe {
+            match self {
+                Xattrs::Fd(fd) => libc::fgetxattr(*fd, name.as_ptr(), buf.cast(), len),
+                Xattrs::Path(p) => libc::lgetxattr(p.as_ptr(), name.as_ptr(), buf.cast(), len),
+            }
+        }
+    }
+
+    fn set(&self, name: &CStr, value: &[u8]) -> io::Result<()> {
         // SAFETY: valid C strings, value valid for its length.
         check(unsafe {
-            libc::lsetxattr(
-                target.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
+            match self {
+                Xattrs::Fd(fd) => {
+                    libc::fsetxattr(*fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+                }
+                Xattrs::Path(p) => libc::lsetxattr(
+                    p.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                ),
+            }
         })
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", show(&name))))?;
+    }
+}
+
+fn copy_xattrs(from: &Xattrs, to: &Xattrs) -> io::Result<()> {
+    let names = xattr_call(|buf, len| from.list(buf, len))?;
+    for name in names.split(|c| *c == 0).filter(|n| !n.is_empty()) {
+        let name = CString::new(name).expect("split at NUL");
+        let value = xattr_call(|buf, len| from.get(&name, buf, len))?;
+        to.set(&name, &value)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", show(&name))))?;
     }
     Ok(())
 }
@@ -228,6 +330,7 @@ mod tests {
     use super::*;
     use crate::capture::exclude::Excludes;
     use crate::capture::scan::scan;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -310,6 +413,9 @@ mod tests {
             inode: (0, 0),
             nlink: 1,
             size: 0,
+            mode: 0,
+            owner: (0, 0),
+            rdev: 0,
             ctime: Stamp::default(),
             mtime: Stamp {
                 secs: 1_500_000_000,

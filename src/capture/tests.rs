@@ -134,7 +134,11 @@ impl Volume {
 }
 
 fn push(kind: Push, excludes: &[String]) -> Vec<OsString> {
-    push_options(kind, &Link::default(), excludes, false)
+    let link = Link {
+        compress: false,
+        bwlimit: None,
+    };
+    push_options(kind, &link, excludes, false)
 }
 
 const SETUP: &str = "
@@ -291,6 +295,9 @@ fn choose_counts_inodes_once_and_lists_parents() {
         inode: (1, ino),
         nlink,
         size: 100,
+        mode: 0o100644,
+        owner: (0, 0),
+        rdev: 0,
         ctime: Stamp { secs, nanos: 0 },
         mtime: Stamp::default(),
     };

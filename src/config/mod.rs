@@ -229,7 +229,7 @@ pub const DEFAULT_CATCH_UP: CatchUp = CatchUp::Capture;
 pub const DEFAULT_STAGING_MAX: u64 = 1 << 30;
 
 /// rsync's options for the link to the remote, on every mirror pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     /// `BACKUP_COMPRESS`: rsync's `-z`, with the algorithm both ends negotiate.
     pub compress: bool,
@@ -238,8 +238,10 @@ pub struct Link {
     pub bwlimit: Option<String>,
 }
 
-/// Default [`Link::compress`] (`BACKUP_COMPRESS`).
-pub const DEFAULT_COMPRESS: bool = false;
+/// Default [`Link::compress`] (`BACKUP_COMPRESS`): on. Measured on a 10 Mbit/s link
+/// (BENCHMARKS.md), compression cost nothing on incompressible data and halved the time of
+/// typical application files.
+pub const DEFAULT_COMPRESS: bool = true;
 
 /// Stage two: the validated configuration.
 #[derive(Debug, Clone)]

@@ -796,19 +796,25 @@ fn catch_up_and_link() {
     let config = files.with(&[]).unwrap();
     assert_eq!(config.catch_up, CatchUp::Capture);
     assert_eq!(config.staging_max, 1 << 30);
-    assert_eq!(config.link, Link::default());
+    assert_eq!(
+        config.link,
+        Link {
+            compress: true,
+            bwlimit: None
+        }
+    );
 
     let config = files
         .with(&[
             ("BACKUP_CATCH_UP", "network"),
             ("BACKUP_STAGING_MAX", "512MiB"),
-            ("BACKUP_COMPRESS", "true"),
+            ("BACKUP_COMPRESS", "false"),
             ("BACKUP_BWLIMIT", "1.5m"),
         ])
         .unwrap();
     assert_eq!(config.catch_up, CatchUp::Network);
     assert_eq!(config.staging_max, 512 << 20);
-    assert!(config.link.compress);
+    assert!(!config.link.compress);
     assert_eq!(config.link.bwlimit.as_deref(), Some("1.5m"));
     // A limit of 0 is rsync's "no limit".
     let config = files.with(&[("BACKUP_BWLIMIT", "0")]).unwrap();

@@ -519,7 +519,10 @@ mod tests {
     fn rsync_argv() {
         let dir = tempfile::tempdir().unwrap();
         let ssh = ssh(dir.path());
-        let plain = Link::default();
+        let plain = Link {
+            compress: false,
+            bwlimit: None,
+        };
         let push = argv(&rsync_push(
             &ssh,
             &plain,
