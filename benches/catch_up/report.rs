@@ -450,7 +450,8 @@ read of every file of the changing directories, `unpause`; the time from the pau
 the unpause's answer.
 - **capture freeze** / **network freeze**: a sidecar (`{SIDECAR_IMAGE}`, no borg: \
 `BACKUP_BORG_REPO` and `BACKUP_BORG_PASSPHRASE` empty) with `BACKUP_CATCH_UP=capture` / \
-`=network` and `BACKUP_RUN_ON_START=true`. Its first run brings the mirror current; then \
+`=network` and `BACKUP_RUN_ON_START=true`, its state directory (and so the staging area) on a \
+volume, as the compose file has it. Its first run brings the mirror current; then \
 `docker kill -s USR1` asks for a warm run, and the freeze is that run's `group thawed` \
 `pause_ms`. When the event names its path (`catch_up`), the bench asserts it is the one asked for.
 - **stop-for-copy**: the mirror emptied, the app stopped (`docker stop -t 1`), a sidecar's single \
@@ -462,7 +463,8 @@ a warm sidecar run (default catch-up path; `run started` to `run finished` times
 `rsync -aHAXS --delete --numeric-ids -e ssh` of the same `_data` directory into the same mirror \
 directory, from a throwaway container of the sidecar image on the same network with the same key \
 and known_hosts, timed inside the container around rsync alone. The sidecar adds \
-`--modify-window=-1 --stats`, a second (catch-up) pass inside the freeze, and the freeze.
+`--modify-window=-1 --stats` and compression, a listing of the volume's directories before the \
+live pass, the freeze with its capture, and the upload after it.
 - **Compression and bandwidth limit**: on the shaped link, 20 MB of log-like text lines (the best \
 case), 20 MB of system files (the debian image's `/usr` as a tar stream: programs, libraries and \
 their text, a typical mix) and 20 MB from /dev/urandom, each 20 files of 1 MB in a volume of its own project (no app), mirrored into an \

@@ -1,321 +1,29 @@
-//! One run: discover, plan, open ssh, pre command, each group (live pass, freeze, catch-up pass,
-//! thaw), snapshot when asked and everything mirrored, post command; one report out.
+//! One group: a live pass of each volume, then the freeze with the catch-up (a capture into the
+//! staging area, or a network pass of each volume), the thaw, and a capture's upload; or a single
+//! pass of each volume when nothing is to be frozen.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use bollard::Docker;
+use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{info, warn};
 
+use super::Sidecar;
 use crate::capture::{self, Capture, LiveView};
-use crate::config::{CatchUp, Config, Retry};
-use crate::engine::discover;
+use crate::config::{CatchUp, Config};
 use crate::engine::freeze::{self, Frozen};
-use crate::engine::journal::Journal;
-use crate::engine::plan::{self, Group, Plan, PlannedVolume};
+use crate::engine::plan::{Group, PlannedVolume};
 use crate::events;
 use crate::format::{human_bytes, millis};
-use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
-use crate::remote::borg::{self, CreateProgress};
-use crate::remote::commands;
-use crate::remote::fault::{classify, is_transient};
-use crate::remote::ssh::{Session, Ssh};
+use crate::remote::ssh::Ssh;
 use crate::remote::transfer::{self, Mirror, OnProgress, Pass, PassResult, Progress};
-use crate::report::{Failure, FailureKind, GroupReport, RunReport, Synced, VolumeReport};
-use crate::schedule::Trigger;
+use crate::report::{Failure, Synced};
 
-/// How long the post command may take once the sidecar is shutting down.
-const POST_COMMAND_GRACE: Duration = Duration::from_secs(3);
-
-/// What the daemon needs for a run.
-pub struct Sidecar {
-    /// Validated configuration.
-    pub config: Config,
-    /// Docker client.
-    pub docker: Docker,
-    /// Freeze journal.
-    pub journal: Journal,
-    /// Run history and the run in progress.
-    pub store: Store,
-}
-
-/// Runs once: logs `run started`, and returns the report (the daemon publishes it).
-pub async fn run(ctx: &Sidecar, trigger: Trigger, cancel: &CancellationToken) -> RunReport {
-    let span = info_span!("run", trigger = %trigger.kind, snapshot = trigger.snapshot);
-    async {
-        info!(message = events::RUN_STARTED, trigger = %trigger.kind, snapshot = trigger.snapshot);
-        let started = Instant::now();
-        let mut report = RunReport::new(trigger);
-        if let Err(e) = run_inner(ctx, &mut report, cancel).await {
-            let mut failure = Failure::of(&e);
-            if cancel.is_cancelled() {
-                failure.kind = FailureKind::Cancelled;
-            }
-            report.failure = Some(failure);
-        }
-        report.duration = started.elapsed();
-        report
-    }
-    .instrument(span)
-    .await
-}
-
-async fn run_inner(
-    ctx: &Sidecar,
-    report: &mut RunReport,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let config = &ctx.config;
-    report.stage = "discover";
-    freeze::repair(&ctx.journal, &ctx.docker).await;
-    let inventory = discover::inventory(&ctx.docker).await?;
-    let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
-    report.planned = plan.volume_names();
-    for skip in &plan.skipped {
-        warn!(message = events::VOLUME_SKIPPED, volume = %skip.volume, reason = %skip.reason);
-    }
-    if plan.groups.is_empty() {
-        warn!("no volumes selected: label a volume or a container backup.enable=true");
-    }
-    report.stage = "connect";
-    let session = with_retries(
-        config.retry,
-        "ssh connection",
-        cancel,
-        |r: &Result<Session>| {
-            r.as_ref()
-                .err()
-                .filter(|e| is_transient(e))
-                .map(|e| format!("{e:#}"))
-        },
-        || Session::open(config, cancel),
-    )
-    .await?;
-    let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
-    if result.is_ok() {
-        report.stage = "post command";
-    }
-    let post = match &config.post_command {
-        Some(command) => {
-            remote_hook(&session.ssh, "BACKUP_REMOTE_POST_COMMAND", command, cancel).await
-        }
-        None => Ok(()),
-    };
-    session.close().await;
-    match (result, post) {
-        (Ok(()), post) => post,
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(post)) => Err(e.context(format!("and then {post:#}"))),
-    }
-}
-
-/// Runs a pre or post command on the remote. The post command still runs, briefly, on shutdown.
-async fn remote_hook(
-    ssh: &Ssh,
-    variable: &str,
-    command: &str,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let own = CancellationToken::new();
-    let finished = if cancel.is_cancelled() {
-        tokio::time::timeout(POST_COMMAND_GRACE, ssh.run(command, None, &own))
-            .await
-            .map_err(|_| anyhow!("{variable} did not finish during shutdown"))?
-    } else {
-        ssh.run(command, None, cancel).await
-    }?;
-    if !finished.success() {
-        bail!(
-            "{variable} failed (exit {}): {}",
-            finished.code.unwrap_or(-1),
-            finished.last_error_line()
-        );
-    }
-    info!(hook = variable, "remote command done");
-    Ok(())
-}
-
-async fn mirror_and_snapshot(
-    ctx: &Sidecar,
-    ssh: &Ssh,
-    plan: &Plan,
-    report: &mut RunReport,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let config = &ctx.config;
-    if let Some(command) = &config.pre_command {
-        report.stage = "pre command";
-        remote_hook(ssh, "BACKUP_REMOTE_PRE_COMMAND", command, cancel).await?;
-    }
-    report.stage = "mirror";
-    // From here until every volume is mirrored, the mirror is incomplete.
-    remote_step(
-        ssh,
-        "removing the completion stamp",
-        &commands::clear_stamp(&config.remote_dir),
-        cancel,
-    )
-    .await?;
-    for group in &plan.groups {
-        if cancel.is_cancelled() {
-            bail!("cancelled");
-        }
-        let first_transient = |(results, _): &(VolumeResults, Frozen)| {
-            results
-                .iter()
-                .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
-                .map(|e| format!("{e:#}"))
-        };
-        let (results, frozen) =
-            with_retries(config.retry, "group", cancel, first_transient, || {
-                sync_group(ctx, ssh, group, cancel)
-            })
-            .instrument(info_span!("group", group = %group.name))
-            .await;
-        report.groups.push(GroupReport {
-            name: group.name.clone(),
-            frozen,
-        });
-        for (name, result) in results {
-            let outcome = result.map_err(|e| {
-                let failure = Failure::of(&e);
-                error!(message = events::VOLUME_FAILED, volume = %name, error = %failure.message);
-                failure
-            });
-            report.volumes.push(VolumeReport {
-                name,
-                group: group.name.clone(),
-                outcome,
-            });
-        }
-    }
-    let failures: Vec<(&str, &Failure)> = report
-        .volumes
-        .iter()
-        .filter_map(|v| v.outcome.as_ref().err().map(|f| (v.name.as_str(), f)))
-        .collect();
-    if let Some((_, first)) = failures.first() {
-        let listed: Vec<String> = failures.iter().map(|(v, f)| format!("{v}: {f}")).collect();
-        return Err(Failure {
-            kind: first.kind,
-            message: format!(
-                "{} volume(s) failed, no snapshot taken: {}",
-                failures.len(),
-                listed.join("; ")
-            ),
-        }
-        .into());
-    }
-    remote_step(
-        ssh,
-        "writing the completion stamp",
-        &commands::write_stamp(&config.remote_dir),
-        cancel,
-    )
-    .await?;
-    if report.trigger.snapshot {
-        report.stage = "snapshot";
-        match &config.borg {
-            Some(borg) => {
-                let prefix = match &borg.archive_prefix {
-                    Some(p) => p.clone(),
-                    None => discover::engine_name(&ctx.docker).await?,
-                };
-                let mut watcher = Watcher::new(
-                    Subject::Snapshot {
-                        total: report.mirrored().1,
-                    },
-                    config.progress_interval,
-                    ctx.store.clone(),
-                );
-                let mut progress = |p: CreateProgress| watcher.snapshot(p);
-                let created = borg::snapshot(
-                    ssh,
-                    borg,
-                    &prefix,
-                    &config.remote_dir,
-                    &mut progress,
-                    cancel,
-                )
-                .await?;
-                info!(
-                    message = events::SNAPSHOT_CREATED,
-                    archive = %created.archive,
-                    seconds = millis(created.seconds),
-                    original_bytes = created.original_bytes,
-                    deduplicated_bytes = created.deduplicated_bytes,
-                );
-                report.archive = Some(created);
-            }
-            None => info!("no snapshot: BACKUP_BORG_REPO is not set"),
-        }
-    }
-    Ok(())
-}
-
-/// Runs a short remote command that must succeed.
-async fn remote_step(
-    ssh: &Ssh,
-    what: &str,
-    command: &str,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let done = ssh.run(command, None, cancel).await?;
-    if !done.success() {
-        return Err(anyhow::Error::new(classify("ssh", done.code, &done.stderr)))
-            .with_context(|| format!("{what} in BACKUP_REMOTE_DIR"));
-    }
-    Ok(())
-}
-
-/// Runs `attempt` until `transient` finds no network failure in its result, at most
-/// `retry.attempts` times, waiting `retry.delay`, doubled each time, in between. Returns the last
-/// result.
-async fn with_retries<T, Fut>(
-    retry: Retry,
-    what: &str,
-    cancel: &CancellationToken,
-    transient: impl Fn(&T) -> Option<String>,
-    mut attempt: impl FnMut() -> Fut,
-) -> T
-where
-    Fut: std::future::Future<Output = T>,
-{
-    let mut number = 1;
-    loop {
-        let result = attempt().await;
-        let Some(error) = transient(&result) else {
-            return result;
-        };
-        if number >= retry.attempts || cancel.is_cancelled() {
-            if retry.attempts > 1 {
-                warn!(what, attempts = number, error = %error, "network failure; giving up");
-            }
-            return result;
-        }
-        number += 1;
-        let delay = retry.delay_before(number);
-        warn!(
-            what,
-            attempt = number,
-            of = retry.attempts,
-            delay = %humantime::format_duration(delay),
-            error = %error,
-            "network failure; retrying"
-        );
-        tokio::select! {
-            _ = cancel.cancelled() => return result,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-type VolumeResults = Vec<(String, Result<Synced>)>;
+pub(super) type VolumeResults = Vec<(String, Result<Synced>)>;
 
 /// The volume's figures from its passes, logged as `volume synced`. `totals` (entries, bytes)
 /// replaces the last pass's when that pass sent only part of the volume (a capture's upload).
@@ -400,10 +108,9 @@ struct Ready<'a> {
     live: PassResult,
 }
 
-/// Mirrors one group: a live pass of each volume, then the freeze with the catch-up (a capture,
-/// or a network pass of each volume), the thaw, and a capture's upload; or a single pass of each
-/// volume when nothing is to be frozen. Returns each volume's result and what the freeze did.
-async fn sync_group(
+/// Mirrors one group (see the module's notes). Returns each volume's result and what the freeze
+/// did.
+pub(super) async fn sync_group(
     ctx: &Sidecar,
     ssh: &Ssh,
     group: &Group,
