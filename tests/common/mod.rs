@@ -363,6 +363,12 @@ pub const TREE_DIGEST: &str = "find . \\( -type d -printf '%p %y %m %U:%G\\n' \\
     -o -printf '%p %y %m %U:%G %s %l\\n' | LC_ALL=C sort; \
     find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum";
 
+/// Content, modes, owners, link counts, times (to the nanosecond), symlink targets, and every
+/// extended attribute (ACLs included) of the tree under the current directory.
+pub const FULL_DIGEST: &str = "find . -printf '%p %y %m %U:%G %n %s %T@ %l\\n' | LC_ALL=C sort; \
+    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum; \
+    find . -print0 | LC_ALL=C sort -z | xargs -0 getfattr -h -d -m - --absolute-names 2>/dev/null";
+
 /// The digest of a volume's content.
 pub fn volume_digest(env: &Env, volume: &str) -> String {
     env.in_volume(volume, &format!("cd /data && {{ {TREE_DIGEST}; }}"))
