@@ -22,6 +22,12 @@ fi
 # The metrics test scrapes the sidecar with a real Prometheus and lints with promtool (one
 # package). Without its recommends: the node exporter is not needed, and the test starts its own
 # Prometheus on a free port.
+# The socket proxy test runs Debian's HAProxy on the host with compose/socket-proxy/haproxy.cfg.
+if ! command -v haproxy >/dev/null; then
+  echo "provision: installing haproxy"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+fi
 if ! command -v promtool >/dev/null; then
   echo "provision: installing prometheus"
   apt-get update -qq
