@@ -68,7 +68,7 @@ pub fn copy_entries(
     } else {
         std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
     };
-    let copied: io::Result<u64> = std::thread::scope(|scope| {
+    let copied = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|k| {
                 let copies = &copies;
@@ -91,17 +91,24 @@ pub fn copy_entries(
         workers
             .into_iter()
             .map(|w| w.join().expect("copy worker panicked"))
-            .sum()
-    });
+            .sum::<io::Result<u64>>()
+    })?;
     for (entry, first) in links {
         let first = target.join(OsStr::from_bytes(first));
         std::fs::hard_link(first, entry.under(target)).map_err(|e| context(entry, e))?;
     }
-    // Children change their directory's time; set it last, deepest first.
+    // Last, deepest first: a directory's xattrs (a default ACL would otherwise be inherited by
+    // the copies made in it) and its time (which each child made in it moved).
     for entry in dirs.iter().rev() {
-        set_times(&entry.under(target), entry.mtime)?;
+        let to = entry.under(target);
+        copy_xattrs(
+            &Xattrs::Path(cstring(&entry.under(source))?),
+            &Xattrs::Path(cstring(&to)?),
+        )
+        .map_err(|e| context(entry, e))?;
+        set_times(&to, entry.mtime)?;
     }
-    copied
+    Ok(copied)
 }
 
 /// Below this many entries to copy, one thread copies them.
@@ -189,8 +196,9 @@ fn copy_other(from: &Path, to: &Path, entry: &Entry) -> io::Result<()> {
         // SAFETY: valid C string.
         check(unsafe { libc::chmod(path.as_ptr(), entry.mode as libc::mode_t & 0o7777) })?;
     }
-    copy_xattrs(&Xattrs::Path(cstring(from)?), &Xattrs::Path(path))?;
+    // A directory's xattrs and time come last (see `copy_entries`).
     if entry.kind != Kind::Dir {
+        copy_xattrs(&Xattrs::Path(cstring(from)?), &Xattrs::Path(path))?;
         set_times(to, entry.mtime)?;
     }
     Ok(())

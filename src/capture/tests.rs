@@ -163,6 +163,7 @@ const SETUP: &str = "
     echo stays > plain/stays
     echo cache > cache/c1
     echo inner > inner/sub/i
+    mkdir acl-dir && echo plain > acl-dir/plain-file
 ";
 
 /// Every change a volume can see between the live pass and the freeze.
@@ -186,6 +187,7 @@ const CHANGES: &str = "
     mkdir new-dir && echo new > new-dir/n
     echo more cache > cache/c2
     touch -d '2001-02-03 04:05:06.123456789' plain
+    setfacl -d -m u:1234:rwx acl-dir && echo rewritten > acl-dir/plain-file
 ";
 
 #[test]
