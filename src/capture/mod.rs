@@ -311,7 +311,7 @@ pub fn survey(
     Ok((entries, choice))
 }
 
-/// Copies what was chosen into `staging` (emptied first): copies under `staging/copies`, the
+/// Copies what was chosen into `staging` (absent or empty): copies under `staging/copies`, the
 /// upload's working files under `staging/work`.
 pub fn copy(
     source: &Path,
@@ -320,7 +320,6 @@ pub fn copy(
     choice: Choice,
     stop: &AtomicBool,
 ) -> io::Result<Capture> {
-    clear(staging)?;
     let copies = staging.join("copies");
     let work = staging.join("work");
     std::fs::create_dir_all(&work)?;

@@ -63,11 +63,7 @@ async fn pass(
     cancel: &CancellationToken,
 ) -> Result<PassResult> {
     let config = &ctx.config;
-    let mut watcher = Watcher::new(
-        Subject::Volume(volume.name.clone()),
-        config.progress_interval,
-        ctx.store.clone(),
-    );
+    let mut watcher = watcher(ctx, volume);
     let mut report = |p: Progress| watcher.pass(p);
     transfer::sync_volume(
         mirror,
@@ -80,6 +76,15 @@ async fn pass(
     )
     .await
     .with_context(|| format!("{} pass", if kind == Pass::Live { "live" } else { "final" }))
+}
+
+/// What reports a volume's pass progress (log lines, the run in progress).
+fn watcher(ctx: &Sidecar, volume: &PlannedVolume) -> Watcher {
+    Watcher::new(
+        Subject::Volume(volume.name.clone()),
+        ctx.config.progress_interval,
+        ctx.store.clone(),
+    )
 }
 
 fn source_of(config: &Config, volume: &PlannedVolume) -> PathBuf {
@@ -148,8 +153,12 @@ pub(super) async fn sync_group(
     if ready.is_empty() {
         return (results, Frozen::default());
     }
+    // Emptied before the freeze (a crashed run may have left copies), and after the upload.
     let staging = config.state_dir.join(STAGING_DIR);
-    let why_not = why_not_capture(&ready, &views);
+    let why_not = capture::clear(&staging)
+        .map_err(|e| format!("emptying the staging area: {e}"))
+        .err()
+        .or_else(|| why_not_capture(&ready, &views));
     let views: Vec<LiveView> = views.into_iter().map(Result::unwrap_or_default).collect();
     let (caught_up, frozen) = freeze::with_frozen(
         &ctx.docker,
@@ -223,11 +232,10 @@ async fn before_live_pass(config: &Config, volume: &PlannedVolume) -> Result<Liv
         LiveView::before_live_pass(&source, &excludes, &AtomicBool::new(false))
     })
     .await;
-    match listed {
-        Ok(Ok(view)) => Ok(view),
-        Ok(Err(e)) => Err(format!("listing {} before its live pass: {e}", volume.name)),
-        Err(e) => Err(format!("listing {} before its live pass: {e}", volume.name)),
-    }
+    listed
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("listing {} before its live pass: {e}", volume.name))
 }
 
 /// Why the group cannot be captured, if it cannot: decided before the freeze.
@@ -281,7 +289,6 @@ async fn capture_group(
     let max = config.staging_max;
     let work = move || -> Result<CaughtUp, String> {
         let started = Instant::now();
-        capture::clear(&staging).map_err(|e| format!("emptying the staging area: {e}"))?;
         let surveys = std::thread::scope(|scope| {
             let threads: Vec<_> = jobs
                 .iter()
@@ -342,28 +349,24 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
     if frozen.containers.is_empty() {
         return;
     }
-    let mut captured = None;
-    let (catch_up, reason) = match caught_up {
+    let (catch_up, reason, files, bytes, scan_ms, copy_ms) = match caught_up {
         Some(CaughtUp::Captured {
             captures,
             scan,
             copy,
-        }) => {
-            captured = Some((
-                captures
-                    .iter()
-                    .map(|c| c.choice.entries as u64)
-                    .sum::<u64>(),
-                captures.iter().map(|c| c.choice.bytes).sum::<u64>(),
-                scan.as_millis() as u64,
-                copy.as_millis() as u64,
-            ));
-            (CatchUp::Capture, None)
+        }) => (
+            CatchUp::Capture,
+            None,
+            captures.iter().map(|c| c.choice.entries as u64).sum(),
+            captures.iter().map(|c| c.choice.bytes).sum(),
+            Some(scan.as_millis() as u64),
+            Some(copy.as_millis() as u64),
+        ),
+        Some(CaughtUp::Network { reason, .. }) => {
+            (CatchUp::Network, Some(reason.as_str()), 0, 0, None, None)
         }
-        Some(CaughtUp::Network { reason, .. }) => (CatchUp::Network, Some(reason.as_str())),
-        None => (CatchUp::Network, None),
+        None => (CatchUp::Network, None, 0, 0, None, None),
     };
-    let (files, bytes, scan_ms, copy_ms) = captured.unwrap_or_default();
     info!(
         message = events::GROUP_THAWED,
         group = %group.name,
@@ -373,8 +376,8 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
         reason,
         staged_files = files,
         staged_bytes = bytes,
-        scan_ms = captured.map(|_| scan_ms),
-        copy_ms = captured.map(|_| copy_ms),
+        scan_ms,
+        copy_ms,
     );
 }
 
@@ -386,11 +389,7 @@ async fn upload(
     capture: &Capture,
     cancel: &CancellationToken,
 ) -> Result<PassResult> {
-    let mut watcher = Watcher::new(
-        Subject::Volume(volume.name.clone()),
-        ctx.config.progress_interval,
-        ctx.store.clone(),
-    );
+    let mut watcher = watcher(ctx, volume);
     let mut report = |p: Progress| watcher.pass(p);
     transfer::upload(
         mirror,
