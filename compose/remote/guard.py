@@ -1,0 +1,620 @@
+#!/usr/bin/python3
+"""backup-sidecar's remote guard: the forced command of the sidecar's ssh key.
+
+Installed as /usr/local/lib/backup-sidecar/guard and named in the key's authorized_keys line:
+
+    restrict,command="/usr/local/lib/backup-sidecar/guard" ssh-ed25519 AAAA... backup-sidecar
+
+It reads SSH_ORIGINAL_COMMAND, never hands it to a shell, and runs only this vocabulary:
+
+    rsync --server --daemon .      rsync's daemon protocol, chrooted into the mirror directory
+    borg serve ...                 borg serve --append-only --restrict-to-repository REPO, as the
+                                   unprivileged reader (restores and listings)
+    backup-sidecar-guard VERB ...  the run's other steps, each built here (see VERBS)
+
+Paths travel hex-encoded (any byte a file name may hold, nothing a shell would read) and must stay
+inside the mirror directory, walked one component at a time without following symlinks. Archive
+names are built here from a validated prefix and the remote's clock. Retention and the pre/post
+commands come from this side's configuration, never from the client. Nothing is printed before an
+exec: rsync and borg speak their own protocols on stdout.
+
+Run by the owner on the remote (not through the key):
+
+    guard --setup      creates the mirror directory, the reader user and, with the passphrase on
+                       stdin, the append-only repository (repokey); fixes its permissions;
+                       idempotent
+    guard --compact    frees what prunes marked: check, append_only 0, compact, append_only 1
+"""
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+VERSION = "1"
+CONFIG = os.environ.get("BACKUP_GUARD_CONFIG", "/etc/backup-sidecar/guard.conf")
+HERE = os.path.dirname(os.path.realpath(__file__))
+RSYNCD_CONF = os.path.join(HERE, "rsyncd.conf")
+STAMP = ".backup-sidecar-complete"
+VERB_PROGRAM = "backup-sidecar-guard"
+DEFAULTS = {
+    "mirror": "/backup/mirror",
+    "repository": "",
+    "reader": "backup-sidecar-reader",
+    "keep_within": "",
+    "keep_daily": "7",
+    "keep_weekly": "4",
+    "keep_monthly": "6",
+    "pre_command": "",
+    "post_command": "",
+}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,200}$")
+PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+WITHIN = re.compile(r"^[0-9]{1,5}[HdwmY]$")
+# borg's environment: never prompt (a prompt would read stdin), never accept a moved repository.
+BORG_ENV = {
+    "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
+    "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
+    "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",
+    "BORG_DELETE_I_KNOW_WHAT_I_AM_DOING": "NO",
+}
+
+
+class Refused(Exception):
+    """The request is not in the vocabulary; nothing was run."""
+
+
+def load_config():
+    config = dict(DEFAULTS)
+    try:
+        with open(CONFIG, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                key, sep, value = line.partition("=")
+                key = key.strip()
+                if not sep or key not in DEFAULTS:
+                    raise SystemExit(f"guard: {CONFIG}:{number}: unknown setting {key!r}")
+                config[key] = value.strip()
+    except FileNotFoundError:
+        pass
+    for key in ("keep_daily", "keep_weekly", "keep_monthly"):
+        if not config[key].isdigit():
+            raise SystemExit(f"guard: {CONFIG}: {key} must be a number")
+    if config["keep_within"] and not WITHIN.match(config["keep_within"]):
+        raise SystemExit(f"guard: {CONFIG}: keep_within must look like 2d or 12H")
+    for key in ("mirror", "repository"):
+        if config[key] and not config[key].startswith("/"):
+            raise SystemExit(f"guard: {CONFIG}: {key} must be an absolute path")
+    config["mirror"] = os.path.realpath(config["mirror"]) if config["mirror"] else ""
+    return config
+
+
+def fail(message, code=1):
+    sys.stderr.write(f"backup-sidecar guard: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+# ---- arguments ------------------------------------------------------------------------------
+
+
+def hex_path(word):
+    """A hex-encoded relative path: components that are neither empty, '.' nor '..'."""
+    try:
+        raw = bytes.fromhex(word)
+    except ValueError:
+        raise Refused("a path must be hex-encoded")
+    if raw in (b"", b"."):
+        return []
+    parts = raw.split(b"/")
+    if raw.startswith(b"/") or any(p in (b"", b".", b"..") for p in parts) or b"\0" in raw:
+        raise Refused("a path must be relative, without '.', '..' or empty components")
+    return parts
+
+
+def mirror_dir(config, word):
+    """The sidecar's mirror directory (hex of an absolute path), as components below the mirror."""
+    try:
+        raw = bytes.fromhex(word)
+    except ValueError:
+        raise Refused("a path must be hex-encoded")
+    root = os.fsencode(config["mirror"])
+    if raw.rstrip(b"/") == root:
+        return []
+    if not raw.startswith(root + b"/"):
+        raise Refused(f"{os.fsdecode(raw)!r} is not inside the mirror directory {config['mirror']}")
+    return hex_path(raw[len(root) + 1 :].rstrip(b"/").hex())
+
+
+def number(word, low, high):
+    if not word.isdigit() or not low <= int(word) <= high:
+        raise Refused(f"expected a number from {low} to {high}")
+    return int(word)
+
+
+def archive(word):
+    if not NAME.match(word):
+        raise Refused("an archive name holds only letters, digits and ._:+-")
+    return word
+
+
+def prefix(word):
+    if not PREFIX.match(word):
+        raise Refused("an archive prefix holds only letters, digits and ._-")
+    return word
+
+
+def walk(config, parts, create=False):
+    """A descriptor of the directory `parts` below the mirror, opened without following any
+    symlink: a link planted in the mirror cannot lead out of it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(config["mirror"], flags)
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+# ---- running borg ---------------------------------------------------------------------------
+
+
+def repository(config):
+    if not config["repository"]:
+        raise Refused("this remote has no repository configured")
+    return config["repository"]
+
+
+def read_passphrase():
+    """The client's stdin: the passphrase, or nothing."""
+    data = b""
+    while len(data) < 65536:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
+    """Runs borg with an argv built here. The passphrase goes through a pipe of its own
+    (BORG_PASSPHRASE_FD), so several borg calls of one verb can each read it. With `head`, only
+    that many lines of stdout are passed on and borg is stopped after them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+    env.update(BORG_ENV)
+    read_end, write_end = os.pipe()
+    os.write(write_end, passphrase)
+    os.close(write_end)
+    env["BORG_PASSPHRASE_FD"] = str(read_end)
+    try:
+        child = subprocess.Popen(
+            ["borg", "--umask", "0027"] + args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if head else stdout,
+            pass_fds=(read_end,),
+            cwd=None,
+            preexec_fn=(lambda: os.fchdir(cwd_fd)) if cwd_fd is not None else None,
+        )
+    finally:
+        os.close(read_end)
+    if head:
+        for _ in range(head):
+            line = child.stdout.readline()
+            if not line:
+                break
+            sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        child.stdout.close()
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+        child.wait()
+        return 0
+    return child.wait()
+
+
+def lock_is_held():
+    """Whether a borg process runs on this machine (then a lock is not stale)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        words = [os.path.basename(a) for a in argv[:3]]
+        if b"borg" in words and b"break-lock" not in argv:
+            return True
+    return False
+
+
+# ---- the verbs ------------------------------------------------------------------------------
+
+
+def verb_hello(config, args):
+    """Who answers: the guard, its directories and the versions under it."""
+    rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True)
+    info = {
+        "guard": VERSION,
+        "mirror": config["mirror"],
+        "repository": config["repository"] or None,
+        "rsync": (rsync.stdout.splitlines() or [""])[0],
+        "writable": os.access(config["mirror"], os.W_OK),
+        "append_only": None,
+    }
+    if config["repository"]:
+        borg_version = subprocess.run(["borg", "--version"], capture_output=True, text=True)
+        info["borg"] = borg_version.stdout.strip()
+        info["append_only"] = repository_append_only(config["repository"])
+    print(json.dumps(info))
+    return 0
+
+
+def repository_append_only(repo):
+    try:
+        with open(os.path.join(repo, "config"), encoding="utf-8") as f:
+            return any(l.replace(" ", "").strip() == "append_only=1" for l in f)
+    except OSError:
+        return None
+
+
+def verb_stamp_clear(config, args):
+    (where,) = args
+    fd = walk(config, mirror_dir(config, where), create=True)
+    try:
+        os.unlink(STAMP, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def verb_stamp_write(config, args):
+    (where,) = args
+    fd = walk(config, mirror_dir(config, where))
+    try:
+        os.unlink(STAMP, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    out = os.open(STAMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+    os.write(out, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()).encode())
+    os.close(out)
+    return 0
+
+
+def verb_is_dir(config, args):
+    (where,) = args
+    try:
+        os.close(walk(config, mirror_dir(config, where)))
+    except OSError:
+        return 1
+    return 0
+
+
+def verb_stat(config, args):
+    """`SIZE MTIME` of a file in the mirror, the mtime as `stat %y` prints it."""
+    (where,) = args
+    parts = mirror_dir(config, where)
+    if not parts:
+        raise Refused("stat needs a file")
+    try:
+        fd = walk(config, parts[:-1])
+        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return 1
+    local = time.localtime(st.st_mtime_ns // 1_000_000_000)
+    ns = st.st_mtime_ns % 1_000_000_000
+    print(f"{st.st_size} {time.strftime('%Y-%m-%d %H:%M:%S', local)}.{ns:09d} "
+          f"{time.strftime('%z', local)}")
+    return 0
+
+
+def verb_unlock_stale(config, args):
+    """Breaks the repository's lock when no borg process runs: a killed run left it."""
+    repo = repository(config)
+    if not os.path.exists(os.path.join(repo, "lock.exclusive")):
+        return 0
+    if lock_is_held():
+        print("held")
+        return 0
+    code = borg(["break-lock", repo], read_passphrase())
+    if code == 0:
+        print("broken")
+    return code
+
+
+def verb_snapshot(config, args):
+    """`borg create` of the mirror directory, named PREFIX-<this machine's UTC time>, then
+    `borg prune` of PREFIX-* with this side's retention."""
+    name_prefix, wait, where = prefix(args[0]), number(args[1], 1, 86400), args[2]
+    repo = repository(config)
+    fd = walk(config, mirror_dir(config, where))
+    try:
+        st = os.stat(STAMP, dir_fd=fd, follow_symlinks=False)
+        complete = stat.S_ISREG(st.st_mode)
+    except FileNotFoundError:
+        complete = False
+    if not complete:
+        fail(f"refusing to snapshot: the last run of the mirror did not complete (no {STAMP})", 3)
+    passphrase = read_passphrase()
+    name = f"{name_prefix}-{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}"
+    code = borg(
+        ["create", "--json", "--progress", "--log-json", "--lock-wait", str(wait),
+         f"{repo}::{name}", "."],
+        passphrase,
+        cwd_fd=fd,
+    )
+    if code not in (0, 1):
+        return code
+    rules = []
+    if config["keep_within"]:
+        rules += ["--keep-within", config["keep_within"]]
+    for rule in ("daily", "weekly", "monthly"):
+        if int(config[f"keep_{rule}"]) > 0:
+            rules += [f"--keep-{rule}", config[f"keep_{rule}"]]
+    if rules:
+        sys.stdout.flush()
+        pruned = borg(
+            ["prune", "--log-json", "--lock-wait", str(wait), "--glob-archives",
+             f"{name_prefix}-*"] + rules + [repo],
+            passphrase,
+            stdout=subprocess.DEVNULL,
+        )
+        if pruned not in (0, 1):
+            return pruned
+    return code
+
+
+def verb_list(config, args):
+    """Every archive, as `borg list --json`."""
+    return borg(["list", "--json", repository(config)], read_passphrase())
+
+
+def verb_info(config, args):
+    """Every archive's sizes, as `borg info --json`."""
+    return borg(["info", "--json", "--glob-archives", "*", repository(config)], read_passphrase())
+
+
+def verb_check(config, args):
+    """`borg check` of the repository (never `--repair`)."""
+    wait = number(args[0], 1, 86400)
+    return borg(["check", "--lock-wait", str(wait), repository(config)], read_passphrase())
+
+
+def verb_list_archive(config, args):
+    """An archive's entries, one JSON object per line."""
+    name = archive(args[0])
+    return borg(["list", "--json-lines", f"{repository(config)}::{name}"], read_passphrase())
+
+
+def verb_item(config, args):
+    """The first entry under a path in an archive (the directory itself), one JSON line."""
+    name, parts = archive(args[0]), hex_path(args[1])
+    paths = [b"--", b"/".join(parts)] if parts else []
+    return borg(["list", "--json-lines", f"{repository(config)}::{name}"] + paths,
+                read_passphrase(), head=1)
+
+
+def verb_sample(config, args):
+    """Two sha256 lines: a file from an archive, then the mirror's file at MIRROR_PATH."""
+    name, parts, mirror = archive(args[0]), hex_path(args[1]), mirror_dir(config, args[2])
+    if not parts or not mirror:
+        raise Refused("sample needs two files")
+    passphrase = read_passphrase()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+    env.update(BORG_ENV)
+    read_end, write_end = os.pipe()
+    os.write(write_end, passphrase)
+    os.close(write_end)
+    env["BORG_PASSPHRASE_FD"] = str(read_end)
+    child = subprocess.Popen(
+        ["borg", "extract", "--stdout", f"{repository(config)}::{name}".encode(), b"--",
+         b"/".join(parts)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(read_end,),
+    )
+    os.close(read_end)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: child.stdout.read(1 << 20), b""):
+        digest.update(chunk)
+    if child.wait() != 0:
+        return child.returncode
+    print(f"{digest.hexdigest()}  -")
+    try:
+        fd = walk(config, mirror[:-1])
+        file = os.open(mirror[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError as e:
+        fail(f"cannot open the mirror's copy: {e.strerror}")
+    if not stat.S_ISREG(os.fstat(file).st_mode):
+        fail("the mirror's copy is not a regular file")
+    digest = hashlib.sha256()
+    with os.fdopen(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    print(f"{digest.hexdigest()}  -")
+    return 0
+
+
+def hook(config, key):
+    command = config[key]
+    if not command:
+        return 0
+    # The owner's own command from this side's configuration: the client cannot add to it.
+    return subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                          stdout=sys.stderr).returncode
+
+
+def verb_pre(config, args):
+    """The remote's pre command (mount the disk, say)."""
+    return hook(config, "pre_command")
+
+
+def verb_post(config, args):
+    """The remote's post command."""
+    return hook(config, "post_command")
+
+
+VERBS = {
+    "hello": (verb_hello, 0),
+    "stamp-clear": (verb_stamp_clear, 1),
+    "stamp-write": (verb_stamp_write, 1),
+    "is-dir": (verb_is_dir, 1),
+    "stat": (verb_stat, 1),
+    "unlock-stale": (verb_unlock_stale, 0),
+    "snapshot": (verb_snapshot, 3),
+    "list": (verb_list, 0),
+    "info": (verb_info, 0),
+    "check": (verb_check, 1),
+    "list-archive": (verb_list_archive, 1),
+    "item": (verb_item, 2),
+    "sample": (verb_sample, 3),
+    "pre": (verb_pre, 0),
+    "post": (verb_post, 0),
+}
+
+
+def exec_rsync(config, words):
+    """rsync's daemon protocol over ssh, into the one module `mirror`: the mirror directory,
+    chrooted, so no path and no symlink leads out of it (rsyncd.conf holds the rest)."""
+    if words != ["rsync", "--server", "--daemon", "."]:
+        raise Refused("rsync is served only as `rsync --server --daemon .` (host::mirror/...)")
+    if not config["mirror"]:
+        raise Refused("this remote has no mirror directory configured")
+    os.execv("/usr/bin/rsync", ["rsync", "--server", "--daemon", f"--config={RSYNCD_CONF}",
+                                f"--dparam=path={config['mirror']}", "."])
+
+
+def exec_borg_serve(config, words):
+    """borg serve for the client's borg (a restore's `borg extract`, listings): append-only,
+    confined to the repository, and as the reader, who may read it but not write it."""
+    if words[:2] != ["borg", "serve"]:
+        raise Refused("only `borg serve` is served")
+    repo = repository(config)
+    try:
+        reader = pwd.getpwnam(config["reader"])
+    except KeyError:
+        raise Refused(f"the reader user {config['reader']} does not exist (run guard --setup)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    env.update(BORG_ENV)
+    os.execve("/usr/bin/setpriv", [
+        "setpriv", f"--reuid={reader.pw_uid}", f"--regid={reader.pw_gid}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        "borg", "serve", "--append-only", "--restrict-to-repository", repo,
+    ], env)
+
+
+def serve(command):
+    """Answers one ssh request."""
+    if command is None:
+        fail("this key runs backup-sidecar's vocabulary only: no shell")
+    if not command or any(not (32 <= ord(c) < 127) for c in command):
+        fail("refused: the command must be printable ASCII")
+    words = command.split()
+    config = load_config()
+    try:
+        if words[0] == "rsync":
+            exec_rsync(config, words)
+        if words[0] == "borg":
+            exec_borg_serve(config, words)
+        if words[0] != VERB_PROGRAM or len(words) < 2 or words[1] not in VERBS:
+            raise Refused(f"{words[0]!r} is not in this remote's vocabulary")
+        run, count = VERBS[words[1]]
+        args = words[2:]
+        if len(args) != count:
+            raise Refused(f"{words[1]} takes {count} argument(s)")
+        sys.exit(run(config, args))
+    except Refused as e:
+        fail(f"refused: {e}")
+    except OSError as e:
+        fail(f"{words[1] if len(words) > 1 else words[0]}: {e.strerror}: {e.filename or ''}")
+
+
+# ---- the owner's commands on the remote ------------------------------------------------------
+
+
+def setup(config):
+    """Idempotent: the mirror directory, the reader, the repository (append-only, group-readable
+    by the reader, so that its borg serve can read it). The passphrase, if any, on stdin."""
+    os.makedirs(config["mirror"], mode=0o755, exist_ok=True)
+    print(f"mirror directory {config['mirror']}")
+    try:
+        reader = pwd.getpwnam(config["reader"])
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                        "/nonexistent", "--shell", "/usr/sbin/nologin", config["reader"]],
+                       check=True)
+        reader = pwd.getpwnam(config["reader"])
+        print(f"created the reader user {config['reader']}")
+    repo = config["repository"]
+    if not repo:
+        return 0
+    passphrase = read_passphrase()
+    if not os.path.exists(os.path.join(repo, "config")):
+        if not passphrase:
+            print(f"no repository at {repo} yet: run guard --setup with its passphrase on stdin")
+            return 0
+        code = borg(["init", "--append-only", "-e", "repokey", repo], passphrase)
+        if code != 0:
+            return code
+        print(f"created the repository {repo} (repokey, append-only)")
+    elif not repository_append_only(repo):
+        code = borg(["config", repo, "append_only", "1"], passphrase)
+        if code != 0:
+            return code
+        print(f"made the repository {repo} append-only")
+    # The reader's group owns the repository; directories pass it on (setgid), and every borg the
+    # guard runs writes with umask 0027, so the reader can read what is added later.
+    for top, dirs, files in os.walk(repo):
+        for name in [top] + [os.path.join(top, f) for f in files]:
+            os.chown(name, -1, reader.pw_gid, follow_symlinks=False)
+        os.chmod(top, (os.stat(top).st_mode & 0o7777) | 0o2050)
+        for f in files:
+            path = os.path.join(top, f)
+            os.chmod(path, (os.stat(path).st_mode & 0o7777) | 0o040)
+    os.chmod(repo, (os.stat(repo).st_mode & 0o7777) | 0o2050)
+    print(f"repository {repo} is append-only and readable by {config['reader']}")
+    return 0
+
+
+def compact(config):
+    """The owner's compaction: only when the transactions look right (see the README)."""
+    repo = repository(config)
+    passphrase = read_passphrase()
+    for args in (["check", repo], ["config", repo, "append_only", "0"], ["compact", repo]):
+        code = borg(args, passphrase)
+        if code not in (0, 1):
+            borg(["config", repo, "append_only", "1"], passphrase)
+            return code
+    return borg(["config", repo, "append_only", "1"], passphrase)
+
+
+def main():
+    if len(sys.argv) == 2 and sys.argv[1] in ("--setup", "--compact") \
+            and "SSH_ORIGINAL_COMMAND" not in os.environ and "SSH_CONNECTION" not in os.environ:
+        config = load_config()
+        try:
+            sys.exit(setup(config) if sys.argv[1] == "--setup" else compact(config))
+        except Refused as e:
+            fail(str(e))
+    serve(os.environ.get("SSH_ORIGINAL_COMMAND"))
+
+
+if __name__ == "__main__":
+    main()
