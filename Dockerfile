@@ -26,6 +26,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY compose/remote/guard.py compose/remote/rsyncd.conf ./compose/remote/
 RUN cargo build --release --locked
 
 FROM runtime

@@ -10,7 +10,8 @@ use crate::engine::discover;
 use crate::engine::plan;
 use crate::remote::borg;
 use crate::remote::commands;
-use crate::remote::ssh::Session;
+use crate::remote::guard::{Dialect, Guard};
+use crate::remote::ssh::{Session, Ssh};
 
 fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
     match result {
@@ -81,26 +82,12 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     );
     if let Ok(session) = session {
         let ssh = &session.ssh;
-        for (name, command) in [
-            ("remote rsync", commands::rsync_version()),
-            ("remote borg", commands::borg_version()),
-            (
-                "remote directory",
-                commands::directory_writable(&config.remote_dir),
-            ),
-        ] {
-            if name == "remote borg" && config.borg.is_none() {
-                continue;
-            }
-            let result = match ssh.run(&command, None, cancel).await {
-                Ok(done) if done.success() => Ok(done.stdout.trim().to_string()),
-                Ok(done) => Err(anyhow!("failed: {}", done.last_error_line())),
-                Err(e) => Err(e),
-            };
-            ok &= report(name, &result);
+        match ssh.dialect() {
+            Dialect::Guard(guard) => ok &= guarded(config, guard),
+            Dialect::Shell => ok &= unguarded(config, ssh, cancel).await,
         }
         if let Some(borg) = &config.borg {
-            let command = commands::borg_list_last(borg);
+            let command = commands::borg_list_last(ssh.dialect(), borg);
             let result = borg::remote_borg(ssh, borg, "borg list", &command, cancel)
                 .await
                 .map(|_| format!("{} is reachable", borg.repo));
@@ -113,4 +100,67 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     } else {
         bail!("some checks failed")
     }
+}
+
+/// The checks of a guarded remote, from what its guard said about itself.
+fn guarded(config: &Config, guard: &Guard) -> bool {
+    println!(
+        "ok    remote guard: guarded (guard {}): rsync, borg and every step confined to {}{}",
+        guard.guard,
+        guard.mirror,
+        match (&guard.repository, guard.append_only) {
+            (Some(repo), Some(true)) => format!(" and the append-only repository {repo}"),
+            (Some(repo), _) => format!(" and the repository {repo}"),
+            (None, _) => String::new(),
+        }
+    );
+    let rsync = guard.rsync.clone().ok_or_else(|| anyhow!("not found"));
+    let mut ok = report("remote rsync", &rsync);
+    if config.borg.is_some() {
+        let borg = guard.borg.clone().ok_or_else(|| anyhow!("not found"));
+        ok &= report("remote borg", &borg);
+        if guard.append_only != Some(true) {
+            println!(
+                "WARN  borg repository: not append-only: a prune or delete through this key                  frees data for good; run guard --setup on the remote"
+            );
+        }
+    }
+    let writable = if guard.writable {
+        Ok(format!("{} is writable", config.remote_dir))
+    } else {
+        Err(anyhow!("{} is not writable", guard.mirror))
+    };
+    ok &= report("remote directory", &writable);
+    ok
+}
+
+/// The checks of a remote whose key opens a shell: a loud warning, then the versions and the
+/// directory through the shell.
+async fn unguarded(config: &Config, ssh: &Ssh, cancel: &CancellationToken) -> bool {
+    println!(
+        "WARN  remote guard: NOT GUARDED: this key opens a shell on {}; whoever takes this host \
+         can delete the mirror and every archive. Run backup-sidecar init (README: Prepare the \
+         remote)",
+        config.remote.destination()
+    );
+    let mut ok = true;
+    for (name, command) in [
+        ("remote rsync", commands::rsync_version()),
+        ("remote borg", commands::borg_version()),
+        (
+            "remote directory",
+            commands::directory_writable(&config.remote_dir),
+        ),
+    ] {
+        if name == "remote borg" && config.borg.is_none() {
+            continue;
+        }
+        let result = match ssh.run(&command, None, cancel).await {
+            Ok(done) if done.success() => Ok(done.stdout.trim().to_string()),
+            Ok(done) => Err(anyhow!("failed: {}", done.last_error_line())),
+            Err(e) => Err(e),
+        };
+        ok &= report(name, &result);
+    }
+    ok
 }

@@ -24,3 +24,6 @@ pub const VOLUME_RESTORED: &str = "volume restored";
 /// A notification could not be delivered after its tries (fields `channel`, redacted, and
 /// `error`).
 pub const NOTIFICATION_FAILED: &str = "notification failed";
+/// The remote's key opens a shell there, not only the guard's vocabulary (fields `remote`, `risk`,
+/// `fix`); logged once per process.
+pub const REMOTE_UNGUARDED: &str = "remote unguarded";

@@ -26,6 +26,7 @@ use crate::lock::RunLock;
 use crate::remote::borg::{self, list_archives, remote_borg};
 use crate::remote::commands;
 use crate::remote::fault::last_line;
+use crate::remote::guard::Dialect;
 use crate::remote::ssh::{Session, Ssh};
 
 /// How long a restore may hold the volume's users stopped.
@@ -279,12 +280,15 @@ async fn prepare(
     let mut helper_config = config.clone();
     helper_config.ssh_key_file = format!("{SECRETS}/id_ed25519").into();
     helper_config.known_hosts_file = format!("{SECRETS}/known_hosts").into();
-    let helper_ssh = Ssh::new(&helper_config, std::path::Path::new("/tmp/restore-cm"));
+    let helper_ssh = Ssh::new(&helper_config, std::path::Path::new("/tmp/restore-cm"))
+        .with_dialect(ssh.dialect().clone());
     let volume = &request.volume;
     match &request.from {
         Source::Mirror => {
             let dir = format!("{}/{volume}", config.remote_dir);
-            let done = ssh.run(&commands::is_directory(&dir), None, cancel).await?;
+            let done = ssh
+                .run(&commands::is_directory(ssh.dialect(), &dir), None, cancel)
+                .await?;
             if !done.success() {
                 bail!("the mirror holds no {volume} (no directory {dir} on the remote)");
             }
@@ -312,7 +316,7 @@ async fn prepare(
                 ssh,
                 borg,
                 "borg list",
-                &commands::borg_list_root(borg, &archive, volume),
+                &commands::borg_list_root(ssh.dialect(), borg, &archive, volume),
                 cancel,
             )
             .await?;
@@ -346,6 +350,10 @@ async fn prepare(
                 root.uid.to_string(),
                 root.gid.to_string(),
                 root.mtime,
+                match ssh.dialect() {
+                    Dialect::Guard(_) => "bypass".to_string(),
+                    Dialect::Shell => "lock".to_string(),
+                },
             ];
             Ok((format!("archive {archive}"), args))
         }

@@ -83,7 +83,14 @@ async fn check(
     ssh: &Ssh,
     cancel: &CancellationToken,
 ) -> Result<Verified> {
-    remote_borg(ssh, borg, "borg check", &commands::borg_check(borg), cancel).await?;
+    remote_borg(
+        ssh,
+        borg,
+        "borg check",
+        &commands::borg_check(ssh.dialect(), borg),
+        cancel,
+    )
+    .await?;
     info!(repo = %borg.repo, "borg check passed");
 
     let Some(newest) = list_archives(ssh, borg, cancel).await?.into_iter().next() else {
@@ -93,7 +100,7 @@ async fn check(
         ssh,
         borg,
         "borg list",
-        &commands::borg_list_archive(borg, &newest.name),
+        &commands::borg_list_archive(ssh.dialect(), borg, &newest.name),
         cancel,
     )
     .await?;
@@ -110,7 +117,11 @@ async fn check(
         let mirror = format!("{}/{}", config.remote_dir, item.path);
         // Size and mtime of the mirror's copy, in the remote's local time like borg's listing.
         let stat = ssh
-            .run(&commands::size_and_mtime(&mirror), None, cancel)
+            .run(
+                &commands::size_and_mtime(ssh.dialect(), &mirror),
+                None,
+                cancel,
+            )
             .await?;
         let Some((size, mtime)) = stat.stdout.trim().split_once(' ') else {
             continue; // gone from the mirror since: nothing to compare
@@ -122,7 +133,7 @@ async fn check(
             ssh,
             borg,
             "borg extract",
-            &commands::borg_compare(borg, &newest.name, &item.path, &mirror),
+            &commands::borg_compare(ssh.dialect(), borg, &newest.name, &item.path, &mirror),
             cancel,
         )
         .await?;

@@ -43,6 +43,8 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 RSYNCD_CONF = os.path.join(HERE, "rsyncd.conf")
 STAMP = ".backup-sidecar-complete"
 VERB_PROGRAM = "backup-sidecar-guard"
+RSYNC = "/usr/bin/rsync"
+BORG = "/usr/bin/borg"
 DEFAULTS = {
     "mirror": "/backup/mirror",
     "repository": "",
@@ -205,7 +207,7 @@ def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
     env["BORG_PASSPHRASE_FD"] = str(read_end)
     try:
         child = subprocess.Popen(
-            ["borg", "--umask", "0027"] + args,
+            [BORG, "--umask", "0027"] + args,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if head else stdout,
@@ -250,20 +252,27 @@ def lock_is_held():
 # ---- the verbs ------------------------------------------------------------------------------
 
 
+def version(argv):
+    """A program's version line, or None when it is not installed."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    return (out.splitlines() or [""])[0].strip()
+
+
 def verb_hello(config, args):
     """Who answers: the guard, its directories and the versions under it."""
-    rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True)
     info = {
         "guard": VERSION,
         "mirror": config["mirror"],
         "repository": config["repository"] or None,
-        "rsync": (rsync.stdout.splitlines() or [""])[0],
+        "rsync": version(["rsync", "--version"]),
         "writable": os.access(config["mirror"], os.W_OK),
         "append_only": None,
     }
     if config["repository"]:
-        borg_version = subprocess.run(["borg", "--version"], capture_output=True, text=True)
-        info["borg"] = borg_version.stdout.strip()
+        info["borg"] = version(["borg", "--version"])
         info["append_only"] = repository_append_only(config["repository"])
     print(json.dumps(info))
     return 0
@@ -426,7 +435,7 @@ def verb_sample(config, args):
     os.close(write_end)
     env["BORG_PASSPHRASE_FD"] = str(read_end)
     child = subprocess.Popen(
-        ["borg", "extract", "--stdout", f"{repository(config)}::{name}".encode(), b"--",
+        [BORG, "extract", "--stdout", f"{repository(config)}::{name}".encode(), b"--",
          b"/".join(parts)],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(read_end,),
     )
@@ -497,7 +506,7 @@ def exec_rsync(config, words):
         raise Refused("rsync is served only as `rsync --server --daemon .` (host::mirror/...)")
     if not config["mirror"]:
         raise Refused("this remote has no mirror directory configured")
-    os.execv("/usr/bin/rsync", ["rsync", "--server", "--daemon", f"--config={RSYNCD_CONF}",
+    os.execv(RSYNC, ["rsync", "--server", "--daemon", f"--config={RSYNCD_CONF}",
                                 f"--dparam=path={config['mirror']}", "."])
 
 
@@ -516,7 +525,7 @@ def exec_borg_serve(config, words):
     os.execve("/usr/bin/setpriv", [
         "setpriv", f"--reuid={reader.pw_uid}", f"--regid={reader.pw_gid}", "--clear-groups",
         "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-        "borg", "serve", "--append-only", "--restrict-to-repository", repo,
+        BORG, "serve", "--append-only", "--restrict-to-repository", repo,
     ], env)
 
 
@@ -542,6 +551,11 @@ def serve(command):
         sys.exit(run(config, args))
     except Refused as e:
         fail(f"refused: {e}")
+    except FileNotFoundError as e:
+        # rsync or borg missing: the shell's words and code, so the client reads it the same way.
+        if e.filename in (RSYNC, BORG):
+            fail(f"{os.path.basename(e.filename)}: command not found", 127)
+        fail(f"{words[1] if len(words) > 1 else words[0]}: {e.strerror}: {e.filename or ''}")
     except OSError as e:
         fail(f"{words[1] if len(words) > 1 else words[0]}: {e.strerror}: {e.filename or ''}")
 

@@ -197,17 +197,19 @@ if [ "$mode" = mirror ]; then
   "$@"
 else
   # $1 repository::archive  $2 volume  $3 BORG_RSH  $4 mode  $5 uid  $6 gid  $7 mtime
-  repo=$1 volume=$2; export BORG_RSH=$3
+  # $8 lock: `bypass` when a guard serves the repository read-only (its lock cannot be written)
+  repo=$1 volume=$2 root_mode=$4 root_owner=$5:$6 root_mtime=$7 lock=$8; export BORG_RSH=$3
+  if [ "$lock" = bypass ]; then set -- --bypass-lock; else set --; fi
   if [ -e /run/restore/passphrase ]; then export BORG_PASSCOMMAND='cat /run/restore/passphrase'; fi
   export BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
   cd /target
   if [ "$dry" = 1 ]; then
-    borg extract --dry-run --list --strip-components 1 "$repo" "$volume"
+    borg extract "$@" --dry-run --list --strip-components 1 "$repo" "$volume"
     exit 0
   fi
   find /target -mindepth 1 -delete
-  borg extract --numeric-ids --sparse --strip-components 1 "$repo" "$volume"
-  chown "$5:$6" /target; chmod "$4" /target; touch -d "$7" /target
+  borg extract "$@" --numeric-ids --sparse --strip-components 1 "$repo" "$volume"
+  chown "$root_owner" /target; chmod "$root_mode" /target; touch -d "$root_mtime" /target
 fi
 if [ "$dry" = 0 ]; then
   echo "RESTORED $(find /target -mindepth 1 | wc -l) $(du -sb --apparent-size /target | cut -f1)"

@@ -1,5 +1,6 @@
 //! Snapshot: `borg create` of the whole mirror on the remote, then `borg prune` and `borg compact`,
-//! all through the run's ssh connection. The passphrase travels on stdin (`BORG_PASSPHRASE_FD=0`).
+//! all through the run's ssh connection (through a guard: its snapshot verb, which creates and
+//! prunes; nobody compacts through the key). The passphrase travels on stdin.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -143,7 +144,7 @@ pub async fn snapshot(
         ssh,
         borg_config,
         "borg break-lock",
-        &commands::break_stale_lock(borg_config),
+        &commands::break_stale_lock(ssh.dialect(), borg_config),
         cancel,
     )
     .await?;
@@ -159,7 +160,6 @@ pub async fn snapshot(
         ),
         _ => {}
     }
-    let archive = archive_name(prefix, Utc::now());
     let started = Instant::now();
     let watch = process::Watch {
         stdout: &mut |_| false,
@@ -174,7 +174,7 @@ pub async fn snapshot(
     };
     let done = ssh
         .run_watched(
-            &commands::borg_create(borg_config, remote_dir, &archive),
+            &commands::borg_create(ssh.dialect(), borg_config, remote_dir, prefix),
             stdin_for(borg_config),
             cancel,
             watch,
@@ -193,11 +193,12 @@ pub async fn snapshot(
         original_bytes: output.archive.stats.original,
         deduplicated_bytes: output.archive.stats.deduplicated,
     };
-    if let Some(prune) = commands::borg_prune(borg_config, prefix) {
+    if let Some(prune) = commands::borg_prune(ssh.dialect(), borg_config, prefix) {
         remote_borg(ssh, borg_config, "borg prune", &prune, cancel).await?;
     }
-    let compact = commands::borg_compact(borg_config);
-    remote_borg(ssh, borg_config, "borg compact", &compact, cancel).await?;
+    if let Some(compact) = commands::borg_compact(ssh.dialect(), borg_config) {
+        remote_borg(ssh, borg_config, "borg compact", &compact, cancel).await?;
+    }
     Ok(created)
 }
 
@@ -234,7 +235,14 @@ pub async fn list_archives(
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<Vec<ArchiveEntry>> {
-    let out = remote_borg(ssh, borg, "borg list", &commands::borg_list(borg), cancel).await?;
+    let out = remote_borg(
+        ssh,
+        borg,
+        "borg list",
+        &commands::borg_list(ssh.dialect(), borg),
+        cancel,
+    )
+    .await?;
     let mut list: ArchiveList =
         serde_json::from_str(&out).context("cannot read borg list --json")?;
     list.archives.reverse();
@@ -247,7 +255,14 @@ pub async fn archive_sizes(
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<HashMap<String, Sizes>> {
-    let json = remote_borg(ssh, borg, "borg info", &commands::borg_info(borg), cancel).await?;
+    let json = remote_borg(
+        ssh,
+        borg,
+        "borg info",
+        &commands::borg_info(ssh.dialect(), borg),
+        cancel,
+    )
+    .await?;
     let list: InfoList = serde_json::from_str(&json).context("cannot read borg info --json")?;
     Ok(list
         .archives

@@ -1,16 +1,20 @@
-//! Every command the sidecar sends to the remote, each built by one function: the shell lines that
-//! go over ssh (completion stamp, borg, the spot check's probes, preflight versions) and the rsync
-//! argv of the mirror passes. A remote that accepts only a fixed vocabulary can be checked against
-//! exactly these builders. The user's own pre and post commands are the only lines not built here:
-//! they are sent as configured.
+//! Every command the sidecar sends to the remote, each built by one function, in both dialects
+//! (see [`guard`]): for a guarded remote the guard's verb, for a remote that gives the key a shell
+//! the shell line (completion stamp, borg, the spot check's probes, preflight versions). The rsync
+//! argv of the mirror passes is the same in both; only its remote path differs
+//! ([`Ssh::rsync_target`]).
 //!
-//! Every word that comes from configuration or the remote's answers is quoted with [`quote`]; the
-//! borg passphrase is never on a line (it travels on stdin, `BORG_PASSPHRASE_FD=0`).
+//! Every word of a shell line that comes from configuration or the remote's answers is quoted with
+//! [`quote`]; the borg passphrase is never on a line (it travels on stdin).
 
 use std::ffi::OsString;
 use std::path::Path;
 
+use chrono::Utc;
+
 use crate::config::{Borg, Link};
+use crate::remote::borg::archive_name;
+use crate::remote::guard::{self, Dialect, hex};
 use crate::remote::process::Cmd;
 use crate::remote::ssh::{Ssh, quote};
 
@@ -22,27 +26,50 @@ fn stamp(remote_dir: &str) -> String {
     quote(&format!("{remote_dir}/{COMPLETE_STAMP}"))
 }
 
-/// Removes the completion stamp: from here on the mirror is incomplete.
-pub fn clear_stamp(remote_dir: &str) -> String {
-    format!("rm -f {}", stamp(remote_dir))
+/// Removes the completion stamp: from here on the mirror is incomplete. (The guard also creates
+/// the directory below its mirror directory when it is missing.)
+pub fn clear_stamp(d: &Dialect, remote_dir: &str) -> String {
+    match d {
+        Dialect::Shell => format!("rm -f {}", stamp(remote_dir)),
+        Dialect::Guard(_) => guard::verb("stamp-clear", &[hex(remote_dir)]),
+    }
 }
 
 /// Writes the completion stamp (the time, in UTC): every volume of the run is mirrored.
-pub fn write_stamp(remote_dir: &str) -> String {
-    format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", stamp(remote_dir))
+pub fn write_stamp(d: &Dialect, remote_dir: &str) -> String {
+    match d {
+        Dialect::Shell => format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", stamp(remote_dir)),
+        Dialect::Guard(_) => guard::verb("stamp-write", &[hex(remote_dir)]),
+    }
 }
 
 /// Succeeds when `dir` is a directory on the remote.
-pub fn is_directory(dir: &str) -> String {
-    format!("test -d {}", quote(dir))
+pub fn is_directory(d: &Dialect, dir: &str) -> String {
+    match d {
+        Dialect::Shell => format!("test -d {}", quote(dir)),
+        Dialect::Guard(_) => guard::verb("is-dir", &[hex(dir)]),
+    }
 }
 
 /// Prints `SIZE MTIME` of a file, the mtime as `stat %y` shows it (nanoseconds, local time).
-pub fn size_and_mtime(path: &str) -> String {
-    format!("stat -c '%s %y' -- {}", quote(path))
+pub fn size_and_mtime(d: &Dialect, path: &str) -> String {
+    match d {
+        Dialect::Shell => format!("stat -c '%s %y' -- {}", quote(path)),
+        Dialect::Guard(_) => guard::verb("stat", &[hex(path)]),
+    }
 }
 
-/// Prints the remote rsync's version line.
+/// The remote's pre (or post) command of a run: through a guard, the verb that runs the one
+/// configured on the remote (the sidecar's own setting is not sent); otherwise the configured
+/// line, if any.
+pub fn hook(d: &Dialect, post: bool, configured: Option<&str>) -> Option<String> {
+    match d {
+        Dialect::Shell => configured.map(str::to_string),
+        Dialect::Guard(_) => Some(guard::verb(if post { "post" } else { "pre" }, &[])),
+    }
+}
+
+/// Prints the remote rsync's version line (a shell remote: the guard says it in `hello`).
 pub fn rsync_version() -> String {
     "rsync --version | head -n1".to_string()
 }
@@ -74,9 +101,14 @@ fn borg(config: &Borg, args: &str) -> String {
     line
 }
 
-/// `--lock-wait N`: how long borg waits for a lock held by a live borg process.
+/// How long borg waits for a lock held by a live borg process, in seconds.
+fn wait_seconds(config: &Borg) -> String {
+    config.lock_wait.as_secs().max(1).to_string()
+}
+
+/// `--lock-wait N`.
 fn lock_wait(config: &Borg) -> String {
-    format!("--lock-wait {}", config.lock_wait.as_secs().max(1))
+    format!("--lock-wait {}", wait_seconds(config))
 }
 
 fn repo(config: &Borg) -> String {
@@ -87,9 +119,16 @@ fn archive(config: &Borg, name: &str) -> String {
     quote(&format!("{}::{name}", config.repo))
 }
 
-/// `borg create` of the mirror root. It refuses a mirror without the completion stamp. Its stderr
-/// is JSON lines (`--log-json`), with its progress (`--progress`): see `borg::read_stderr`.
-pub fn borg_create(config: &Borg, remote_dir: &str, name: &str) -> String {
+/// `borg create` of the mirror root, as an archive `PREFIX-<UTC time>`. It refuses a mirror
+/// without the completion stamp. Its stderr is JSON lines (`--log-json`), with its progress
+/// (`--progress`): see `borg::read_stderr`. The guard names the archive by its own clock and then
+/// prunes `PREFIX-*` with its own retention.
+pub fn borg_create(d: &Dialect, config: &Borg, remote_dir: &str, prefix: &str) -> String {
+    if let Dialect::Guard(_) = d {
+        let args = [prefix.to_string(), wait_seconds(config), hex(remote_dir)];
+        return guard::verb("snapshot", &args);
+    }
+    let name = archive_name(prefix, Utc::now());
     format!(
         "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
          of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && {create}",
@@ -99,7 +138,7 @@ pub fn borg_create(config: &Borg, remote_dir: &str, name: &str) -> String {
             &format!(
                 "create --json --progress --log-json {} {} .",
                 lock_wait(config),
-                archive(config, name)
+                archive(config, &name)
             )
         ),
     )
@@ -107,7 +146,10 @@ pub fn borg_create(config: &Borg, remote_dir: &str, name: &str) -> String {
 
 /// Breaks a stale lock: when the repository is locked and no borg process runs on the remote, the
 /// lock was left by a killed run. Prints `held` or `broken`.
-pub fn break_stale_lock(config: &Borg) -> String {
+pub fn break_stale_lock(d: &Dialect, config: &Borg) -> String {
+    if let Dialect::Guard(_) = d {
+        return guard::verb("unlock-stale", &[]);
+    }
     // A running borg shows as "/usr/bin/borg create ..." in /proc. This script's own command line
     // names borg too; it is the only one that says "break-lock", so such lines are left out.
     format!(
@@ -120,8 +162,12 @@ pub fn break_stale_lock(config: &Borg) -> String {
     )
 }
 
-/// `borg prune` of the archives named `PREFIX-*`, or `None` when every retention rule is off.
-pub fn borg_prune(config: &Borg, prefix: &str) -> Option<String> {
+/// `borg prune` of the archives named `PREFIX-*`, or `None` when every retention rule is off or
+/// the remote is guarded (its snapshot verb prunes with the remote's own retention).
+pub fn borg_prune(d: &Dialect, config: &Borg, prefix: &str) -> Option<String> {
+    if let Dialect::Guard(_) = d {
+        return None;
+    }
     let rules: Vec<String> = [
         ("--keep-daily", config.keep.daily),
         ("--keep-weekly", config.keep.weekly),
@@ -146,50 +192,72 @@ pub fn borg_prune(config: &Borg, prefix: &str) -> Option<String> {
     ))
 }
 
-/// `borg compact`: frees what prune marked.
-pub fn borg_compact(config: &Borg) -> String {
-    borg(
-        config,
-        &format!("compact {} {}", lock_wait(config), repo(config)),
-    )
+/// `borg compact`: frees what prune marked. `None` through a guard: the repository is
+/// append-only, and compacting is the owner's step on the remote.
+pub fn borg_compact(d: &Dialect, config: &Borg) -> Option<String> {
+    match d {
+        Dialect::Shell => Some(borg(
+            config,
+            &format!("compact {} {}", lock_wait(config), repo(config)),
+        )),
+        Dialect::Guard(_) => None,
+    }
 }
 
 /// `borg check` of the whole repository.
-pub fn borg_check(config: &Borg) -> String {
-    borg(
-        config,
-        &format!("check {} {}", lock_wait(config), repo(config)),
-    )
+pub fn borg_check(d: &Dialect, config: &Borg) -> String {
+    match d {
+        Dialect::Shell => borg(
+            config,
+            &format!("check {} {}", lock_wait(config), repo(config)),
+        ),
+        Dialect::Guard(_) => guard::verb("check", &[wait_seconds(config)]),
+    }
 }
 
 /// The archives as JSON, oldest first.
-pub fn borg_list(config: &Borg) -> String {
-    borg(config, &format!("list --json {}", repo(config)))
+pub fn borg_list(d: &Dialect, config: &Borg) -> String {
+    match d {
+        Dialect::Shell => borg(config, &format!("list --json {}", repo(config))),
+        Dialect::Guard(_) => guard::verb("list", &[]),
+    }
 }
 
-/// The newest archive's name: reading it proves the repository opens.
-pub fn borg_list_last(config: &Borg) -> String {
-    borg(config, &format!("list --short --last 1 {}", repo(config)))
+/// Succeeds when the repository opens (a shell remote prints the newest archive's name).
+pub fn borg_list_last(d: &Dialect, config: &Borg) -> String {
+    match d {
+        Dialect::Shell => borg(config, &format!("list --short --last 1 {}", repo(config))),
+        Dialect::Guard(_) => guard::verb("list", &[]),
+    }
 }
 
 /// Every archive with its sizes, as JSON.
-pub fn borg_info(config: &Borg) -> String {
-    borg(
-        config,
-        &format!("info --json --glob-archives '*' {}", repo(config)),
-    )
+pub fn borg_info(d: &Dialect, config: &Borg) -> String {
+    match d {
+        Dialect::Shell => borg(
+            config,
+            &format!("info --json --glob-archives '*' {}", repo(config)),
+        ),
+        Dialect::Guard(_) => guard::verb("info", &[]),
+    }
 }
 
 /// The entries of an archive, one JSON object per line.
-pub fn borg_list_archive(config: &Borg, name: &str) -> String {
-    borg(
-        config,
-        &format!("list --json-lines {}", archive(config, name)),
-    )
+pub fn borg_list_archive(d: &Dialect, config: &Borg, name: &str) -> String {
+    match d {
+        Dialect::Shell => borg(
+            config,
+            &format!("list --json-lines {}", archive(config, name)),
+        ),
+        Dialect::Guard(_) => guard::verb("list-archive", &[name.to_string()]),
+    }
 }
 
 /// The first entry under `path` in an archive (the directory itself), one JSON line.
-pub fn borg_list_root(config: &Borg, name: &str, path: &str) -> String {
+pub fn borg_list_root(d: &Dialect, config: &Borg, name: &str, path: &str) -> String {
+    if let Dialect::Guard(_) = d {
+        return guard::verb("item", &[name.to_string(), hex(path)]);
+    }
     format!(
         "{} | head -n 1",
         borg(
@@ -204,7 +272,16 @@ pub fn borg_list_root(config: &Borg, name: &str, path: &str) -> String {
 }
 
 /// Two sha256 lines: `path` from an archive, then the mirror's `mirror_path`.
-pub fn borg_compare(config: &Borg, name: &str, path: &str, mirror_path: &str) -> String {
+pub fn borg_compare(
+    d: &Dialect,
+    config: &Borg,
+    name: &str,
+    path: &str,
+    mirror_path: &str,
+) -> String {
+    if let Dialect::Guard(_) = d {
+        return guard::verb("sample", &[name.to_string(), hex(path), hex(mirror_path)]);
+    }
     format!(
         "{} | sha256sum; sha256sum < {}",
         borg(
@@ -372,15 +449,18 @@ mod tests {
     #[test]
     fn stamp_and_probe_lines() {
         assert_eq!(
-            clear_stamp("/mnt/backup/data"),
+            clear_stamp(&Dialect::Shell, "/mnt/backup/data"),
             "rm -f /mnt/backup/data/.backup-sidecar-complete"
         );
         assert_eq!(
-            write_stamp("/mnt/my data"),
+            write_stamp(&Dialect::Shell, "/mnt/my data"),
             "date -u +%Y-%m-%dT%H:%M:%SZ > '/mnt/my data/.backup-sidecar-complete'"
         );
-        assert_eq!(is_directory("/m/app"), "test -d /m/app");
-        assert_eq!(size_and_mtime("/m/a b"), "stat -c '%s %y' -- '/m/a b'");
+        assert_eq!(is_directory(&Dialect::Shell, "/m/app"), "test -d /m/app");
+        assert_eq!(
+            size_and_mtime(&Dialect::Shell, "/m/a b"),
+            "stat -c '%s %y' -- '/m/a b'"
+        );
         assert_eq!(rsync_version(), "rsync --version | head -n1");
         assert_eq!(borg_version(), "borg --version");
         assert_eq!(
@@ -392,58 +472,61 @@ mod tests {
     #[test]
     fn borg_lines() {
         let b = borg_config(true, KEEP);
+        let create = borg_create(&Dialect::Shell, &b, "/mnt/backup/data", "nas");
+        let (line, name) = create.rsplit_once("::").unwrap();
         assert_eq!(
-            borg_create(&b, "/mnt/backup/data", "nas-2026-11-01T03:00:07"),
+            line,
             format!(
                 "cd /mnt/backup/data && if ! test -f .backup-sidecar-complete; then echo \
                  'refusing to snapshot: the last run of the mirror did not complete (no \
                  .backup-sidecar-complete)' >&2; exit 3; fi && {ENV}borg create --json --progress \
-                 --log-json --lock-wait 120 /mnt/backup/borg::nas-2026-11-01T03:00:07 ."
+                 --log-json --lock-wait 120 /mnt/backup/borg"
             )
         );
+        assert!(name.starts_with("nas-20") && name.ends_with(" ."), "{name}");
         assert_eq!(
-            borg_prune(&b, "nas").unwrap(),
+            borg_prune(&Dialect::Shell, &b, "nas").unwrap(),
             format!(
                 "{ENV}borg prune --lock-wait 120 --glob-archives 'nas-*' --keep-daily 7 \
                  --keep-weekly 4 --keep-monthly 6 /mnt/backup/borg"
             )
         );
         assert_eq!(
-            borg_compact(&b),
+            borg_compact(&Dialect::Shell, &b).unwrap(),
             format!("{ENV}borg compact --lock-wait 120 /mnt/backup/borg")
         );
         assert_eq!(
-            borg_check(&b),
+            borg_check(&Dialect::Shell, &b),
             format!("{ENV}borg check --lock-wait 120 /mnt/backup/borg")
         );
         assert_eq!(
-            borg_list(&b),
+            borg_list(&Dialect::Shell, &b),
             format!("{ENV}borg list --json /mnt/backup/borg")
         );
         assert_eq!(
-            borg_list_last(&b),
+            borg_list_last(&Dialect::Shell, &b),
             format!("{ENV}borg list --short --last 1 /mnt/backup/borg")
         );
         assert_eq!(
-            borg_info(&b),
+            borg_info(&Dialect::Shell, &b),
             format!("{ENV}borg info --json --glob-archives '*' /mnt/backup/borg")
         );
         assert_eq!(
-            borg_list_archive(&b, "nas-1"),
+            borg_list_archive(&Dialect::Shell, &b, "nas-1"),
             format!("{ENV}borg list --json-lines /mnt/backup/borg::nas-1")
         );
         assert_eq!(
-            borg_list_root(&b, "nas-1", "app data"),
+            borg_list_root(&Dialect::Shell, &b, "nas-1", "app data"),
             format!("{ENV}borg list --json-lines /mnt/backup/borg::nas-1 'app data' | head -n 1")
         );
         assert_eq!(
-            borg_compare(&b, "nas-1", "app/f", "/m/app/f"),
+            borg_compare(&Dialect::Shell, &b, "nas-1", "app/f", "/m/app/f"),
             format!(
                 "{ENV}borg extract --stdout /mnt/backup/borg::nas-1 app/f | sha256sum; \
                  sha256sum < /m/app/f"
             )
         );
-        let lock = break_stale_lock(&b);
+        let lock = break_stale_lock(&Dialect::Shell, &b);
         assert!(
             lock.starts_with("test -e /mnt/backup/borg/lock.exclusive || exit 0; "),
             "{lock}"
@@ -457,13 +540,48 @@ mod tests {
     }
 
     #[test]
+    fn guard_verbs() {
+        let b = borg_config(true, KEEP);
+        let g = Dialect::Guard(crate::remote::guard::Guard {
+            guard: "1".into(),
+            mirror: "/m".into(),
+            repository: Some("/mnt/backup/borg".into()),
+            rsync: None,
+            borg: None,
+            writable: true,
+            append_only: Some(true),
+        });
+        let v = |rest: &str| format!("backup-sidecar-guard {rest}");
+        assert_eq!(clear_stamp(&g, "/m"), v("stamp-clear 2f6d"));
+        assert_eq!(write_stamp(&g, "/m"), v("stamp-write 2f6d"));
+        assert_eq!(is_directory(&g, "/m/a"), v("is-dir 2f6d2f61"));
+        assert_eq!(size_and_mtime(&g, "/m/a"), v("stat 2f6d2f61"));
+        assert_eq!(hook(&g, false, Some("rm -rf /")), Some(v("pre")));
+        assert_eq!(hook(&g, true, None), Some(v("post")));
+        assert_eq!(hook(&Dialect::Shell, true, None), None);
+        assert_eq!(borg_create(&g, &b, "/m", "nas"), v("snapshot nas 120 2f6d"));
+        assert_eq!(break_stale_lock(&g, &b), v("unlock-stale"));
+        assert_eq!(borg_prune(&g, &b, "nas"), None);
+        assert_eq!(borg_compact(&g, &b), None);
+        assert_eq!(borg_check(&g, &b), v("check 120"));
+        assert_eq!(borg_list(&g, &b), v("list"));
+        assert_eq!(borg_info(&g, &b), v("info"));
+        assert_eq!(borg_list_archive(&g, &b, "nas-1"), v("list-archive nas-1"));
+        assert_eq!(borg_list_root(&g, &b, "nas-1", "a"), v("item nas-1 61"));
+        assert_eq!(
+            borg_compare(&g, &b, "nas-1", "a/f", "/m/a/f"),
+            v("sample nas-1 612f66 2f6d2f612f66")
+        );
+    }
+
+    #[test]
     fn passphrase_never_in_a_line() {
         let with = borg_config(true, KEEP);
         let without = borg_config(false, KEEP);
-        assert!(!borg_create(&with, "/d", "a").contains("pw"));
-        assert!(!borg_create(&without, "/d", "a").contains("PASSPHRASE"));
+        assert!(!borg_create(&Dialect::Shell, &with, "/d", "a").contains("pw"));
+        assert!(!borg_create(&Dialect::Shell, &without, "/d", "a").contains("PASSPHRASE"));
         assert_eq!(
-            borg_list(&without),
+            borg_list(&Dialect::Shell, &without),
             "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no \
              borg list --json /mnt/backup/borg"
         );
@@ -479,7 +597,7 @@ mod tests {
                 monthly: 6,
             },
         );
-        let line = borg_prune(&some, "nas").unwrap();
+        let line = borg_prune(&Dialect::Shell, &some, "nas").unwrap();
         assert!(
             line.ends_with(
                 "--glob-archives 'nas-*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
@@ -491,21 +609,24 @@ mod tests {
             weekly: 0,
             monthly: 0,
         };
-        assert_eq!(borg_prune(&borg_config(false, none), "nas"), None);
+        assert_eq!(
+            borg_prune(&Dialect::Shell, &borg_config(false, none), "nas"),
+            None
+        );
     }
 
     #[test]
     fn lines_are_valid_shell() {
         let b = borg_config(true, KEEP);
         for line in [
-            clear_stamp("/mnt/my backup"),
-            write_stamp("/mnt/my backup"),
+            clear_stamp(&Dialect::Shell, "/mnt/my backup"),
+            write_stamp(&Dialect::Shell, "/mnt/my backup"),
             directory_writable("/mnt/it's"),
-            borg_create(&b, "/mnt/my backup", "nas-2026-11-01T03:00:07"),
-            break_stale_lock(&b),
-            borg_prune(&b, "nas").unwrap(),
-            borg_list_root(&b, "a", "v"),
-            borg_compare(&b, "a", "v/f", "/m/v/f"),
+            borg_create(&Dialect::Shell, &b, "/mnt/my backup", "nas"),
+            break_stale_lock(&Dialect::Shell, &b),
+            borg_prune(&Dialect::Shell, &b, "nas").unwrap(),
+            borg_list_root(&Dialect::Shell, &b, "a", "v"),
+            borg_compare(&Dialect::Shell, &b, "a", "v/f", "/m/v/f"),
         ] {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", &line])

@@ -21,6 +21,8 @@ pub enum Fault {
     KeyRefused,
     /// Another borg process holds the repository lock.
     RepositoryLocked,
+    /// The remote's guard refused the request (a step outside its vocabulary or its directories).
+    Refused,
     /// rsync or borg is not installed on the remote.
     ProgramMissing,
     /// BACKUP_REMOTE_DIR does not exist.
@@ -46,6 +48,7 @@ impl Fault {
             Fault::HostKey => "host_key",
             Fault::KeyRefused => "key_refused",
             Fault::RepositoryLocked => "repository_locked",
+            Fault::Refused => "refused",
             Fault::ProgramMissing => "program_missing",
             Fault::RemoteDirMissing => "remote_dir_missing",
             Fault::NotWritable => "not_writable",
@@ -155,6 +158,9 @@ pub fn classify(program: &str, code: Option<i32>, stderr: &str) -> RemoteError {
             Fault::RepositoryLocked,
             "the borg repository is locked by another borg process",
         );
+    }
+    if has("backup-sidecar guard: refused") {
+        return error(Fault::Refused, "the remote's guard refused the request");
     }
     if code == Some(127) || has("command not found") || has(": not found") {
         let name = program.split_whitespace().next().unwrap_or(program);

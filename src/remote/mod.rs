@@ -3,6 +3,7 @@
 //! - [`process`]: child processes in their own process group, drained, killed as a group.
 //! - [`ssh`]: one multiplexed connection per run with the pinned host key.
 //! - [`fault`]: failures classified into kinds: the network (retried) or the remote's state (not).
+//! - [`guard`]: the guarded remote's vocabulary, and finding whether a remote is guarded.
 //! - [`commands`]: every command line and rsync argv sent to the remote, built in one place.
 //! - [`transfer`]: one rsync pass of one volume.
 //! - [`borg`]: snapshot (`borg create`, `prune`, `compact`) and archive listings.
@@ -10,6 +11,7 @@
 pub mod borg;
 pub mod commands;
 pub mod fault;
+pub mod guard;
 pub mod process;
 pub mod ssh;
 pub mod transfer;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Remote};
 use crate::remote::fault::{Fault, RemoteError, classify};
+use crate::remote::guard::{self, Dialect};
 use crate::remote::process::{self, Background, Cmd, Finished};
 
 /// How long the connection may take to come up.
@@ -32,6 +33,7 @@ pub fn quote(word: &str) -> String {
 pub struct Ssh {
     remote: Remote,
     options: Vec<String>,
+    dialect: Dialect,
 }
 
 impl Ssh {
@@ -66,7 +68,19 @@ impl Ssh {
         Ssh {
             remote: config.remote.clone(),
             options,
+            dialect: Dialect::Shell,
         }
+    }
+
+    /// How the remote is spoken to: found when the session opens (a shell until then).
+    pub fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    /// The same remote spoken to in `dialect` (a restore helper's ssh, say).
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     /// A command run on the remote through the shared connection. `command` is a shell command
@@ -88,9 +102,17 @@ impl Ssh {
         words.join(" ")
     }
 
-    /// `user@host:path` for rsync.
+    /// rsync's name for `path` on the remote: `user@host:path`, or through a guard, which serves
+    /// the mirror as an rsync daemon module, `user@host::mirror/relative`.
     pub fn rsync_target(&self, path: &str) -> String {
-        format!("{}:{}", self.remote.rsync_destination(), path)
+        match &self.dialect {
+            Dialect::Shell => format!("{}:{}", self.remote.rsync_destination(), path),
+            Dialect::Guard(guard) => format!(
+                "{}::{}",
+                self.remote.rsync_destination(),
+                guard.module_path(path)
+            ),
+        }
     }
 
     /// Runs a remote command to its end.
@@ -132,9 +154,22 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens the connection and waits until it is usable. A host key that is missing from or
-    /// different in known_hosts makes this fail, and nothing is sent.
+    /// Opens the connection, waits until it is usable and finds whether the remote is guarded. A
+    /// host key that is missing from or different in known_hosts makes this fail, and nothing is
+    /// sent.
     pub async fn open(config: &Config, cancel: &CancellationToken) -> Result<Self> {
+        let mut session = Self::connect(config, cancel).await?;
+        match guard::detect(&session.ssh, config, cancel).await {
+            Ok(dialect) => session.ssh.dialect = dialect,
+            Err(e) => {
+                session.master.stop().await;
+                return Err(e);
+            }
+        }
+        Ok(session)
+    }
+
+    async fn connect(config: &Config, cancel: &CancellationToken) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("bs-ssh")
             .tempdir()

@@ -4,6 +4,7 @@
 
 mod group;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,6 +24,7 @@ use crate::ops::progress::{Subject, Watcher};
 use crate::remote::borg::{self, CreateProgress};
 use crate::remote::commands;
 use crate::remote::fault::{classify, is_transient};
+use crate::remote::guard::Dialect;
 use crate::remote::ssh::{Session, Ssh};
 use crate::report::{Failure, FailureKind, GroupReport, RunReport, VolumeReport};
 use crate::schedule::Trigger;
@@ -95,14 +97,13 @@ async fn run_inner(
         || Session::open(config, cancel),
     )
     .await?;
+    warn_about_the_remote(config, session.ssh.dialect());
     let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
     if result.is_ok() {
         report.stage = "post command";
     }
-    let post = match &config.post_command {
-        Some(command) => {
-            remote_hook(&session.ssh, "BACKUP_REMOTE_POST_COMMAND", command, cancel).await
-        }
+    let post = match commands::hook(session.ssh.dialect(), true, config.post_command.as_deref()) {
+        Some(command) => remote_hook(&session.ssh, Hook::Post, &command, cancel).await,
         None => Ok(()),
     };
     session.close().await;
@@ -113,13 +114,60 @@ async fn run_inner(
     }
 }
 
+/// Says, once per process, what is wrong with how the remote is set up: a key that opens a shell
+/// (whoever takes this host can delete every backup), or settings a guarded remote does not take
+/// from the sidecar.
+fn warn_about_the_remote(config: &Config, dialect: &Dialect) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match dialect {
+        Dialect::Shell => warn!(
+            message = events::REMOTE_UNGUARDED,
+            remote = %config.remote.destination(),
+            risk = "this key opens a shell there: whoever takes this host can delete the mirror \
+                    and every archive",
+            fix = "backup-sidecar init (README: Prepare the remote)",
+        ),
+        Dialect::Guard(_) => {
+            if config.pre_command.is_some() || config.post_command.is_some() {
+                warn!(
+                    "BACKUP_REMOTE_PRE_COMMAND and BACKUP_REMOTE_POST_COMMAND are not sent to a \
+                     guarded remote: it runs the pre_command and post_command of its own guard.conf"
+                );
+            }
+        }
+    }
+}
+
+/// Which of the remote's hooks runs.
+#[derive(Clone, Copy)]
+enum Hook {
+    Pre,
+    Post,
+}
+
+impl Hook {
+    /// Its name in messages: the variable, or the guard's setting.
+    fn name(self, dialect: &Dialect) -> &'static str {
+        match (self, dialect) {
+            (Hook::Pre, Dialect::Shell) => "BACKUP_REMOTE_PRE_COMMAND",
+            (Hook::Post, Dialect::Shell) => "BACKUP_REMOTE_POST_COMMAND",
+            (Hook::Pre, Dialect::Guard(_)) => "the remote's pre_command",
+            (Hook::Post, Dialect::Guard(_)) => "the remote's post_command",
+        }
+    }
+}
+
 /// Runs a pre or post command on the remote. The post command still runs, briefly, on shutdown.
 async fn remote_hook(
     ssh: &Ssh,
-    variable: &str,
+    hook: Hook,
     command: &str,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    let variable = hook.name(ssh.dialect());
     let own = CancellationToken::new();
     let finished = if cancel.is_cancelled() {
         tokio::time::timeout(POST_COMMAND_GRACE, ssh.run(command, None, &own))
@@ -147,16 +195,16 @@ async fn mirror_and_snapshot(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
-    if let Some(command) = &config.pre_command {
+    if let Some(command) = commands::hook(ssh.dialect(), false, config.pre_command.as_deref()) {
         report.stage = "pre command";
-        remote_hook(ssh, "BACKUP_REMOTE_PRE_COMMAND", command, cancel).await?;
+        remote_hook(ssh, Hook::Pre, &command, cancel).await?;
     }
     report.stage = "mirror";
     // From here until every volume is mirrored, the mirror is incomplete.
     remote_step(
         ssh,
         "removing the completion stamp",
-        &commands::clear_stamp(&config.remote_dir),
+        &commands::clear_stamp(ssh.dialect(), &config.remote_dir),
         cancel,
     )
     .await?;
@@ -213,7 +261,7 @@ async fn mirror_and_snapshot(
     remote_step(
         ssh,
         "writing the completion stamp",
-        &commands::write_stamp(&config.remote_dir),
+        &commands::write_stamp(ssh.dialect(), &config.remote_dir),
         cancel,
     )
     .await?;

@@ -22,6 +22,9 @@ use serde_json::Value;
 
 /// The sidecar image under test.
 pub const SIDECAR_IMAGE: &str = "backup-sidecar:latest";
+/// The guard's path on the remote.
+pub const GUARD: &str = "/usr/local/lib/backup-sidecar/guard";
+
 /// The remote image under test.
 pub const REMOTE_IMAGE: &str = "backup-sidecar-remote:latest";
 /// The image app containers run.
@@ -175,8 +178,10 @@ impl Env {
         docker(&args)
     }
 
-    /// Starts a remote (sshd, rsync, borg) that trusts this test's key, writes known_hosts for it,
-    /// and initialises an encrypted borg repository at /backup/borg.
+    /// Starts a guarded remote (sshd, rsync, borg, the guard as the forced command of this test's
+    /// key), writes known_hosts for it, and initialises an encrypted, append-only borg repository
+    /// at /backup/borg with `guard --setup`. With `GUARD=off` among the `docker run` arguments the
+    /// key is a plain root login and the repository a plain `borg init`.
     pub fn remote(&self) -> Remote {
         self.remote_with(&[])
     }
@@ -211,7 +216,12 @@ impl Env {
         }
         let remote = Remote { name };
         self.pin_host_key(&remote);
-        self.borg(&remote, &["init", "-e", "repokey", "/backup/borg"]);
+        if extra_args.contains(&"GUARD=off") {
+            self.borg(&remote, &["init", "-e", "repokey", "/backup/borg"]);
+        } else {
+            let setup = format!("printf %s '{PASSPHRASE}' | {GUARD} --setup");
+            self.on_remote(&remote, &setup);
+        }
         remote
     }
 
