@@ -10,12 +10,14 @@
 //!   helper container. It never touches the remote.
 //! - [`capture`]: local work while a group is frozen: the metadata scan, what changed since the
 //!   live pass, the copies in the staging area. It touches neither the engine nor the remote.
-//! - [`remote`]: the ssh side: child processes, the connection, fault kinds, rsync passes (the
-//!   upload of a capture's copies too), borg. It never touches the engine.
+//! - [`remote`]: the ssh side: child processes, the connection, fault kinds, the guarded remote's
+//!   vocabulary, rsync passes (the upload of a capture's copies too), borg. It never touches the
+//!   engine.
 //! - [`ops`]: operations, what tells the user how backups go: notifications, read from reports.
 //! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume back,
 //!   and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
-//!   the printed plan), [`schedule`] (when runs are due), [`app`] (the daemon loop).
+//!   the printed plan), [`init`] (the remote prepared and its key narrowed to the guard),
+//!   [`schedule`] (when runs are due), [`app`] (the daemon loop).
 //! - [`report`]: one value out of each run and verification; [`ops`] hands it to the outputs (log,
 //!   history, notifications, metrics) and answers `status` and `health` from the history.
 //! - [`lock`], [`format`], [`events`], [`logging`]: the run lock, number formatting, the log
@@ -33,6 +35,7 @@ pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod events;
 pub(crate) mod format;
+pub(crate) mod init;
 pub(crate) mod lock;
 pub(crate) mod logging;
 pub(crate) mod ops;
@@ -46,6 +49,7 @@ pub(crate) mod verify;
 pub use app::daemon;
 pub use check::{check, print_plan};
 pub use config::{Config, ConfigError};
+pub use init::{InitRequest, init};
 pub use logging::init as init_logging;
 pub use ops::{
     health_command as health, notify_test_command as notify_test, status_command as status,

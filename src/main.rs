@@ -27,6 +27,18 @@ enum Command {
     Plan,
     /// Preflight: Docker, volumes, ssh with the pinned host key, remote rsync and borg, repository.
     Check,
+    /// Prepare the remote once, with a key that still logs in normally: install the guard, create
+    /// the mirror directory and the append-only repository, print the repository key, and narrow
+    /// the key to the guard. Shows what it will change; changes it with --yes.
+    Init {
+        /// The remote's host key fingerprint (SHA256:...), read on the remote with
+        /// `ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub`.
+        #[arg(long)]
+        host_key: String,
+        /// Go ahead (without it, init says what it would change and stops).
+        #[arg(long)]
+        yes: bool,
+    },
     /// The borg archives on the remote: name, time, size; newest first.
     Snapshots,
     /// Per volume: last mirrored, size, files, last freeze; the last run, archive and
@@ -112,6 +124,10 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Plan => backup_sidecar::print_plan(&config).await,
         Command::Check => backup_sidecar::check(&config, &cancel).await,
         Command::Snapshots => backup_sidecar::snapshots(&config, &cancel).await,
+        Command::Init { host_key, yes } => {
+            let request = backup_sidecar::InitRequest { host_key, yes };
+            backup_sidecar::init(&config, &request, &cancel).await
+        }
         Command::Status { json } => backup_sidecar::status(&config, json),
         Command::NotifyTest => backup_sidecar::notify_test(&config).await,
         Command::Health => unreachable!("answered in main, before the runtime starts"),

@@ -24,6 +24,8 @@ Run by the owner on the remote (not through the key):
                        stdin, the append-only repository (repokey); fixes its permissions;
                        idempotent
     guard --compact    frees what prunes marked: check, append_only 0, compact, append_only 1
+    guard --rollback [N]  lists the repository's transactions; with N, rolls the repository back
+                       to transaction N (borg's documented procedure for append-only mode)
 """
 
 import hashlib
@@ -31,6 +33,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -43,8 +46,9 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 RSYNCD_CONF = os.path.join(HERE, "rsyncd.conf")
 STAMP = ".backup-sidecar-complete"
 VERB_PROGRAM = "backup-sidecar-guard"
-RSYNC = "/usr/bin/rsync"
-BORG = "/usr/bin/borg"
+# Found on sshd's PATH (the owner's, never the client's): a wrapper in /usr/local/bin works.
+RSYNC = "rsync"
+BORG = "borg"
 DEFAULTS = {
     "mirror": "/backup/mirror",
     "repository": "",
@@ -97,6 +101,11 @@ def load_config():
             raise SystemExit(f"guard: {CONFIG}: {key} must be an absolute path")
     config["mirror"] = os.path.realpath(config["mirror"]) if config["mirror"] else ""
     return config
+
+
+def missing(program):
+    """rsync or borg is not installed: the shell's words and code, read the same way."""
+    fail(f"{program}: command not found", 127)
 
 
 def fail(message, code=1):
@@ -215,6 +224,8 @@ def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
             cwd=None,
             preexec_fn=(lambda: os.fchdir(cwd_fd)) if cwd_fd is not None else None,
         )
+    except FileNotFoundError:
+        missing(BORG)
     finally:
         os.close(read_end)
     if head:
@@ -427,25 +438,6 @@ def verb_sample(config, args):
     name, parts, mirror = archive(args[0]), hex_path(args[1]), mirror_dir(config, args[2])
     if not parts or not mirror:
         raise Refused("sample needs two files")
-    passphrase = read_passphrase()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
-    env.update(BORG_ENV)
-    read_end, write_end = os.pipe()
-    os.write(write_end, passphrase)
-    os.close(write_end)
-    env["BORG_PASSPHRASE_FD"] = str(read_end)
-    child = subprocess.Popen(
-        [BORG, "extract", "--stdout", f"{repository(config)}::{name}".encode(), b"--",
-         b"/".join(parts)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(read_end,),
-    )
-    os.close(read_end)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: child.stdout.read(1 << 20), b""):
-        digest.update(chunk)
-    if child.wait() != 0:
-        return child.returncode
-    print(f"{digest.hexdigest()}  -")
     try:
         fd = walk(config, mirror[:-1])
         file = os.open(mirror[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
@@ -453,6 +445,29 @@ def verb_sample(config, args):
         fail(f"cannot open the mirror's copy: {e.strerror}")
     if not stat.S_ISREG(os.fstat(file).st_mode):
         fail("the mirror's copy is not a regular file")
+    passphrase = read_passphrase()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
+    env.update(BORG_ENV)
+    read_end, write_end = os.pipe()
+    os.write(write_end, passphrase)
+    os.close(write_end)
+    env["BORG_PASSPHRASE_FD"] = str(read_end)
+    try:
+        child = subprocess.Popen(
+            [BORG, "extract", "--stdout", f"{repository(config)}::{name}".encode(), b"--",
+             b"/".join(parts)],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(read_end,),
+        )
+    except FileNotFoundError:
+        missing(BORG)
+    finally:
+        os.close(read_end)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: child.stdout.read(1 << 20), b""):
+        digest.update(chunk)
+    if child.wait() != 0:
+        return child.returncode
+    print(f"{digest.hexdigest()}  -")
     digest = hashlib.sha256()
     with os.fdopen(file, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -506,8 +521,11 @@ def exec_rsync(config, words):
         raise Refused("rsync is served only as `rsync --server --daemon .` (host::mirror/...)")
     if not config["mirror"]:
         raise Refused("this remote has no mirror directory configured")
-    os.execv(RSYNC, ["rsync", "--server", "--daemon", f"--config={RSYNCD_CONF}",
-                                f"--dparam=path={config['mirror']}", "."])
+    try:
+        os.execvp(RSYNC, ["rsync", "--server", "--daemon", f"--config={RSYNCD_CONF}",
+                          f"--dparam=path={config['mirror']}", "."])
+    except FileNotFoundError:
+        missing(RSYNC)
 
 
 def exec_borg_serve(config, words):
@@ -520,7 +538,8 @@ def exec_borg_serve(config, words):
         reader = pwd.getpwnam(config["reader"])
     except KeyError:
         raise Refused(f"the reader user {config['reader']} does not exist (run guard --setup)")
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
+           "LANG": "C.UTF-8"}
     env.update(BORG_ENV)
     os.execve("/usr/bin/setpriv", [
         "setpriv", f"--reuid={reader.pw_uid}", f"--regid={reader.pw_gid}", "--clear-groups",
@@ -542,8 +561,10 @@ def serve(command):
             exec_rsync(config, words)
         if words[0] == "borg":
             exec_borg_serve(config, words)
-        if words[0] != VERB_PROGRAM or len(words) < 2 or words[1] not in VERBS:
+        if words[0] != VERB_PROGRAM:
             raise Refused(f"{words[0]!r} is not in this remote's vocabulary")
+        if len(words) < 2 or words[1] not in VERBS:
+            raise Refused(f"{' '.join(words[1:2])!r} is not one of the guard's verbs")
         run, count = VERBS[words[1]]
         args = words[2:]
         if len(args) != count:
@@ -551,11 +572,6 @@ def serve(command):
         sys.exit(run(config, args))
     except Refused as e:
         fail(f"refused: {e}")
-    except FileNotFoundError as e:
-        # rsync or borg missing: the shell's words and code, so the client reads it the same way.
-        if e.filename in (RSYNC, BORG):
-            fail(f"{os.path.basename(e.filename)}: command not found", 127)
-        fail(f"{words[1] if len(words) > 1 else words[0]}: {e.strerror}: {e.filename or ''}")
     except OSError as e:
         fail(f"{words[1] if len(words) > 1 else words[0]}: {e.strerror}: {e.filename or ''}")
 
@@ -619,12 +635,74 @@ def compact(config):
     return borg(["config", repo, "append_only", "1"], passphrase)
 
 
+def transactions(repo):
+    """The repository's transaction log: (segment, line) per commit, oldest first."""
+    log = []
+    with open(os.path.join(repo, "transactions"), encoding="utf-8") as f:
+        for line in f:
+            match = re.match(r"^transaction (\d+),", line)
+            if match:
+                log.append((int(match.group(1)), line.strip()))
+    return log
+
+
+def rollback(config, to):
+    """borg's documented rollback of an append-only repository to the commit `to`: the index,
+    hints and integrity files and the segments written after it are moved to a directory next
+    to the repository (kept for forensics), the client cache is dropped and the manifest
+    timestamp forgotten. Without `to`, lists the transactions."""
+    repo = repository(config)
+    log = transactions(repo)
+    if to is None:
+        for _, line in log:
+            print(line)
+        return 0
+    if to not in [segment for segment, _ in log]:
+        raise Refused(f"no transaction {to} in {repo}/transactions")
+    if os.path.exists(os.path.join(repo, "lock.exclusive")):
+        raise Refused("the repository is locked: stop the sidecar's runs first")
+    aside = f"{repo.rstrip('/')}.rolled-back-{time.strftime('%Y%m%dT%H%M%S')}"
+    os.makedirs(os.path.join(aside, "data"))
+    moved = 0
+    for name in os.listdir(repo):
+        match = re.match(r"^(index|hints|integrity)\.(\d+)$", name)
+        if match and int(match.group(2)) > to:
+            os.rename(os.path.join(repo, name), os.path.join(aside, name))
+    for top, _, files in os.walk(os.path.join(repo, "data")):
+        for name in files:
+            if name.isdigit() and int(name) > to:
+                os.rename(os.path.join(top, name), os.path.join(aside, "data", name))
+                moved += 1
+    # The cache and the manifest timestamp remember the rolled-back state: forget both (what
+    # `borg delete --cache-only` and removing security/ID/manifest-timestamp do).
+    with open(os.path.join(repo, "config"), encoding="utf-8") as f:
+        ids = [l.split("=", 1)[1].strip() for l in f if l.replace(" ", "").startswith("id=")]
+    for repo_id in ids:
+        shutil.rmtree(os.path.expanduser(f"~/.cache/borg/{repo_id}"), ignore_errors=True)
+        try:
+            os.unlink(os.path.expanduser(f"~/.config/borg/security/{repo_id}/manifest-timestamp"))
+        except FileNotFoundError:
+            pass
+    print(f"rolled {repo} back to transaction {to}: moved {moved} segment(s) to {aside}")
+    print("run borg check, then borg list, to see the repository as it was")
+    return 0
+
+
 def main():
-    if len(sys.argv) == 2 and sys.argv[1] in ("--setup", "--compact") \
-            and "SSH_ORIGINAL_COMMAND" not in os.environ and "SSH_CONNECTION" not in os.environ:
+    # The key's forced command names the guard without arguments, so these are reachable only by
+    # someone with a login on this machine (the owner, or init before it restricts the key).
+    owner = "SSH_ORIGINAL_COMMAND" not in os.environ
+    if owner and len(sys.argv) >= 2 and sys.argv[1] in ("--setup", "--compact", "--rollback"):
         config = load_config()
         try:
-            sys.exit(setup(config) if sys.argv[1] == "--setup" else compact(config))
+            if sys.argv[1] == "--setup":
+                sys.exit(setup(config))
+            if sys.argv[1] == "--compact":
+                sys.exit(compact(config))
+            to = sys.argv[2] if len(sys.argv) > 2 else None
+            if to is not None and not to.isdigit():
+                raise Refused("--rollback takes a transaction number (guard --rollback lists them)")
+            sys.exit(rollback(config, int(to) if to is not None else None))
         except Refused as e:
             fail(str(e))
     serve(os.environ.get("SSH_ORIGINAL_COMMAND"))

@@ -25,6 +25,9 @@ pub const RSYNCD_CONF: &str = include_str!("../../compose/remote/rsyncd.conf");
 /// Where `init` installs the guard, and what the key's `command=` names.
 pub const GUARD_PATH: &str = "/usr/local/lib/backup-sidecar/guard";
 
+/// Where `init` installs the rsync daemon configuration (the guard reads it from next to itself).
+pub const RSYNCD_PATH: &str = "/usr/local/lib/backup-sidecar/rsyncd.conf";
+
 /// The guard's configuration file on the remote.
 pub const GUARD_CONFIG: &str = "/etc/backup-sidecar/guard.conf";
 
@@ -81,8 +84,9 @@ pub fn hex(path: &str) -> String {
 pub async fn detect(ssh: &Ssh, config: &Config, cancel: &CancellationToken) -> Result<Dialect> {
     let done = ssh.run(&verb("hello", &[]), None, cancel).await?;
     if !done.success() {
-        if done.stderr.contains("guard") {
-            // A guard that cannot answer (its configuration is broken, say).
+        if done.stderr.contains("backup-sidecar guard:") || done.stderr.contains("Traceback") {
+            // A guard that cannot answer (its configuration is broken, say); a shell says
+            // `backup-sidecar-guard: command not found`.
             bail!("the remote's guard failed: {}", done.last_error_line());
         }
         return Ok(Dialect::Shell);
