@@ -33,8 +33,8 @@ for _ in $(seq 1 30); do
   compose logs remote 2>&1 | grep -q "Server listening" && break
   sleep 1
 done
-compose exec -T -e BORG_PASSPHRASE="$(cat "$ssh/borg_passphrase")" remote \
-  sh -c 'test -d /backup/borg || borg init -e repokey /backup/borg' >/dev/null 2>&1
+# The remote's guard creates the append-only repository (what `backup-sidecar init` does on a Pi).
+compose exec -T remote /usr/local/lib/backup-sidecar/guard --setup < "$ssh/borg_passphrase" >/dev/null
 compose up -d backup-sidecar
 
 echo "waiting for the first run (mirror + snapshot) ..."

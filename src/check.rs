@@ -10,7 +10,7 @@ use crate::engine::discover;
 use crate::engine::plan;
 use crate::remote::borg;
 use crate::remote::commands;
-use crate::remote::guard::{Dialect, Guard};
+use crate::remote::guard::{self, Dialect, Guard, Versions};
 use crate::remote::ssh::{Session, Ssh};
 
 fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
@@ -83,7 +83,7 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     if let Ok(session) = session {
         let ssh = &session.ssh;
         match ssh.dialect() {
-            Dialect::Guard(guard) => ok &= guarded(config, guard),
+            Dialect::Guard(guard) => ok &= guarded(config, guard, ssh, cancel).await,
             Dialect::Shell => ok &= unguarded(config, ssh, cancel).await,
         }
         if let Some(borg) = &config.borg {
@@ -102,8 +102,8 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     }
 }
 
-/// The checks of a guarded remote, from what its guard said about itself.
-fn guarded(config: &Config, guard: &Guard) -> bool {
+/// The checks of a guarded remote, from what its guard says about itself.
+async fn guarded(config: &Config, guard: &Guard, ssh: &Ssh, cancel: &CancellationToken) -> bool {
     println!(
         "ok    remote guard: guarded (guard {}): rsync, borg and every step confined to {}{}",
         guard.guard,
@@ -114,10 +114,23 @@ fn guarded(config: &Config, guard: &Guard) -> bool {
             (None, _) => String::new(),
         }
     );
-    let rsync = guard.rsync.clone().ok_or_else(|| anyhow!("not found"));
+    let versions = match ssh.run(&guard::verb("versions", &[]), None, cancel).await {
+        Ok(done) if done.success() => serde_json::from_str::<Versions>(done.stdout.trim())
+            .map_err(|_| anyhow!("the guard's answer is not its versions: {}", done.stdout)),
+        Ok(done) => Err(anyhow!("failed: {}", done.last_error_line())),
+        Err(e) => Err(e),
+    };
+    let versions = match versions {
+        Ok(versions) => versions,
+        Err(e) => {
+            report::<String>("remote versions", &Err(e));
+            return false;
+        }
+    };
+    let rsync = versions.rsync.ok_or_else(|| anyhow!("not found"));
     let mut ok = report("remote rsync", &rsync);
     if config.borg.is_some() {
-        let borg = guard.borg.clone().ok_or_else(|| anyhow!("not found"));
+        let borg = versions.borg.ok_or_else(|| anyhow!("not found"));
         ok &= report("remote borg", &borg);
         if guard.append_only != Some(true) {
             println!(

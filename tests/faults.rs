@@ -213,10 +213,7 @@ impl Scenario {
 
     /// Waits until sshd runs on the remote (after a restart).
     fn wait_sshd(&self) {
-        wait_until("sshd", Duration::from_secs(20), || {
-            self.on_remote("test -e /run/sshd.pid && echo yes || true")
-                .contains("yes")
-        });
+        self.env.wait_sshd(&self.remote);
     }
 
     fn retries_logged(&self) -> usize {

@@ -168,6 +168,7 @@ fn a_failure_reaches_every_channel_with_its_cause_then_recovered() {
 
     // The remote is back: the next run succeeds, and every channel hears "recovered".
     docker(&["start", &remote.name]);
+    env.wait_sshd(&remote);
     let recovered = run_now(&sidecar, 1, RUN_TIMEOUT);
     assert_eq!(recovered["fields"]["outcome"], "success", "{recovered}");
     let records = receivers.wait_for(|r| all_received(r, 2), DELIVERY);

@@ -167,7 +167,11 @@ def walk(config, parts, create=False):
     """A descriptor of the directory `parts` below the mirror, opened without following any
     symlink: a link planted in the mirror cannot lead out of it."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(config["mirror"], flags)
+    try:
+        fd = os.open(config["mirror"], flags)
+    except FileNotFoundError:
+        # An unmounted disk, say: never created here, so the SD card does not fill up.
+        fail(f"the mirror directory {config['mirror']} does not exist: No such file or directory")
     try:
         for part in parts:
             if create:
@@ -194,14 +198,14 @@ def repository(config):
 
 
 def read_passphrase():
-    """The client's stdin: the passphrase, or nothing."""
+    """The client's stdin: the passphrase, or nothing (a file's final newline is not part of it)."""
     data = b""
     while len(data) < 65536:
         chunk = os.read(0, 65536)
         if not chunk:
             break
         data += chunk
-    return data
+    return data.rstrip(b"\r\n")
 
 
 def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
@@ -215,8 +219,9 @@ def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
     os.close(write_end)
     env["BORG_PASSPHRASE_FD"] = str(read_end)
     try:
+        # The subcommand first, as borg's own usage writes it (and as wrappers read it).
         child = subprocess.Popen(
-            [BORG, "--umask", "0027"] + args,
+            [BORG, args[0], "--umask", "0027"] + args[1:],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if head else stdout,
@@ -273,19 +278,24 @@ def version(argv):
 
 
 def verb_hello(config, args):
-    """Who answers: the guard, its directories and the versions under it."""
+    """Who answers: the guard and what it serves (asked at every connection: runs nothing)."""
     info = {
         "guard": VERSION,
         "mirror": config["mirror"],
         "repository": config["repository"] or None,
-        "rsync": version(["rsync", "--version"]),
         "writable": os.access(config["mirror"], os.W_OK),
         "append_only": None,
     }
     if config["repository"]:
-        info["borg"] = version(["borg", "--version"])
         info["append_only"] = repository_append_only(config["repository"])
     print(json.dumps(info))
+    return 0
+
+
+def verb_versions(config, args):
+    """The versions of rsync and borg here (null when one is not installed): the preflight."""
+    print(json.dumps({"rsync": version([RSYNC, "--version"]),
+                      "borg": version([BORG, "--version"])}))
     return 0
 
 
@@ -497,6 +507,7 @@ def verb_post(config, args):
 
 VERBS = {
     "hello": (verb_hello, 0),
+    "versions": (verb_versions, 0),
     "stamp-clear": (verb_stamp_clear, 1),
     "stamp-write": (verb_stamp_write, 1),
     "is-dir": (verb_is_dir, 1),

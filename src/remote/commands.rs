@@ -546,8 +546,6 @@ mod tests {
             guard: "1".into(),
             mirror: "/m".into(),
             repository: Some("/mnt/backup/borg".into()),
-            rsync: None,
-            borg: None,
             writable: true,
             append_only: Some(true),
         });

@@ -121,6 +121,8 @@ const NETWORK: &[&str] = &[
     "connection unexpectedly closed",
     "lost connection",
     "timeout, server",
+    // rsync's daemon protocol over ssh, when the other side went away before it answered.
+    "did not see server greeting",
 ];
 
 /// Classifies a failed remote program (`ssh`, `rsync`, `borg ...`) from its exit code and stderr.
@@ -172,7 +174,8 @@ pub fn classify(program: &str, code: Option<i32>, stderr: &str) -> RemoteError {
     if has("permission denied") {
         return error(Fault::NotWritable, "the remote directory is not writable");
     }
-    if has("no such file or directory") && (has("change_dir") || has("mkdir")) {
+    let missing_dir = has("change_dir") || has("mkdir") || has("chdir failed");
+    if has("no such file or directory") && (missing_dir || has("the mirror directory")) {
         return error(
             Fault::RemoteDirMissing,
             "BACKUP_REMOTE_DIR does not exist on the remote",
@@ -253,6 +256,42 @@ mod tests {
     fn last_line_skips_blank_lines() {
         assert_eq!(last_line("a\n  b  \n\n"), "b");
         assert_eq!(last_line(""), "");
+    }
+
+    #[test]
+    fn classifies_the_guarded_remotes_failures() {
+        let (t, m) = case(
+            "rsync",
+            5,
+            "rsync: did not see server greeting
+rsync error: error starting client-server \
+             protocol (code 5) at main.c(1954) [sender=3.2.7]
+",
+        );
+        assert!(t, "the remote went away: {m}");
+        let (t, m) = case(
+            "ssh",
+            1,
+            "backup-sidecar guard: the mirror directory /mnt/backup/data does not exist: No such \
+             file or directory
+",
+        );
+        assert!(!t);
+        assert!(m.contains("BACKUP_REMOTE_DIR does not exist"), "{m}");
+        let e = classify(
+            "ssh",
+            Some(1),
+            "backup-sidecar guard: refused: 'rm' is not in this remote's vocabulary
+",
+        );
+        assert_eq!(e.fault, Fault::Refused);
+        let e = classify(
+            "rsync",
+            Some(5),
+            "backup-sidecar guard: rsync: command not found
+",
+        );
+        assert_eq!(e.fault, Fault::ProgramMissing);
     }
 
     #[test]

@@ -43,15 +43,19 @@ pub struct Guard {
     pub mirror: String,
     /// The repository it snapshots into, if any.
     pub repository: Option<String>,
-    /// The remote rsync's version line, if it is installed.
-    pub rsync: Option<String>,
-    /// The remote borg's version, when a repository is configured.
-    #[serde(default)]
-    pub borg: Option<String>,
     /// Whether the mirror directory is writable.
     pub writable: bool,
     /// Whether the repository's config says `append_only = 1`.
     pub append_only: Option<bool>,
+}
+
+/// The versions of the programs under the guard (`versions`), `None` for one not installed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Versions {
+    /// rsync's version line.
+    pub rsync: Option<String>,
+    /// borg's version.
+    pub borg: Option<String>,
 }
 
 /// How the remote is spoken to.
@@ -159,8 +163,6 @@ mod tests {
             guard: "1".into(),
             mirror: "/backup/mirror".into(),
             repository: Some("/backup/borg".into()),
-            rsync: Some("rsync  version 3.2.7  protocol version 32".into()),
-            borg: Some("borg 1.2.4".into()),
             writable: true,
             append_only: Some(true),
         }
@@ -184,11 +186,18 @@ mod tests {
     #[test]
     fn reads_hello() {
         let json = r#"{"guard": "1", "mirror": "/backup/mirror", "repository": "/backup/borg",
-            "rsync": "rsync  version 3.2.7  protocol version 32", "writable": true,
-            "append_only": true, "borg": "borg 1.2.4"}"#;
+            "writable": true, "append_only": true}"#;
         assert_eq!(serde_json::from_str::<Guard>(json).unwrap(), guard());
-        let bare = r#"{"guard": "1", "mirror": "/m", "repository": null, "rsync": "r",
-            "writable": false, "append_only": null}"#;
-        assert!(serde_json::from_str::<Guard>(bare).unwrap().borg.is_none());
+        let bare = r#"{"guard": "1", "mirror": "/m", "repository": null, "writable": false,
+            "append_only": null}"#;
+        assert!(
+            serde_json::from_str::<Guard>(bare)
+                .unwrap()
+                .repository
+                .is_none()
+        );
+        let versions: Versions =
+            serde_json::from_str(r#"{"rsync": "rsync  version 3.2.7", "borg": null}"#).unwrap();
+        assert!(versions.borg.is_none());
     }
 }

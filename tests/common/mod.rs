@@ -303,6 +303,17 @@ impl Env {
         self.container("sidecar", &all, SIDECAR_IMAGE, &[])
     }
 
+    /// Waits until sshd accepts connections on the remote (after a restart: the entrypoint first
+    /// runs the guard's setup).
+    pub fn wait_sshd(&self, remote: &Remote) {
+        wait_until("sshd", Duration::from_secs(20), || {
+            let probe = "bash -c '</dev/tcp/127.0.0.1/22' 2>/dev/null && echo yes || true";
+            docker_output(&["exec", &remote.name, "sh", "-c", probe])
+                .stdout
+                .starts_with(b"yes")
+        });
+    }
+
     /// Runs a shell command on the remote and returns stdout.
     pub fn on_remote(&self, remote: &Remote, script: &str) -> String {
         docker(&["exec", &remote.name, "sh", "-c", script])
