@@ -59,13 +59,34 @@ pub fn size_and_mtime(d: &Dialect, path: &str) -> String {
     }
 }
 
-/// The remote's pre (or post) command of a run: through a guard, the verb that runs the one
-/// configured on the remote (the sidecar's own setting is not sent); otherwise the configured
-/// line, if any.
-pub fn hook(d: &Dialect, post: bool, configured: Option<&str>) -> Option<String> {
-    match d {
-        Dialect::Shell => configured.map(str::to_string),
-        Dialect::Guard(_) => Some(guard::verb(if post { "post" } else { "pre" }, &[])),
+/// The remote's command before or after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Before (`BACKUP_REMOTE_PRE_COMMAND`, the guard's `pre_command`).
+    Pre,
+    /// After, on every path (`BACKUP_REMOTE_POST_COMMAND`, the guard's `post_command`).
+    Post,
+}
+
+impl Hook {
+    /// Its name in messages: the variable, or the guard's setting.
+    pub fn name(self, d: &Dialect) -> &'static str {
+        match (self, d) {
+            (Hook::Pre, Dialect::Shell) => "BACKUP_REMOTE_PRE_COMMAND",
+            (Hook::Post, Dialect::Shell) => "BACKUP_REMOTE_POST_COMMAND",
+            (Hook::Pre, Dialect::Guard(_)) => "the remote's pre_command",
+            (Hook::Post, Dialect::Guard(_)) => "the remote's post_command",
+        }
+    }
+}
+
+/// The line for a hook: through a guard, the verb that runs the command configured on the remote
+/// (the sidecar's own setting is not sent); otherwise the configured line, if any.
+pub fn hook(d: &Dialect, hook: Hook, configured: Option<&str>) -> Option<String> {
+    match (d, hook) {
+        (Dialect::Shell, _) => configured.map(str::to_string),
+        (Dialect::Guard(_), Hook::Pre) => Some(guard::verb("pre", &[])),
+        (Dialect::Guard(_), Hook::Post) => Some(guard::verb("post", &[])),
     }
 }
 
@@ -554,9 +575,13 @@ mod tests {
         assert_eq!(write_stamp(&g, "/m"), v("stamp-write 2f6d"));
         assert_eq!(is_directory(&g, "/m/a"), v("is-dir 2f6d2f61"));
         assert_eq!(size_and_mtime(&g, "/m/a"), v("stat 2f6d2f61"));
-        assert_eq!(hook(&g, false, Some("rm -rf /")), Some(v("pre")));
-        assert_eq!(hook(&g, true, None), Some(v("post")));
-        assert_eq!(hook(&Dialect::Shell, true, None), None);
+        assert_eq!(hook(&g, Hook::Pre, Some("rm -rf /")), Some(v("pre")));
+        assert_eq!(hook(&g, Hook::Post, None), Some(v("post")));
+        assert_eq!(hook(&Dialect::Shell, Hook::Post, None), None);
+        assert_eq!(
+            hook(&Dialect::Shell, Hook::Pre, Some("mount /m")),
+            Some("mount /m".into())
+        );
         assert_eq!(borg_create(&g, &b, "/m", "nas"), v("snapshot nas 120 2f6d"));
         assert_eq!(break_stale_lock(&g, &b), v("unlock-stale"));
         assert_eq!(borg_prune(&g, &b, "nas"), None);

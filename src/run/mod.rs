@@ -22,7 +22,7 @@ use crate::format::millis;
 use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::borg::{self, CreateProgress};
-use crate::remote::commands;
+use crate::remote::commands::{self, Hook};
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::guard::Dialect;
 use crate::remote::ssh::{Session, Ssh};
@@ -102,7 +102,11 @@ async fn run_inner(
     if result.is_ok() {
         report.stage = "post command";
     }
-    let post = match commands::hook(session.ssh.dialect(), true, config.post_command.as_deref()) {
+    let post = match commands::hook(
+        session.ssh.dialect(),
+        Hook::Post,
+        config.post_command.as_deref(),
+    ) {
         Some(command) => remote_hook(&session.ssh, Hook::Post, &command, cancel).await,
         None => Ok(()),
     };
@@ -137,25 +141,6 @@ fn warn_about_the_remote(config: &Config, dialect: &Dialect) {
                      guarded remote: it runs the pre_command and post_command of its own guard.conf"
                 );
             }
-        }
-    }
-}
-
-/// Which of the remote's hooks runs.
-#[derive(Clone, Copy)]
-enum Hook {
-    Pre,
-    Post,
-}
-
-impl Hook {
-    /// Its name in messages: the variable, or the guard's setting.
-    fn name(self, dialect: &Dialect) -> &'static str {
-        match (self, dialect) {
-            (Hook::Pre, Dialect::Shell) => "BACKUP_REMOTE_PRE_COMMAND",
-            (Hook::Post, Dialect::Shell) => "BACKUP_REMOTE_POST_COMMAND",
-            (Hook::Pre, Dialect::Guard(_)) => "the remote's pre_command",
-            (Hook::Post, Dialect::Guard(_)) => "the remote's post_command",
         }
     }
 }
@@ -195,7 +180,7 @@ async fn mirror_and_snapshot(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
-    if let Some(command) = commands::hook(ssh.dialect(), false, config.pre_command.as_deref()) {
+    if let Some(command) = commands::hook(ssh.dialect(), Hook::Pre, config.pre_command.as_deref()) {
         report.stage = "pre command";
         remote_hook(ssh, Hook::Pre, &command, cancel).await?;
     }
