@@ -17,7 +17,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::engine::discover;
 use crate::engine::freeze;
-use crate::engine::helper::{HELPER_SCRIPT, Helper, SECRETS};
+use crate::engine::helper::{HELPER_SCRIPT, Helper, RESTORE_ROOT, SECRETS};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{Group, Member, Quiesce};
 use crate::events;
@@ -79,46 +79,10 @@ pub struct Request {
     pub yes: bool,
 }
 
-/// The volume root's own metadata from the archive (`--strip-components` does not apply it).
+/// The volume's own directory in an archive: that it is there says the archive holds the volume.
 #[derive(Debug, Clone, Deserialize)]
 struct RootItem {
     path: String,
-    mode: String,
-    uid: u32,
-    gid: u32,
-    mtime: String,
-}
-
-/// `drwxr-x---` (with s/t bits) to octal.
-fn mode_bits(mode: &str) -> Option<u32> {
-    let chars: Vec<char> = mode.chars().collect();
-    if chars.len() != 10 {
-        return None;
-    }
-    let mut bits = 0;
-    for (i, c) in chars[1..].iter().enumerate() {
-        let shift = 8 - i as u32;
-        match c {
-            'r' | 'w' | 'x' => bits |= 1 << shift,
-            's' | 't' => {
-                bits |= 1 << shift;
-                bits |= special(i);
-            }
-            'S' | 'T' => bits |= special(i),
-            '-' => {}
-            _ => return None,
-        }
-    }
-    Some(bits)
-}
-
-fn special(index: usize) -> u32 {
-    match index {
-        2 => 0o4000,
-        5 => 0o2000,
-        8 => 0o1000,
-        _ => 0,
-    }
 }
 
 /// The running containers, other than the sidecar, that mount `volume`.
@@ -203,7 +167,8 @@ async fn restore_volume(
     }
 
     let started = Instant::now();
-    let helper = Helper::create(docker, &target, HELPER_SCRIPT, helper_args).await?;
+    let helper =
+        Helper::create(docker, &target, &request.volume, HELPER_SCRIPT, helper_args).await?;
     let outcome = async {
         helper.upload_secrets(config).await?;
         if request.dry_run || users.is_empty() {
@@ -276,13 +241,14 @@ async fn prepare(
     cancel: &CancellationToken,
 ) -> Result<(String, Vec<String>)> {
     let dry = if request.dry_run { "1" } else { "0" };
+    let volume = &request.volume;
+    let mount = format!("{RESTORE_ROOT}/{volume}");
     // The helper's own ssh: the same options, with the copied key and known_hosts.
     let mut helper_config = config.clone();
     helper_config.ssh_key_file = format!("{SECRETS}/id_ed25519").into();
     helper_config.known_hosts_file = format!("{SECRETS}/known_hosts").into();
     let helper_ssh = Ssh::new(&helper_config, std::path::Path::new("/tmp/restore-cm"))
         .with_dialect(ssh.dialect().clone());
-    let volume = &request.volume;
     match &request.from {
         Source::Mirror => {
             let dir = format!("{}/{volume}", config.remote_dir);
@@ -297,8 +263,14 @@ async fn prepare(
             } else {
                 &[]
             };
-            let cmd = commands::rsync_pull(&helper_ssh, &format!("{dir}/"), "/target/", extra);
-            let mut args = vec!["mirror".to_string(), dry.to_string(), cmd.program.clone()];
+            let cmd =
+                commands::rsync_pull(&helper_ssh, &format!("{dir}/"), &format!("{mount}/"), extra);
+            let mut args = vec![
+                "mirror".to_string(),
+                dry.to_string(),
+                mount,
+                cmd.program.clone(),
+            ];
             args.extend(cmd.args.iter().map(|a| a.to_string_lossy().into_owned()));
             Ok((format!("the mirror {dir}"), args))
         }
@@ -325,8 +297,6 @@ async fn prepare(
             if root.path != *volume {
                 bail!("archive {archive} holds no {volume}");
             }
-            let mode = mode_bits(&root.mode)
-                .ok_or_else(|| anyhow!("cannot read the mode {:?} of {volume}", root.mode))?;
             let remote = &config.remote;
             let repo_url = format!(
                 "ssh://{}:{}{}{}::{archive}",
@@ -343,13 +313,10 @@ async fn prepare(
             let args = vec![
                 "archive".to_string(),
                 dry.to_string(),
+                mount,
                 repo_url,
                 volume.clone(),
                 rsh,
-                format!("{mode:o}"),
-                root.uid.to_string(),
-                root.gid.to_string(),
-                root.mtime,
                 match ssh.dialect() {
                     Dialect::Guard(_) => "bypass".to_string(),
                     Dialect::Shell => "lock".to_string(),
@@ -400,16 +367,6 @@ pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_modes() {
-        assert_eq!(mode_bits("drwxr-x---"), Some(0o750));
-        assert_eq!(mode_bits("-rwsr-xr-x"), Some(0o4755));
-        assert_eq!(mode_bits("drwxrwxrwt"), Some(0o1777));
-        assert_eq!(mode_bits("d---------"), Some(0));
-        assert_eq!(mode_bits("drwSr-S--T"), Some(0o7640));
-        assert_eq!(mode_bits("bad"), None);
-    }
 
     #[test]
     fn parses_sources() {

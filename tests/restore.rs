@@ -43,7 +43,9 @@ setfattr -n user.note -v 'two words' owned
 setfacl -m u:4242:rwx,g:4343:r-x owned
 setfacl -d -m u:4242:rwx m1777
 chown 999:999 /data; chmod 0750 /data
-touch -d '2021-05-06 07:08:09.123456' /data
+setfattr -n user.root -v top /data
+setfacl -m u:4242:r-x /data
+touch -d '2021-05-06 07:08:09.123456789' /data
 "#;
 
 /// What the comparison sees of one entry.

@@ -24,17 +24,25 @@ use crate::engine::discover;
 /// line or in its environment).
 pub const SECRETS: &str = "/run/restore";
 
-/// The helper: the sidecar's own image, its network, the target volume at /target.
+/// Where the helper mounts the target volume: `RESTORE_ROOT/<the backed-up volume's name>`, the
+/// path the volume's directory has in an archive, so that `borg extract` restores the volume's
+/// own directory (its mode, owner, times to the nanosecond, xattrs and ACLs) onto the mount.
+pub const RESTORE_ROOT: &str = "/restore";
+
+/// The helper: the sidecar's own image, its network, the target volume at
+/// `RESTORE_ROOT/<source>`.
 pub struct Helper<'a> {
     docker: &'a Docker,
     id: String,
 }
 
 impl<'a> Helper<'a> {
-    /// Creates (does not start) the helper for `target`, running `script` with `args`.
+    /// Creates (does not start) the helper for `target`, mounted as the volume `source` it is
+    /// restored from, running `script` with `args`.
     pub async fn create(
         docker: &'a Docker,
         target: &str,
+        source: &str,
         script: &str,
         args: Vec<String>,
     ) -> Result<Helper<'a>> {
@@ -67,7 +75,7 @@ impl<'a> Helper<'a> {
                 target.to_string(),
             )])),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{target}:/target")]),
+                binds: Some(vec![format!("{target}:{RESTORE_ROOT}/{source}")]),
                 network_mode: Some(format!("container:{own}")),
                 ..Default::default()
             }),
@@ -188,30 +196,31 @@ impl<'a> Helper<'a> {
     }
 }
 
-/// The helper's script. `$1` is the mode (`mirror` or `archive`), `$2` dry-run (`0`/`1`); the rest
-/// are the mode's arguments. It prints `RESTORED <entries> <bytes>` at the end.
+/// The helper's script. `$1` is the mode (`mirror` or `archive`), `$2` dry-run (`0`/`1`), `$3`
+/// the volume's mount; the rest are the mode's arguments. It prints `RESTORED <entries> <bytes>`
+/// at the end.
 pub const HELPER_SCRIPT: &str = r#"set -eu
-mode=$1; dry=$2; shift 2
+mode=$1; dry=$2; dir=$3; shift 3
 if [ "$mode" = mirror ]; then
   # $@: the rsync argv
   "$@"
 else
-  # $1 repository::archive  $2 volume  $3 BORG_RSH  $4 mode  $5 uid  $6 gid  $7 mtime
-  # $8 lock: `bypass` when a guard serves the repository read-only (its lock cannot be written)
-  repo=$1 volume=$2 root_mode=$4 root_owner=$5:$6 root_mtime=$7 lock=$8; export BORG_RSH=$3
+  # $1 repository::archive  $2 volume (its path in the archive, and the mount's name)  $3 BORG_RSH
+  # $4 lock: `bypass` when a guard serves the repository read-only (its lock cannot be written)
+  repo=$1 volume=$2 lock=$4; export BORG_RSH=$3
   if [ "$lock" = bypass ]; then set -- --bypass-lock; else set --; fi
   if [ -e /run/restore/passphrase ]; then export BORG_PASSCOMMAND='cat /run/restore/passphrase'; fi
   export BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-  cd /target
+  cd "$(dirname "$dir")"
   if [ "$dry" = 1 ]; then
-    borg extract "$@" --dry-run --list --strip-components 1 "$repo" "$volume"
+    borg extract "$@" --dry-run --list "$repo" "$volume"
     exit 0
   fi
-  find /target -mindepth 1 -delete
-  borg extract "$@" --numeric-ids --sparse --strip-components 1 "$repo" "$volume"
-  chown "$root_owner" /target; chmod "$root_mode" /target; touch -d "$root_mtime" /target
+  find "$dir" -mindepth 1 -delete
+  # Not stripped: the volume's own directory is extracted onto the mount, with its metadata.
+  borg extract "$@" --numeric-ids --sparse "$repo" "$volume"
 fi
 if [ "$dry" = 0 ]; then
-  echo "RESTORED $(find /target -mindepth 1 | wc -l) $(du -sb --apparent-size /target | cut -f1)"
+  echo "RESTORED $(find "$dir" -mindepth 1 | wc -l) $(du -sb --apparent-size "$dir" | cut -f1)"
 fi
 "#;
