@@ -178,6 +178,7 @@ async fn restore_volume(
             name: format!("restore of {target}"),
             members: users.clone(),
             volumes: Vec::new(),
+            hooks: Vec::new(),
         };
         let (result, frozen) =
             freeze::with_frozen(docker, journal, &group, RESTORE_LIMIT, cancel, |token| {

@@ -6,9 +6,11 @@
 //! - [`freeze`]: pause or stop a group around a piece of work, thaw on every path.
 //! - [`journal`]: what is frozen, on disk first, so a restart can undo a crash.
 //! - [`helper`]: the short-lived container a restore writes through.
+//! - [`exec`]: the labelled commands run inside an app's container before and after its backup.
 
 pub mod containers;
 pub mod discover;
+pub mod exec;
 pub mod freeze;
 pub mod helper;
 pub mod journal;

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::config::split_list;
 use crate::engine::discover::{ContainerInfo, Inventory, PROJECT_LABEL, VolumeInfo};
@@ -17,6 +18,58 @@ pub const ENABLE_LABEL: &str = "backup.enable";
 pub const QUIESCE_LABEL: &str = "backup.quiesce";
 /// Label on a volume: extra rsync exclude patterns.
 pub const EXCLUDE_LABEL: &str = "backup.exclude";
+/// Label on a container: a command run in it before its group's live pass (a database dump).
+pub const EXEC_PRE_LABEL: &str = "backup.exec-pre";
+/// Label on a container: a command run in it after its group's thaw, on every path.
+pub const EXEC_POST_LABEL: &str = "backup.exec-post";
+/// Label on a container: how long each of its commands may take.
+pub const EXEC_TIMEOUT_LABEL: &str = "backup.exec-timeout";
+/// How long an exec command may take without `backup.exec-timeout`.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// When a container's command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookStage {
+    /// Before the group's live pass.
+    Pre,
+    /// After the group's thaw, whatever happened.
+    Post,
+}
+
+impl HookStage {
+    /// Its label's name, for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            HookStage::Pre => EXEC_PRE_LABEL,
+            HookStage::Post => EXEC_POST_LABEL,
+        }
+    }
+}
+
+/// A running container of a group with `backup.exec-pre` and/or `backup.exec-post`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExecHook {
+    /// Container name.
+    pub container: String,
+    /// Container id.
+    pub id: String,
+    /// The command before the live pass.
+    pub pre: Option<String>,
+    /// The command after the thaw.
+    pub post: Option<String>,
+    /// How long each may take.
+    pub timeout: Duration,
+}
+
+impl ExecHook {
+    /// The command of `stage`, if any.
+    pub fn command(&self, stage: HookStage) -> Option<&str> {
+        match stage {
+            HookStage::Pre => self.pre.as_deref(),
+            HookStage::Post => self.post.as_deref(),
+        }
+    }
+}
 
 /// How a container is held still during the catch-up pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,6 +150,8 @@ pub struct Group {
     pub members: Vec<Member>,
     /// The group's volumes.
     pub volumes: Vec<PlannedVolume>,
+    /// Running containers of the group with commands to run before and after (frozen or not).
+    pub hooks: Vec<ExecHook>,
 }
 
 /// A volume that was asked for but is not backed up, and why.
@@ -115,6 +170,8 @@ pub struct Plan {
     pub groups: Vec<Group>,
     /// Volumes that are asked for but skipped.
     pub skipped: Vec<Skipped>,
+    /// Labels that were ignored, and why, for a warning each.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -149,14 +206,62 @@ fn enabled(labels: &BTreeMap<String, String>) -> Option<bool> {
 pub fn plan(inventory: &Inventory, projects: Option<&[String]>, exclude: &[String]) -> Plan {
     let mut selected = Vec::new();
     let mut skipped = Vec::new();
+    let mut warnings = BTreeSet::new();
     for verdict in scope(select(inventory), projects) {
-        match verdict.and_then(|candidate| quiesce(candidate, exclude)) {
+        match verdict.and_then(|candidate| quiesce(candidate, exclude, &mut warnings)) {
             Ok(volume) => selected.push(volume),
             Err(skip) => skipped.push(skip),
         }
     }
     let groups = assemble(&selected, group(&selected));
-    Plan { groups, skipped }
+    Plan {
+        groups,
+        skipped,
+        warnings: warnings.into_iter().collect(),
+    }
+}
+
+/// A running container's exec commands, from its labels. A label with an empty command is left
+/// out with a warning; a timeout that is not a duration is the error.
+fn exec_hook(
+    c: &ContainerInfo,
+    warnings: &mut BTreeSet<String>,
+) -> Result<Option<ExecHook>, String> {
+    let mut command = |label: &str| {
+        let value = c.labels.get(label)?.trim();
+        if value.is_empty() {
+            warnings.insert(format!(
+                "container {} has an empty {label}: no command runs",
+                c.name
+            ));
+            return None;
+        }
+        Some(value.to_string())
+    };
+    let (pre, post) = (command(EXEC_PRE_LABEL), command(EXEC_POST_LABEL));
+    if pre.is_none() && post.is_none() {
+        return Ok(None);
+    }
+    let timeout = match c.labels.get(EXEC_TIMEOUT_LABEL).map(|v| v.trim()) {
+        None | Some("") => DEFAULT_EXEC_TIMEOUT,
+        Some(value) => match humantime::parse_duration(value) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                return Err(format!(
+                    "container {} has {EXEC_TIMEOUT_LABEL}={value:?}; expected a duration such \
+                     as 5m or 90s",
+                    c.name
+                ));
+            }
+        },
+    };
+    Ok(Some(ExecHook {
+        container: c.name.clone(),
+        id: c.id.clone(),
+        pre,
+        post,
+        timeout,
+    }))
 }
 
 /// A volume that is asked for, with the containers (never the sidecar) that use it.
@@ -172,6 +277,8 @@ struct Candidate<'a> {
 struct Selected<'a> {
     /// Running users to hold still, and how.
     freezers: Vec<(&'a ContainerInfo, Quiesce)>,
+    /// Running users with exec commands (held still or not).
+    hooks: Vec<ExecHook>,
     volume: PlannedVolume,
 }
 
@@ -235,7 +342,11 @@ fn scope<'a>(
 /// `local`) or when a user has a `backup.quiesce` we do not know (we would not guess how to hold
 /// it still). Otherwise splits the users into running containers to freeze and containers left
 /// alone with the reason, and puts the volume's `backup.exclude` after `exclude`.
-fn quiesce<'a>(candidate: Candidate<'a>, exclude: &[String]) -> Result<Selected<'a>, Skipped> {
+fn quiesce<'a>(
+    candidate: Candidate<'a>,
+    exclude: &[String],
+    warnings: &mut BTreeSet<String>,
+) -> Result<Selected<'a>, Skipped> {
     let Candidate { volume, users } = candidate;
     let skip = |reason| Skipped {
         volume: volume.name.clone(),
@@ -258,6 +369,12 @@ fn quiesce<'a>(candidate: Candidate<'a>, exclude: &[String]) -> Result<Selected<
             })
         })
         .collect::<Result<Vec<Quiesce>, Skipped>>()?;
+    let mut hooks = Vec::new();
+    for c in users.iter().filter(|c| c.running) {
+        if let Some(hook) = exec_hook(c, warnings).map_err(skip)? {
+            hooks.push(hook);
+        }
+    }
     let mut freezers = Vec::new();
     let mut untouched = Vec::new();
     for (c, how) in users.into_iter().zip(hows) {
@@ -273,6 +390,7 @@ fn quiesce<'a>(candidate: Candidate<'a>, exclude: &[String]) -> Result<Selected<
     ));
     Ok(Selected {
         freezers,
+        hooks,
         volume: PlannedVolume {
             name: volume.name.clone(),
             excludes,
@@ -330,7 +448,9 @@ fn assemble(selected: &[Selected], sets: Vec<Vec<usize>>) -> Vec<Group> {
         .map(|indices| {
             let mut members = BTreeSet::new();
             let mut projects = BTreeSet::new();
+            let mut hooks = BTreeSet::new();
             for &i in &indices {
+                hooks.extend(selected[i].hooks.iter().cloned());
                 for &(c, quiesce) in &selected[i].freezers {
                     if let Some(p) = c.project() {
                         projects.insert(p.to_string());
@@ -355,6 +475,7 @@ fn assemble(selected: &[Selected], sets: Vec<Vec<usize>>) -> Vec<Group> {
                 name,
                 members: members.into_iter().collect(),
                 volumes,
+                hooks: hooks.into_iter().collect(),
             }
         })
         .collect();
@@ -386,6 +507,13 @@ impl fmt::Display for Plan {
                     members.join(", ")
                 )?;
             }
+            for hook in &group.hooks {
+                for stage in [HookStage::Pre, HookStage::Post] {
+                    if let Some(command) = hook.command(stage) {
+                        writeln!(f, "  {} in {}: {command}", stage.label(), hook.container)?;
+                    }
+                }
+            }
             for volume in &group.volumes {
                 write!(f, "  volume {}", volume.name)?;
                 if !volume.excludes.is_empty() {
@@ -399,6 +527,9 @@ impl fmt::Display for Plan {
         }
         for skip in &self.skipped {
             writeln!(f, "skipped volume {}: {}", skip.volume, skip.reason)?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
         }
         Ok(())
     }

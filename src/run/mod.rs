@@ -14,8 +14,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Retry};
 use crate::engine::discover;
+use crate::engine::exec;
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
+use crate::engine::plan::HookStage;
 use crate::engine::plan::{self, Plan};
 use crate::events;
 use crate::format::millis;
@@ -79,6 +81,9 @@ async fn run_inner(
     report.planned = plan.volume_names();
     for skip in &plan.skipped {
         warn!(message = events::VOLUME_SKIPPED, volume = %skip.volume, reason = %skip.reason);
+    }
+    for warning in &plan.warnings {
+        warn!("{warning}");
     }
     if plan.groups.is_empty() {
         warn!("no volumes selected: label a volume or a container backup.enable=true");
@@ -203,12 +208,45 @@ async fn mirror_and_snapshot(
                 .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
                 .map(|e| format!("{e:#}"))
         };
-        let (results, frozen) =
-            with_retries(config.retry, "group", cancel, first_transient, || {
-                sync_group(ctx, ssh, group, cancel)
-            })
-            .instrument(info_span!("group", group = %group.name))
-            .await;
+        let span = info_span!("group", group = %group.name);
+        let pre = exec::run_stage(
+            &ctx.docker,
+            &group.hooks,
+            HookStage::Pre,
+            POST_COMMAND_GRACE,
+            cancel,
+        )
+        .instrument(span.clone())
+        .await;
+        let (results, frozen) = match pre {
+            Ok(()) => {
+                with_retries(config.retry, "group", cancel, first_transient, || {
+                    sync_group(ctx, ssh, group, cancel)
+                })
+                .instrument(span.clone())
+                .await
+            }
+            // A dump that failed: nothing of the group is copied, so no snapshot is taken.
+            Err(e) => {
+                let message = format!("{e:#}");
+                let failed = group
+                    .volumes
+                    .iter()
+                    .map(|v| (v.name.clone(), Err(anyhow!("{message}"))))
+                    .collect();
+                (failed, Frozen::default())
+            }
+        };
+        // After the thaw, on every path.
+        let _ = exec::run_stage(
+            &ctx.docker,
+            &group.hooks,
+            HookStage::Post,
+            POST_COMMAND_GRACE,
+            cancel,
+        )
+        .instrument(span)
+        .await;
         report.groups.push(GroupReport {
             name: group.name.clone(),
             frozen,

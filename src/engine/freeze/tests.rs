@@ -222,6 +222,7 @@ fn group(members: &[Member]) -> Group {
         name: "g".into(),
         members: members.to_vec(),
         volumes: Vec::new(),
+        hooks: Vec::new(),
     }
 }
 

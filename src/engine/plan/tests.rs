@@ -250,6 +250,7 @@ fn candidate<'a>(volume: &'a VolumeInfo, users: &[&'a ContainerInfo]) -> Candida
 fn selected<'a>(name: &str, freezers: &[&'a ContainerInfo]) -> Selected<'a> {
     Selected {
         freezers: freezers.iter().map(|&c| (c, Quiesce::Pause)).collect(),
+        hooks: Vec::new(),
         volume: PlannedVolume {
             name: name.into(),
             excludes: Vec::new(),
@@ -365,7 +366,7 @@ fn quiesce_splits_users_and_adds_excludes() {
     let down = container("down", false, &["v"], &[(QUIESCE_LABEL, "stop")]);
     let hands_off = container("hands-off", true, &["v"], &[(QUIESCE_LABEL, "none")]);
     let users = [&hands_off, &stopped, &down, &paused];
-    let ready = quiesce(candidate(&v, &users), &s(&["*.tmp"])).unwrap();
+    let ready = quiesce(candidate(&v, &users), &s(&["*.tmp"]), &mut BTreeSet::new()).unwrap();
     let freezers: Vec<(&str, Quiesce)> = ready
         .freezers
         .iter()
@@ -393,7 +394,7 @@ fn quiesce_skips_other_drivers_and_unknown_labels() {
     let mut remote = volume("remote", &[]);
     remote.driver = "rclone".into();
     let fine = container("fine", true, &[], &[]);
-    let skip = quiesce(candidate(&remote, &[&fine]), &[]).unwrap_err();
+    let skip = quiesce(candidate(&remote, &[&fine]), &[], &mut BTreeSet::new()).unwrap_err();
     assert_eq!(skip.volume, "remote");
     assert_eq!(
         skip.reason,
@@ -404,7 +405,12 @@ fn quiesce_skips_other_drivers_and_unknown_labels() {
     // Even a stopped container's label must make sense: it may run by the next backup.
     let odd = container("odd", false, &[], &[(QUIESCE_LABEL, "freeze")]);
     let odder = container("odder", true, &[], &[(QUIESCE_LABEL, "halt")]);
-    let skip = quiesce(candidate(&v, &[&fine, &odd, &odder]), &[]).unwrap_err();
+    let skip = quiesce(
+        candidate(&v, &[&fine, &odd, &odder]),
+        &[],
+        &mut BTreeSet::new(),
+    )
+    .unwrap_err();
     assert_eq!(
         skip,
         Skipped {
@@ -566,4 +572,82 @@ fn other_drivers_are_skipped() {
     let plan = plan(&inventory, None, &[]);
     assert!(plan.groups.is_empty());
     assert!(plan.skipped[0].reason.contains("rclone"));
+}
+
+#[test]
+fn exec_labels_become_the_groups_hooks() {
+    let inventory = Inventory {
+        volumes: vec![volume("db-data", &[ON]), volume("cache", &[ON])],
+        containers: vec![
+            container(
+                "db",
+                true,
+                &["db-data"],
+                &[
+                    project("p"),
+                    ("backup.quiesce", "none"),
+                    (EXEC_PRE_LABEL, " pg_dump -f /data/dump.sql "),
+                    (EXEC_POST_LABEL, "rm /data/dump.sql"),
+                    (EXEC_TIMEOUT_LABEL, "90s"),
+                ],
+            ),
+            container(
+                "app",
+                true,
+                &["db-data"],
+                &[project("p"), (EXEC_POST_LABEL, "")],
+            ),
+            container("stopped", false, &["db-data"], &[(EXEC_PRE_LABEL, "x")]),
+            container(
+                "slow",
+                true,
+                &["cache"],
+                &[(EXEC_PRE_LABEL, "sync"), (EXEC_TIMEOUT_LABEL, "soon")],
+            ),
+        ],
+        self_id: None,
+    };
+    let plan = plan(&inventory, None, &[]);
+    assert_eq!(plan.groups.len(), 1);
+    let group = &plan.groups[0];
+    // Not frozen (quiesce none) and still its commands run; a stopped container's do not.
+    assert_eq!(
+        group.hooks,
+        vec![ExecHook {
+            container: "db".into(),
+            id: "db-id".into(),
+            pre: Some("pg_dump -f /data/dump.sql".into()),
+            post: Some("rm /data/dump.sql".into()),
+            timeout: Duration::from_secs(90),
+        }]
+    );
+    assert_eq!(
+        plan.warnings,
+        vec!["container app has an empty backup.exec-post: no command runs".to_string()]
+    );
+    assert_eq!(plan.skipped.len(), 1);
+    assert_eq!(plan.skipped[0].volume, "cache");
+    assert!(
+        plan.skipped[0]
+            .reason
+            .contains("backup.exec-timeout=\"soon\""),
+        "{}",
+        plan.skipped[0].reason
+    );
+    let printed = plan.to_string();
+    assert!(
+        printed.contains("  backup.exec-pre in db: pg_dump -f /data/dump.sql\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("warning: container app has an empty"),
+        "{printed}"
+    );
+    let default = exec_hook(
+        &container("c", true, &[], &[(EXEC_PRE_LABEL, "x")]),
+        &mut BTreeSet::new(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(default.timeout, DEFAULT_EXEC_TIMEOUT);
 }
