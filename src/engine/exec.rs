@@ -122,21 +122,48 @@ pub async fn exec(
     }
 }
 
-/// Sends the command SIGTERM, and SIGKILL two seconds later, from a second exec.
+/// Finds the processes below `$1` through /proc (no ps or pkill needed: busybox and Debian's
+/// slim images both have this much), sends them and `$1` SIGTERM, and SIGKILL two seconds later.
+const STOP_TREE: &str = r#"all=" $1 "; changed=1
+while [ "$changed" = 1 ]; do
+  changed=0
+  for s in /proc/[0-9]*/stat; do
+    line=$(cat "$s" 2>/dev/null) || continue
+    p=${s#/proc/}; p=${p%/stat}
+    set -- ${line##*) }
+    case "$all" in *" $p "*) continue ;; esac
+    case "$all" in *" $2 "*) all="$all$p "; changed=1 ;; esac
+  done
+done
+kill -TERM $all 2>/dev/null; sleep 2; kill -KILL $all 2>/dev/null; true"#;
+
+/// Stops the command and what it started, from a second exec.
 async fn stop(docker: &Docker, container: &str, pid: &str) {
-    let script =
-        format!("kill -TERM {pid} 2>/dev/null; sleep 2; kill -KILL {pid} 2>/dev/null; true");
+    let script = [STOP_TREE, "sh", pid].map(str::to_string);
+    let cmd = vec!["sh".to_string(), "-c".to_string()]
+        .into_iter()
+        .chain(script)
+        .collect();
     let created = docker
         .create_exec(
             container,
             CreateExecOptions {
-                cmd: Some(vec!["sh".to_string(), "-c".to_string(), script]),
+                attach_stdout: Some(true),
+                cmd: Some(cmd),
                 ..Default::default()
             },
         )
         .await;
     let started = match created {
-        Ok(created) => docker.start_exec(&created.id, None).await.map(|_| ()),
+        Ok(created) => match docker.start_exec(&created.id, None).await {
+            // Read to the end: the exec has done its work then.
+            Ok(StartExecResults::Attached { mut output, .. }) => {
+                while output.next().await.is_some() {}
+                Ok(())
+            }
+            Ok(StartExecResults::Detached) => Ok(()),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = started {
