@@ -3,7 +3,7 @@
 #   backup-sidecar:latest            the Dockerfile's prebuilt target, with target/release/backup-sidecar
 #   backup-sidecar-remote:latest     compose/remote/
 #   backup-sidecar-receivers:latest  compose/receivers/: the notification receivers (tests only)
-#   backup-sidecar-postgres:latest   tests/images/postgres/: Debian's PostgreSQL (tests only)
+#   backup-sidecar-databases:latest  tests/images/databases/: Debian's database servers (tests only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -21,8 +21,8 @@ build() {
 build --target prebuilt -t backup-sidecar:latest .
 build -t backup-sidecar-remote:latest compose/remote
 build -t backup-sidecar-receivers:latest compose/receivers
-build -t backup-sidecar-postgres:latest tests/images/postgres
+build -t backup-sidecar-databases:latest tests/images/databases
 # Rebuilds leave the previous images untagged.
 docker image prune -f >/dev/null
 echo "built backup-sidecar:latest, backup-sidecar-remote:latest, backup-sidecar-receivers:latest \
-and backup-sidecar-postgres:latest"
+and backup-sidecar-databases:latest"

@@ -128,6 +128,11 @@ impl Env {
         name
     }
 
+    /// Removes this container at the end of the test too (one made with `docker create`, say).
+    pub fn track_container(&self, name: &str) {
+        self.containers.lock().unwrap().push(name.to_string());
+    }
+
     /// Removes this volume at the end of the test too (one the sidecar creates, say).
     pub fn track_volume(&self, name: &str) {
         self.volumes.lock().unwrap().push(name.to_string());
