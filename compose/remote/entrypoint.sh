@@ -29,6 +29,6 @@ esac
 chmod 600 /root/.ssh/authorized_keys
 # The mirror directory and the reader user; the repository is made by `guard --setup` with its
 # passphrase on stdin (or by `backup-sidecar init`).
-BACKUP_GUARD_CONFIG=/etc/backup-sidecar/guard.conf "$guard" --setup </dev/null >/dev/null
+"$guard" --setup </dev/null >/dev/null
 echo "remote: guard ${GUARD:-on}; host key $(ssh-keygen -l -f /etc/ssh/keys/ssh_host_ed25519_key.pub)"
 exec /usr/sbin/sshd -D -e -o PermitRootLogin=$root_login

@@ -41,7 +41,8 @@ import sys
 import time
 
 VERSION = "1"
-CONFIG = os.environ.get("BACKUP_GUARD_CONFIG", "/etc/backup-sidecar/guard.conf")
+# Fixed: sshd may pass some of the client's environment (AcceptEnv), so none of it is read.
+CONFIG = "/etc/backup-sidecar/guard.conf"
 HERE = os.path.dirname(os.path.realpath(__file__))
 RSYNCD_CONF = os.path.join(HERE, "rsyncd.conf")
 STAMP = ".backup-sidecar-complete"
@@ -87,18 +88,18 @@ def load_config():
                 key, sep, value = line.partition("=")
                 key = key.strip()
                 if not sep or key not in DEFAULTS:
-                    raise SystemExit(f"guard: {CONFIG}:{number}: unknown setting {key!r}")
+                    raise SystemExit(f"backup-sidecar guard: {CONFIG}:{number}: unknown setting {key!r}")
                 config[key] = value.strip()
     except FileNotFoundError:
         pass
     for key in ("keep_daily", "keep_weekly", "keep_monthly"):
         if not config[key].isdigit():
-            raise SystemExit(f"guard: {CONFIG}: {key} must be a number")
+            raise SystemExit(f"backup-sidecar guard: {CONFIG}: {key} must be a number")
     if config["keep_within"] and not WITHIN.match(config["keep_within"]):
-        raise SystemExit(f"guard: {CONFIG}: keep_within must look like 2d or 12H")
+        raise SystemExit(f"backup-sidecar guard: {CONFIG}: keep_within must look like 2d or 12H")
     for key in ("mirror", "repository"):
         if config[key] and not config[key].startswith("/"):
-            raise SystemExit(f"guard: {CONFIG}: {key} must be an absolute path")
+            raise SystemExit(f"backup-sidecar guard: {CONFIG}: {key} must be an absolute path")
     config["mirror"] = os.path.realpath(config["mirror"]) if config["mirror"] else ""
     return config
 
