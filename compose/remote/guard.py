@@ -209,10 +209,10 @@ def read_passphrase():
     return data.rstrip(b"\r\n")
 
 
-def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
-    """Runs borg with an argv built here. The passphrase goes through a pipe of its own
-    (BORG_PASSPHRASE_FD), so several borg calls of one verb can each read it. With `head`, only
-    that many lines of stdout are passed on and borg is stopped after them."""
+def start_borg(args, passphrase, cwd_fd=None, stdout=None):
+    """Starts borg with an argv built here (the subcommand first, as borg's own usage writes it,
+    and as wrappers read it). The passphrase goes through a pipe of its own (BORG_PASSPHRASE_FD),
+    so several borg calls of one verb can each read it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
     env.update(BORG_ENV)
     read_end, write_end = os.pipe()
@@ -220,20 +220,24 @@ def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
     os.close(write_end)
     env["BORG_PASSPHRASE_FD"] = str(read_end)
     try:
-        # The subcommand first, as borg's own usage writes it (and as wrappers read it).
-        child = subprocess.Popen(
+        return subprocess.Popen(
             [BORG, args[0], "--umask", "0027"] + args[1:],
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if head else stdout,
+            stdout=stdout,
             pass_fds=(read_end,),
-            cwd=None,
             preexec_fn=(lambda: os.fchdir(cwd_fd)) if cwd_fd is not None else None,
         )
     except FileNotFoundError:
         missing(BORG)
     finally:
         os.close(read_end)
+
+
+def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
+    """Runs borg to its end (see start_borg); its exit code. With `head`, only that many lines of
+    its stdout are passed on and borg is stopped after them."""
+    child = start_borg(args, passphrase, cwd_fd, subprocess.PIPE if head else stdout)
     if head:
         for _ in range(head):
             line = child.stdout.readline()
@@ -456,23 +460,11 @@ def verb_sample(config, args):
         fail(f"cannot open the mirror's copy: {e.strerror}")
     if not stat.S_ISREG(os.fstat(file).st_mode):
         fail("the mirror's copy is not a regular file")
-    passphrase = read_passphrase()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BORG_")}
-    env.update(BORG_ENV)
-    read_end, write_end = os.pipe()
-    os.write(write_end, passphrase)
-    os.close(write_end)
-    env["BORG_PASSPHRASE_FD"] = str(read_end)
-    try:
-        child = subprocess.Popen(
-            [BORG, "extract", "--stdout", f"{repository(config)}::{name}".encode(), b"--",
-             b"/".join(parts)],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(read_end,),
-        )
-    except FileNotFoundError:
-        missing(BORG)
-    finally:
-        os.close(read_end)
+    child = start_borg(
+        ["extract", "--stdout", f"{repository(config)}::{name}", b"--", b"/".join(parts)],
+        read_passphrase(),
+        stdout=subprocess.PIPE,
+    )
     digest = hashlib.sha256()
     for chunk in iter(lambda: child.stdout.read(1 << 20), b""):
         digest.update(chunk)
