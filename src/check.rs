@@ -134,7 +134,8 @@ async fn guarded(config: &Config, guard: &Guard, ssh: &Ssh, cancel: &Cancellatio
         ok &= report("remote borg", &borg);
         if guard.append_only != Some(true) {
             println!(
-                "WARN  borg repository: not append-only: a prune or delete through this key                  frees data for good; run guard --setup on the remote"
+                "WARN  borg repository: not append-only: a prune or delete through this key frees data \
+                 for good; run guard --setup on the remote"
             );
         }
     }
