@@ -468,11 +468,7 @@ async fn install(
         )?;
         println!("installing {path}");
     }
-    let cmd = Cmd {
-        stdin: Some(script.into_bytes()),
-        ..ssh.remote("sh -s")
-    };
-    let done = process::run(&cmd, cancel).await?;
+    let done = ssh.run("sh -s", Some(script.into_bytes()), cancel).await?;
     if !done.success() {
         bail!("installing the guard failed: {}", done.last_error_line());
     }
@@ -535,11 +531,7 @@ async fn restrict(ssh: &Ssh, blob: &str, cancel: &CancellationToken) -> Result<(
         blob = quote(blob),
         opts = quote(&format!("restrict,command=\"{GUARD_PATH}\"")),
     );
-    let cmd = Cmd {
-        stdin: Some(script.into_bytes()),
-        ..ssh.remote("sh -s")
-    };
-    let done = process::run(&cmd, cancel).await?;
+    let done = ssh.run("sh -s", Some(script.into_bytes()), cancel).await?;
     if !done.success() {
         bail!(
             "restricting the key in authorized_keys failed: {}",

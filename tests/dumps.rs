@@ -13,50 +13,36 @@ use common::*;
 const DB_IMAGE: &str = "backup-sidecar-databases:latest";
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// psql as the postgres user through the server's socket.
+/// psql as the postgres user through the server's socket, stopping at the first error.
+const PSQL: [&str; 10] = [
+    "runuser",
+    "-u",
+    "postgres",
+    "--",
+    "psql",
+    "-h",
+    "/run/postgresql",
+    "-X",
+    "-v",
+    "ON_ERROR_STOP=1",
+];
+
+/// Runs psql in `container` with `args`; returns stdout, trimmed.
+fn psql_with(container: &str, args: &[&str]) -> String {
+    let mut argv = vec!["exec", container];
+    argv.extend(PSQL);
+    argv.extend(args);
+    docker(&argv).trim().to_string()
+}
+
+/// One query's rows, unaligned.
 fn psql(container: &str, sql: &str) -> String {
-    docker(&[
-        "exec",
-        container,
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-h",
-        "/run/postgresql",
-        "-XAtq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        sql,
-    ])
-    .trim()
-    .to_string()
+    psql_with(container, &["-Atq", "-c", sql])
 }
 
 fn wait_ready(container: &str) {
-    wait_until(
-        "PostgreSQL to accept connections",
-        Duration::from_secs(60),
-        || {
-            docker_output(&[
-                "exec",
-                container,
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                "psql",
-                "-h",
-                "/run/postgresql",
-                "-Atc",
-                "select 1",
-            ])
-            .status
-            .success()
-        },
-    );
+    let probe = format!("{} -Atc 'select 1'", PSQL.join(" "));
+    wait_for("PostgreSQL to accept connections", container, &probe);
 }
 
 /// The load's invariant: every move takes one unit from account 1 to account 2 and logs itself,
@@ -127,38 +113,17 @@ fn a_pg_dump_under_load_restores_into_a_fresh_server_with_its_invariant() {
     let fresh_mount = format!("{fresh_volume}:/data");
     let fresh = env.container("fresh", &["-v", &fresh_mount], DB_IMAGE, &["pg"]);
     wait_ready(&fresh);
-    let sql = env.borg(
+    from_archive(
+        &env,
         &remote,
-        &[
-            "extract",
-            "--stdout",
-            &format!("/backup/borg::{archive}"),
-            &format!("{volume}/dump.sql"),
-        ],
-    );
-    std::fs::write(env.ssh_path("dump.sql"), &sql).unwrap();
-    docker(&[
-        "cp",
-        env.ssh_path("dump.sql").to_str().unwrap(),
-        &format!("{fresh}:/tmp/dump.sql"),
-    ]);
-    let restore_started = Instant::now();
-    docker(&[
-        "exec",
+        &archive,
+        &format!("{volume}/dump.sql"),
         &fresh,
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-h",
-        "/run/postgresql",
-        "-Xq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-f",
         "/tmp/dump.sql",
-    ]);
+    );
+    let dump_bytes = sh(&fresh, "wc -c < /tmp/dump.sql");
+    let restore_started = Instant::now();
+    psql_with(&fresh, &["-q", "-f", "/tmp/dump.sql"]);
     let restore_seconds = restore_started.elapsed().as_secs_f64();
     assert_eq!(
         psql(&fresh, INVARIANT),
@@ -170,8 +135,7 @@ fn a_pg_dump_under_load_restores_into_a_fresh_server_with_its_invariant() {
     println!(
         "pg_dump under load: {} bytes, {moves} moves in the dump (the live database had {} by the \
          end of the run), restored into a fresh server in {restore_seconds:.2} s; invariant holds",
-        sql.len(),
-        moves_at_end
+        dump_bytes, moves_at_end
     );
 }
 

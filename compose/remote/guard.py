@@ -312,23 +312,23 @@ def repository_append_only(repo):
         return None
 
 
-def verb_stamp_clear(config, args):
-    (where,) = args
-    fd = walk(config, mirror_dir(config, where), create=True)
+def remove_stamp(fd):
     try:
         os.unlink(STAMP, dir_fd=fd)
     except FileNotFoundError:
         pass
+
+
+def verb_stamp_clear(config, args):
+    (where,) = args
+    remove_stamp(walk(config, mirror_dir(config, where), create=True))
     return 0
 
 
 def verb_stamp_write(config, args):
     (where,) = args
     fd = walk(config, mirror_dir(config, where))
-    try:
-        os.unlink(STAMP, dir_fd=fd)
-    except FileNotFoundError:
-        pass
+    remove_stamp(fd)
     out = os.open(STAMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
     os.write(out, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()).encode())
     os.close(out)
