@@ -93,7 +93,7 @@ pub async fn daemon(
 
 /// The names of the volumes the plan selects now; none when the engine cannot say.
 async fn planned_volumes(docker: &bollard::Docker, config: &Config) -> Vec<String> {
-    match discover::inventory(docker).await {
+    match discover::inventory(docker, config.host_root.as_deref()).await {
         Ok(inventory) => {
             plan::plan(&inventory, config.projects.as_deref(), &config.exclude).volume_names()
         }

@@ -24,7 +24,7 @@ fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
 /// `backup-sidecar plan`: prints the groups, containers and volumes a run would touch.
 pub async fn print_plan(config: &Config) -> Result<()> {
     let docker = discover::connect().await?;
-    let inventory = discover::inventory(&docker).await?;
+    let inventory = discover::inventory(&docker, config.host_root.as_deref()).await?;
     print!(
         "{}",
         plan::plan(&inventory, config.projects.as_deref(), &config.exclude)
@@ -49,12 +49,12 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
 
     if let Ok(docker) = &docker {
         let volumes = async {
-            let inventory = discover::inventory(docker).await?;
+            let inventory = discover::inventory(docker, config.host_root.as_deref()).await?;
             let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
             let mut unreadable = Vec::new();
             for group in &plan.groups {
                 for volume in &group.volumes {
-                    let dir = config.volumes_dir.join(&volume.name).join("_data");
+                    let dir = crate::run::source_path(config, volume);
                     if std::fs::read_dir(&dir).is_err() {
                         unreadable.push(dir.display().to_string());
                     }

@@ -87,7 +87,7 @@ struct RootItem {
 
 /// The running containers, other than the sidecar, that mount `volume`.
 async fn running_users(docker: &Docker, volume: &str) -> Result<Vec<Member>> {
-    let inventory = discover::inventory(docker).await?;
+    let inventory = discover::inventory(docker, None).await?;
     Ok(inventory
         .others()
         .filter(|c| c.running && c.volumes.iter().any(|v| v == volume))

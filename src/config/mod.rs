@@ -288,6 +288,9 @@ pub struct Config {
     pub link: Link,
     /// Where the host's volumes directory is mounted.
     pub volumes_dir: PathBuf,
+    /// Where the host's root is mounted (`BACKUP_HOST_ROOT`), for bind mounts and compose files;
+    /// `None`: they are not backed up.
+    pub host_root: Option<PathBuf>,
     /// The sidecar's own state.
     pub state_dir: PathBuf,
     /// Log output format.
@@ -357,8 +360,9 @@ impl Config {
         } = sections::catch_up_section(&raw)?;
         let Paths {
             volumes_dir,
+            host_root,
             state_dir,
-        } = sections::paths(&raw);
+        } = sections::paths(&raw)?;
         let HealthSection {
             max_age,
             progress_interval,
@@ -391,6 +395,7 @@ impl Config {
             staging_max,
             link,
             volumes_dir,
+            host_root,
             state_dir,
             log_format,
             max_age,

@@ -60,6 +60,7 @@ pub struct RawConfig {
     pub backup_remote_post_command: Option<String>,
     pub backup_projects: Option<String>,
     pub backup_volumes_dir: Option<String>,
+    pub backup_host_root: Option<String>,
     pub backup_state_dir: Option<String>,
     pub backup_metrics_addr: Option<String>,
     pub log_format: Option<String>,

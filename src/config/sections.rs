@@ -264,20 +264,39 @@ pub(super) fn catch_up_section(raw: &RawConfig) -> Result<CatchUpSection, Config
 /// Local directories.
 pub(super) struct Paths {
     pub(super) volumes_dir: PathBuf,
+    pub(super) host_root: Option<PathBuf>,
     pub(super) state_dir: PathBuf,
 }
 
-/// `BACKUP_VOLUMES_DIR` and `BACKUP_STATE_DIR`. Nothing to refuse here: the daemon checks the
-/// directories when it opens them.
-pub(super) fn paths(raw: &RawConfig) -> Paths {
-    Paths {
+/// `BACKUP_VOLUMES_DIR`, `BACKUP_HOST_ROOT` and `BACKUP_STATE_DIR`. The host's root must be a
+/// directory now (a mount left out of the compose file is a mistake to name at start); the others
+/// the daemon checks when it opens them.
+pub(super) fn paths(raw: &RawConfig) -> Result<Paths, ConfigError> {
+    let host_root = match raw.backup_host_root.as_deref() {
+        None => None,
+        Some(value) => {
+            let path = PathBuf::from(value.trim());
+            if !path.is_absolute() || !path.is_dir() {
+                return Err(err(
+                    "BACKUP_HOST_ROOT",
+                    format!(
+                        "{value:?} is not a directory; mount the host's root read-only \
+                         (- /:/host:ro) and set BACKUP_HOST_ROOT=/host"
+                    ),
+                ));
+            }
+            Some(path)
+        }
+    };
+    Ok(Paths {
         volumes_dir: PathBuf::from(
             raw.backup_volumes_dir
                 .as_deref()
                 .unwrap_or(DEFAULT_VOLUMES_DIR),
         ),
+        host_root,
         state_dir: PathBuf::from(raw.backup_state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)),
-    }
+    })
 }
 
 /// The health and progress settings.

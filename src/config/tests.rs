@@ -520,15 +520,29 @@ fn run_section_bad_values_name_their_variable() {
 
 #[test]
 fn paths_section() {
-    let defaults = paths(&raw(&[]));
+    let defaults = paths(&raw(&[])).unwrap();
     assert_eq!(defaults.volumes_dir, Path::new(DEFAULT_VOLUMES_DIR));
     assert_eq!(defaults.state_dir, Path::new(DEFAULT_STATE_DIR));
+    assert_eq!(defaults.host_root, None);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
     let set = paths(&raw(&[
         ("BACKUP_VOLUMES_DIR", "/host/volumes"),
         ("BACKUP_STATE_DIR", "/state"),
-    ]));
+        ("BACKUP_HOST_ROOT", &root),
+    ]))
+    .unwrap();
     assert_eq!(set.volumes_dir, Path::new("/host/volumes"));
     assert_eq!(set.state_dir, Path::new("/state"));
+    assert_eq!(set.host_root.as_deref(), Some(dir.path()));
+    // Not there, a file, a relative path: the variable is named.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    for bad in ["/nonexistent/host", file.to_str().unwrap(), "host"] {
+        let error = paths(&raw(&[("BACKUP_HOST_ROOT", bad)])).err().unwrap();
+        assert_eq!(error.variable, "BACKUP_HOST_ROOT", "{bad}");
+        assert!(error.to_string().contains("not a directory"), "{error}");
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Discovery: what the Docker engine has, read through its API (bollard), as plain data for the plan.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use bollard::Docker;
@@ -8,6 +9,12 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptions
 
 /// Label Docker Compose puts on the containers and volumes of a project, valued with its name.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+/// Label Docker Compose puts on a project's containers: the project's directory on the host.
+pub const WORKING_DIR_LABEL: &str = "com.docker.compose.project.working_dir";
+/// Label Docker Compose puts on a project's containers: its compose files, comma-separated.
+pub const CONFIG_FILES_LABEL: &str = "com.docker.compose.project.config_files";
+/// Label newer Docker Compose puts on a project's containers: its `--env-file`s, comma-separated.
+pub const ENV_FILES_LABEL: &str = "com.docker.compose.project.environment_file";
 
 /// One Docker volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +40,8 @@ pub struct ContainerInfo {
     pub running: bool,
     /// Names of the named volumes it mounts.
     pub volumes: Vec<String>,
+    /// Host paths it bind-mounts.
+    pub binds: Vec<String>,
 }
 
 impl ContainerInfo {
@@ -40,6 +49,47 @@ impl ContainerInfo {
     pub fn project(&self) -> Option<&str> {
         self.labels.get(PROJECT_LABEL).map(String::as_str)
     }
+
+    /// The host paths of its compose project's files: the compose files, the `--env-file`s and
+    /// the project directory's `.env`, from the labels compose puts on it. Empty without them.
+    pub fn project_files(&self) -> Vec<String> {
+        let list = |label| {
+            self.labels
+                .get(label)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| p.starts_with('/'))
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let mut files = list(CONFIG_FILES_LABEL);
+        files.extend(list(ENV_FILES_LABEL));
+        if let Some(dir) = self.labels.get(WORKING_DIR_LABEL).filter(|d| d.starts_with('/')) {
+            files.push(format!("{}/.env", dir.trim_end_matches('/')));
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+/// What the host has at a path, seen through `BACKUP_HOST_ROOT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPath {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// Nothing (or it cannot be read).
+    Missing,
+    /// A symbolic link: its target would be read in the sidecar's own file system, not the
+    /// host's, so it is not followed.
+    Link,
+    /// A socket, device, fifo: never backed up.
+    Special,
 }
 
 /// Everything the plan needs to know about the engine.
@@ -51,6 +101,12 @@ pub struct Inventory {
     pub containers: Vec<ContainerInfo>,
     /// The sidecar's own container id, when it runs in one.
     pub self_id: Option<String>,
+    /// What the host has at each bind source and compose project file; `None` without
+    /// `BACKUP_HOST_ROOT`.
+    pub host: Option<BTreeMap<String, HostPath>>,
+    /// The engine's data directory on the host (`/var/lib/docker`): binds into it are the
+    /// engine's business, never backed up.
+    pub docker_root: String,
 }
 
 impl Inventory {
@@ -104,8 +160,9 @@ pub async fn engine_name(docker: &Docker) -> Result<String> {
     })
 }
 
-/// Reads all volumes and containers.
-pub async fn inventory(docker: &Docker) -> Result<Inventory> {
+/// Reads all volumes and containers, and, with `host_root` (`BACKUP_HOST_ROOT`), what the host
+/// has at their bind sources and compose project files.
+pub async fn inventory(docker: &Docker, host_root: Option<&Path>) -> Result<Inventory> {
     let volumes = docker
         .list_volumes(None::<ListVolumesOptions>)
         .await
@@ -133,27 +190,61 @@ pub async fn inventory(docker: &Docker) -> Result<Inventory> {
                 .unwrap_or_else(|| id.chars().take(12).collect());
             // A container somebody else paused is already still: we leave it alone.
             let running = c.state.map(|s| s.to_string()).as_deref() == Some("running");
-            let volumes = c
-                .mounts
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| m.typ.as_deref() == Some("volume"))
-                .filter_map(|m| m.name)
-                .collect();
+            let mut volumes = Vec::new();
+            let mut binds = Vec::new();
+            for mount in c.mounts.unwrap_or_default() {
+                match (mount.typ.map(|t| t.to_string()).as_deref(), mount.name, mount.source) {
+                    (Some("volume"), Some(name), _) => volumes.push(name),
+                    (Some("bind"), _, Some(source)) if source.starts_with('/') => {
+                        binds.push(source)
+                    }
+                    _ => {}
+                }
+            }
             Some(ContainerInfo {
                 id,
                 name,
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
                 running,
                 volumes,
+                binds,
             })
         })
-        .collect();
+        .collect::<Vec<ContainerInfo>>();
+    let docker_root = docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.docker_root_dir)
+        .unwrap_or_else(|| "/var/lib/docker".into());
+    let host = host_root.map(|root| {
+        containers
+            .iter()
+            .flat_map(|c| c.binds.iter().cloned().chain(c.project_files()))
+            .map(|path| {
+                let kind = look(root, &path);
+                (path, kind)
+            })
+            .collect()
+    });
     Ok(Inventory {
         volumes,
         containers,
         self_id: own_container_id(),
+        host,
+        docker_root,
     })
+}
+
+/// What `root` (the host's root) has at the host path `path`.
+fn look(root: &Path, path: &str) -> HostPath {
+    match std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))) {
+        Ok(m) if m.is_dir() => HostPath::Dir,
+        Ok(m) if m.is_file() => HostPath::File,
+        Ok(m) if m.is_symlink() => HostPath::Link,
+        Ok(_) => HostPath::Special,
+        Err(_) => HostPath::Missing,
+    }
 }
 
 /// The id of the container this process runs in, read from the bind mounts Docker sets up for it.
@@ -196,6 +287,7 @@ mod tests {
             labels: BTreeMap::from([(PROJECT_LABEL.to_string(), "p".to_string())]),
             running: true,
             volumes: Vec::new(),
+            binds: Vec::new(),
         }
     }
 

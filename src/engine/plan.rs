@@ -3,6 +3,14 @@
 //! Volumes are selected by label; the running containers that use them are the ones to hold still.
 //! Volumes are joined into one group when their containers must freeze together: containers of one
 //! compose project always do, and so do containers (of any project or none) that share a volume.
+//! A container's bind-mounted directories are sources like volumes ([`binds`]), and each compose
+//! project with a backed-up container brings its own files ([`project`]).
+
+mod binds;
+mod project;
+
+pub use binds::{BIND_PREFIX, bind_name};
+pub use project::{PROJECT_PREFIX, ProjectFiles, project_dir_name};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -130,11 +138,25 @@ pub struct Member {
     pub quiesce: Quiesce,
 }
 
-/// A volume to mirror.
+/// Where a planned source's data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A named volume: `BACKUP_VOLUMES_DIR/<name>/_data`.
+    Volume,
+    /// A bind-mounted directory, by its host path: `BACKUP_HOST_ROOT/<path>`.
+    Bind(String),
+    /// A compose project's files, which the run copies into its state directory first.
+    Project(ProjectFiles),
+}
+
+/// A source to mirror: a volume, a bind-mounted directory or a compose project's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedVolume {
-    /// Volume name; it mirrors to `BACKUP_REMOTE_DIR/<name>/`.
+    /// Its mirror directory's name: `BACKUP_REMOTE_DIR/<name>/`, and its path in archives. A
+    /// volume's own name; [`bind_name`] for a bind; [`project_dir_name`] for a project's files.
     pub name: String,
+    /// Where its data is.
+    pub origin: Origin,
     /// rsync exclude patterns: `BACKUP_EXCLUDE` then the volume's own `backup.exclude`.
     pub excludes: Vec<String>,
     /// Containers using it that are not held still, and why, for the printed plan.
@@ -207,17 +229,29 @@ pub fn plan(inventory: &Inventory, projects: Option<&[String]>, exclude: &[Strin
     let mut selected = Vec::new();
     let mut skipped = Vec::new();
     let mut warnings = BTreeSet::new();
-    for verdict in scope(select(inventory), projects) {
+    let mut candidates = select(inventory);
+    candidates.extend(binds::select(inventory, &mut warnings));
+    candidates.sort_by(|a, b| verdict_name(a).cmp(verdict_name(b)));
+    for verdict in scope(candidates, projects) {
         match verdict.and_then(|candidate| quiesce(candidate, exclude, &mut warnings)) {
             Ok(volume) => selected.push(volume),
             Err(skip) => skipped.push(skip),
         }
     }
+    let files = project::entries(inventory, &selected, projects, &mut warnings);
+    selected.extend(files);
     let groups = assemble(&selected, group(&selected));
     Plan {
         groups,
         skipped,
         warnings: warnings.into_iter().collect(),
+    }
+}
+
+fn verdict_name<'a>(verdict: &'a Result<Candidate, Skipped>) -> &'a str {
+    match verdict {
+        Ok(candidate) => &candidate.name,
+        Err(skip) => &skip.volume,
     }
 }
 
@@ -264,21 +298,33 @@ fn exec_hook(
     }))
 }
 
-/// A volume that is asked for, with the containers (never the sidecar) that use it.
+/// A volume or bind that is asked for, with the containers (never the sidecar) that use it.
 #[derive(Debug)]
 struct Candidate<'a> {
-    volume: &'a VolumeInfo,
+    /// Its mirror directory's name.
+    name: String,
+    origin: Origin,
+    /// A volume's driver; `None` for a bind.
+    driver: Option<&'a str>,
+    /// Its own `backup.exclude` patterns.
+    excludes: Vec<String>,
+    /// The compose project of its own label (a volume's).
+    project: Option<&'a str>,
     /// In inventory order.
     users: Vec<&'a ContainerInfo>,
 }
 
-/// A volume to back up, ready to group.
+/// A source to back up, ready to group.
 #[derive(Debug)]
 struct Selected<'a> {
     /// Running users to hold still, and how.
     freezers: Vec<(&'a ContainerInfo, Quiesce)>,
     /// Running users with exec commands (held still or not).
     hooks: Vec<ExecHook>,
+    /// The compose projects it belongs to: its own label's and its users'.
+    projects: BTreeSet<String>,
+    /// A project's files join that project's group.
+    join: Option<String>,
     volume: PlannedVolume,
 }
 
@@ -297,22 +343,30 @@ fn select(inventory: &Inventory) -> Vec<Result<Candidate<'_>, Skipped>> {
                 .filter(|c| c.volumes.contains(&volume.name))
                 .collect();
             let asked_by_container = users.iter().any(|c| enabled(&c.labels) == Some(true));
+            let candidate = |users| Candidate {
+                name: volume.name.clone(),
+                origin: Origin::Volume,
+                driver: Some(volume.driver.as_str()),
+                excludes: split_list(volume.labels.get(EXCLUDE_LABEL).map(String::as_str)),
+                project: volume.labels.get(PROJECT_LABEL).map(String::as_str),
+                users,
+            };
             match enabled(&volume.labels) {
-                Some(true) => Some(Ok(Candidate { volume, users })),
+                Some(true) => Some(Ok(candidate(users))),
                 Some(false) => asked_by_container.then(|| {
                     Err(Skipped {
                         volume: volume.name.clone(),
                         reason: "the volume is labelled backup.enable=false".into(),
                     })
                 }),
-                None => asked_by_container.then_some(Ok(Candidate { volume, users })),
+                None => asked_by_container.then(|| Ok(candidate(users))),
             }
         })
         .collect()
 }
 
-/// Keeps the volumes of the compose projects in `projects` (`BACKUP_PROJECTS`; all when unset).
-/// A volume belongs to a project by its own compose label or by a container that uses it.
+/// Keeps the sources of the compose projects in `projects` (`BACKUP_PROJECTS`; all when unset).
+/// A source belongs to a project by its own compose label or by a container that uses it.
 /// Skipped volumes pass through: an opt-out a container asked for is reported whatever the
 /// project.
 fn scope<'a>(
@@ -324,10 +378,7 @@ fn scope<'a>(
     };
     let in_scope = |candidate: &Candidate| {
         candidate
-            .volume
-            .labels
-            .get(PROJECT_LABEL)
-            .map(String::as_str)
+            .project
             .into_iter()
             .chain(candidate.users.iter().filter_map(|c| c.project()))
             .any(|p| projects.iter().any(|want| want == p))
@@ -338,26 +389,37 @@ fn scope<'a>(
         .collect()
 }
 
-/// One volume: skips it when its data is not in the volumes directory (a driver other than
+/// One source: skips it when its data is not in the volumes directory (a driver other than
 /// `local`) or when a user has a `backup.quiesce` we do not know (we would not guess how to hold
 /// it still). Otherwise splits the users into running containers to freeze and containers left
-/// alone with the reason, and puts the volume's `backup.exclude` after `exclude`.
+/// alone with the reason, and puts the source's own `backup.exclude` after `exclude`.
 fn quiesce<'a>(
     candidate: Candidate<'a>,
     exclude: &[String],
     warnings: &mut BTreeSet<String>,
 ) -> Result<Selected<'a>, Skipped> {
-    let Candidate { volume, users } = candidate;
+    let Candidate {
+        name,
+        origin,
+        driver,
+        excludes: own_excludes,
+        project,
+        users,
+    } = candidate;
     let skip = |reason| Skipped {
-        volume: volume.name.clone(),
+        volume: name.clone(),
         reason,
     };
-    if volume.driver != "local" {
+    if let Some(driver) = driver.filter(|d| *d != "local") {
         return Err(skip(format!(
-            "volume driver {:?} keeps no data in the volumes directory",
-            volume.driver
+            "volume driver {driver:?} keeps no data in the volumes directory"
         )));
     }
+    let projects: BTreeSet<String> = project
+        .into_iter()
+        .chain(users.iter().filter_map(|c| c.project()))
+        .map(String::from)
+        .collect();
     let hows = users
         .iter()
         .map(|c| {
@@ -385,14 +447,15 @@ fn quiesce<'a>(
         }
     }
     let mut excludes = exclude.to_vec();
-    excludes.extend(split_list(
-        volume.labels.get(EXCLUDE_LABEL).map(String::as_str),
-    ));
+    excludes.extend(own_excludes);
     Ok(Selected {
         freezers,
         hooks,
+        projects,
+        join: None,
         volume: PlannedVolume {
-            name: volume.name.clone(),
+            name,
+            origin,
             excludes,
             untouched,
         },
@@ -415,11 +478,12 @@ fn group(selected: &[Selected]) -> Vec<Vec<usize>> {
     // The first volume seen with each container or project; later ones join it.
     let mut owner_of_key: BTreeMap<String, usize> = BTreeMap::new();
     for (index, volume) in selected.iter().enumerate() {
-        for (c, _) in &volume.freezers {
-            let key = match c.project() {
-                Some(project) => format!("project:{project}"),
-                None => format!("container:{}", c.id),
-            };
+        let keys = volume.freezers.iter().map(|(c, _)| match c.project() {
+            Some(project) => format!("project:{project}"),
+            None => format!("container:{}", c.id),
+        });
+        let joins = volume.join.iter().map(|p| format!("project:{p}"));
+        for key in keys.chain(joins) {
             match owner_of_key.get(&key) {
                 Some(&other) => {
                     let (a, b) = (root(&mut parent, index), root(&mut parent, other));
@@ -451,6 +515,7 @@ fn assemble(selected: &[Selected], sets: Vec<Vec<usize>>) -> Vec<Group> {
             let mut hooks = BTreeSet::new();
             for &i in &indices {
                 hooks.extend(selected[i].hooks.iter().cloned());
+                projects.extend(selected[i].join.iter().cloned());
                 for &(c, quiesce) in &selected[i].freezers {
                     if let Some(p) = c.project() {
                         projects.insert(p.to_string());
@@ -515,7 +580,17 @@ impl fmt::Display for Plan {
                 }
             }
             for volume in &group.volumes {
-                write!(f, "  volume {}", volume.name)?;
+                match &volume.origin {
+                    Origin::Volume => write!(f, "  volume {}", volume.name)?,
+                    Origin::Bind(path) => write!(f, "  bind {path} as {}", volume.name)?,
+                    Origin::Project(files) => write!(
+                        f,
+                        "  files of project {} as {}: {}",
+                        files.project,
+                        volume.name,
+                        files.files.join(", ")
+                    )?,
+                }
                 if !volume.excludes.is_empty() {
                     write!(f, " exclude {}", volume.excludes.join(","))?;
                 }

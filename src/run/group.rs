@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Sidecar;
+use super::files::{source_path, stage};
 use crate::capture::{self, Capture, LiveView};
 use crate::config::{CatchUp, Config};
 use crate::engine::freeze::{self, Frozen};
@@ -67,7 +68,7 @@ async fn pass(
     let mut report = |p: Progress| watcher.pass(p);
     transfer::sync_volume(
         mirror,
-        &source_of(config, volume),
+        &source_path(config, volume),
         &volume.name,
         &volume.excludes,
         kind,
@@ -85,10 +86,6 @@ fn watcher(ctx: &Sidecar, volume: &PlannedVolume) -> Watcher {
         ctx.config.progress_interval,
         ctx.store.clone(),
     )
-}
-
-fn source_of(config: &Config, volume: &PlannedVolume) -> PathBuf {
-    config.volumes_dir.join(&volume.name).join("_data")
 }
 
 /// How a frozen group caught up.
@@ -128,8 +125,16 @@ pub(super) async fn sync_group(
         remote_dir: &config.remote_dir,
     };
     let mut results: VolumeResults = Vec::new();
+    // A project's files are copied first; a source whose copy failed goes no further.
+    let mut sources = Vec::new();
+    for volume in &group.volumes {
+        match stage(config, volume, cancel).await {
+            Ok(()) => sources.push(volume),
+            Err(e) => results.push((volume.name.clone(), Err(e))),
+        }
+    }
     if group.members.is_empty() {
-        for volume in &group.volumes {
+        for volume in sources {
             let result = pass(ctx, &mirror, volume, Pass::Final, true, cancel)
                 .await
                 .map(|done| synced(volume, None, done, None));
@@ -140,7 +145,7 @@ pub(super) async fn sync_group(
 
     let mut ready = Vec::new();
     let mut views = Vec::new();
-    for volume in &group.volumes {
+    for volume in sources {
         let view = before_live_pass(config, volume).await;
         match pass(ctx, &mirror, volume, Pass::Live, true, cancel).await {
             Ok(live) => {
@@ -226,7 +231,7 @@ async fn before_live_pass(config: &Config, volume: &PlannedVolume) -> Result<Liv
     if config.catch_up == CatchUp::Network {
         return Err("BACKUP_CATCH_UP=network".into());
     }
-    let source = source_of(config, volume);
+    let source = source_path(config, volume);
     let excludes = volume.excludes.clone();
     let listed = tokio::task::spawn_blocking(move || {
         LiveView::before_live_pass(&source, &excludes, &AtomicBool::new(false))
@@ -279,7 +284,7 @@ async fn capture_group(
             let v = r.volume;
             (
                 v.name.clone(),
-                source_of(config, v),
+                source_path(config, v),
                 v.excludes.clone(),
                 view,
             )

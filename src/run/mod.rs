@@ -2,7 +2,10 @@
 //! the catch-up, thaw, upload), snapshot when asked and everything mirrored, post command; one
 //! report out.
 
+mod files;
 mod group;
+
+pub(crate) use files::{FILES_DIR, MANIFEST, source_path};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -76,7 +79,7 @@ async fn run_inner(
     let config = &ctx.config;
     report.stage = "discover";
     freeze::repair(&ctx.journal, &ctx.docker).await;
-    let inventory = discover::inventory(&ctx.docker).await?;
+    let inventory = discover::inventory(&ctx.docker, config.host_root.as_deref()).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
     report.planned = plan.volume_names();
     for skip in &plan.skipped {

@@ -1,6 +1,7 @@
 //! Unit tests of `plan`.
 
 use super::*;
+use crate::engine::discover::{CONFIG_FILES_LABEL, HostPath, WORKING_DIR_LABEL};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -24,6 +25,7 @@ fn container(name: &str, running: bool, vols: &[&str], pairs: &[(&str, &str)]) -
         labels: labels(pairs),
         running,
         volumes: vols.iter().map(|v| v.to_string()).collect(),
+        binds: Vec::new(),
     }
 }
 
@@ -65,6 +67,7 @@ fn selects_by_volume_and_container_label_and_opt_out_wins() {
             container("other", true, &["plain"], &[]),
         ],
         self_id: None,
+        ..Default::default()
     };
     let plan = plan(&inventory, None, &[]);
     assert_eq!(
@@ -96,6 +99,7 @@ fn groups_by_project_and_by_shared_volume() {
             container("z", true, &["alone"], &[]),
         ],
         self_id: None,
+        ..Default::default()
     };
     let plan = plan(&inventory, None, &[]);
     assert_eq!(
@@ -126,6 +130,7 @@ fn a_volume_shared_across_projects_joins_them() {
             container("b2", true, &["common"], &[project("pb")]),
         ],
         self_id: None,
+        ..Default::default()
     };
     let plan = plan(&inventory, None, &[]);
     assert_eq!(
@@ -151,6 +156,7 @@ fn never_freezes_itself_stopped_or_none_containers() {
             container("db", true, &["v"], &[(QUIESCE_LABEL, "stop")]),
         ],
         self_id: Some("f".repeat(12)),
+        ..Default::default()
     };
     let plan = plan(&inventory, None, &[]);
     assert_eq!(plan.groups.len(), 1);
@@ -181,6 +187,7 @@ fn bad_quiesce_label_skips_only_that_volume() {
             container("fine", true, &["good"], &[]),
         ],
         self_id: None,
+        ..Default::default()
     };
     let plan = plan(&inventory, None, &[]);
     assert_eq!(
@@ -205,6 +212,7 @@ fn projects_limit_discovery_and_excludes_add_up() {
         ],
         containers: vec![container("c", false, &["used-by-mine"], &[project("p1")])],
         self_id: None,
+        ..Default::default()
     };
     let plan = plan(&inventory, Some(&s(&["p1"])), &s(&["*.tmp"]));
     assert_eq!(
@@ -225,6 +233,7 @@ fn inventory(volumes: Vec<VolumeInfo>, containers: Vec<ContainerInfo>) -> Invent
         volumes,
         containers,
         self_id: None,
+        ..Default::default()
     }
 }
 
@@ -233,7 +242,7 @@ fn verdicts(selection: &[Result<Candidate, Skipped>]) -> Vec<Result<String, Stri
     selection
         .iter()
         .map(|v| match v {
-            Ok(c) => Ok(c.volume.name.clone()),
+            Ok(c) => Ok(c.name.clone()),
             Err(skip) => Err(skip.volume.clone()),
         })
         .collect()
@@ -241,7 +250,11 @@ fn verdicts(selection: &[Result<Candidate, Skipped>]) -> Vec<Result<String, Stri
 
 fn candidate<'a>(volume: &'a VolumeInfo, users: &[&'a ContainerInfo]) -> Candidate<'a> {
     Candidate {
-        volume,
+        name: volume.name.clone(),
+        origin: Origin::Volume,
+        driver: Some(&volume.driver),
+        excludes: split_list(volume.labels.get(EXCLUDE_LABEL).map(String::as_str)),
+        project: volume.labels.get(PROJECT_LABEL).map(String::as_str),
         users: users.to_vec(),
     }
 }
@@ -251,8 +264,11 @@ fn selected<'a>(name: &str, freezers: &[&'a ContainerInfo]) -> Selected<'a> {
     Selected {
         freezers: freezers.iter().map(|&c| (c, Quiesce::Pause)).collect(),
         hooks: Vec::new(),
+        projects: BTreeSet::new(),
+        join: None,
         volume: PlannedVolume {
             name: name.into(),
+            origin: Origin::Volume,
             excludes: Vec::new(),
             untouched: Vec::new(),
         },
@@ -380,6 +396,7 @@ fn quiesce_splits_users_and_adds_excludes() {
         ready.volume,
         PlannedVolume {
             name: "v".into(),
+            origin: Origin::Volume,
             excludes: s(&["*.tmp", "cache/", "*.log"]),
             untouched: vec![
                 ("hands-off".into(), "backup.quiesce=none"),
@@ -606,6 +623,7 @@ fn exec_labels_become_the_groups_hooks() {
             ),
         ],
         self_id: None,
+        ..Default::default()
     };
     let plan = plan(&inventory, None, &[]);
     assert_eq!(plan.groups.len(), 1);
@@ -650,4 +668,209 @@ fn exec_labels_become_the_groups_hooks() {
     .unwrap()
     .unwrap();
     assert_eq!(default.timeout, DEFAULT_EXEC_TIMEOUT);
+}
+
+fn with_binds(mut c: ContainerInfo, binds: &[&str]) -> ContainerInfo {
+    c.binds = binds.iter().map(|b| b.to_string()).collect();
+    c
+}
+
+#[test]
+fn bind_names_are_stable_readable_and_never_collide() {
+    assert_eq!(bind_name("/srv/nextcloud/data"), "_bind-srv-nextcloud-data");
+    assert_eq!(bind_name("/srv/my-app/data"), "_bind-srv-my%2Dapp-data");
+    assert_eq!(bind_name("/srv/my_app/da ta"), "_bind-srv-my_app-da%20ta");
+    // Paths that a plain join would confuse.
+    let paths = ["/a-b/c", "/a/b-c", "/a/b/c", "/a-b-c", "/a%2Db/c", "/a/b/c/"];
+    let names: BTreeSet<String> = paths[..5].iter().map(|p| bind_name(p)).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(bind_name(paths[5]), bind_name(paths[2]));
+    assert_eq!(project_dir_name("my-app"), "_project-my-app");
+    assert_eq!(project_dir_name("a/b"), "_project-a%2Fb");
+}
+
+fn host(paths: &[(&str, HostPath)]) -> Option<BTreeMap<String, HostPath>> {
+    Some(paths.iter().map(|(p, k)| (p.to_string(), *k)).collect())
+}
+
+#[test]
+fn binds_of_labelled_containers_are_sources_and_system_paths_never() {
+    let app = with_binds(
+        container(
+            "app",
+            true,
+            &[],
+            &[ON, project("p"), (EXCLUDE_LABEL, "*.tmp, cache/")],
+        ),
+        &[
+            "/srv/app/data",
+            "/srv/app/data/uploads",
+            "/var/run/docker.sock",
+            "/proc",
+            "/var/lib/docker/volumes",
+            "/srv/gone",
+            "/srv/link",
+        ],
+    );
+    let off = with_binds(container("off", true, &[], &[OFF]), &["/srv/off"]);
+    let plain = with_binds(container("plain", true, &[], &[]), &["/srv/plain"]);
+    let sharer = with_binds(container("sharer", true, &[], &[]), &["/srv/app/data/uploads"]);
+    let inventory = Inventory {
+        containers: vec![app, off, plain, sharer],
+        host: host(&[
+            ("/srv/app/data", HostPath::Dir),
+            ("/srv/app/data/uploads", HostPath::Dir),
+            ("/var/run/docker.sock", HostPath::Special),
+            ("/srv/link", HostPath::Link),
+            ("/srv/off", HostPath::Dir),
+            ("/srv/plain", HostPath::Dir),
+        ]),
+        docker_root: "/var/lib/docker".into(),
+        ..Default::default()
+    };
+    let plan = plan(&inventory, None, &["*.log".to_string()]);
+    assert_eq!(plan.groups.len(), 1, "{plan}");
+    let group = &plan.groups[0];
+    assert_eq!(group.name, "p");
+    // The nested bind is the outer one's: its user freezes with it.
+    let members: Vec<&str> = group.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(members, vec!["app", "sharer"]);
+    let sources: Vec<(&str, &Origin, &[String])> = group
+        .volumes
+        .iter()
+        .map(|v| (v.name.as_str(), &v.origin, v.excludes.as_slice()))
+        .collect();
+    let excludes = s(&["*.log", "*.tmp", "cache/"]);
+    assert_eq!(
+        sources,
+        vec![
+            (
+                "_bind-srv-app-data",
+                &Origin::Bind("/srv/app/data".into()),
+                excludes.as_slice()
+            ),
+            // A vanished directory stays a source: its copy fails alone.
+            (
+                "_bind-srv-gone",
+                &Origin::Bind("/srv/gone".into()),
+                excludes.as_slice()
+            ),
+        ]
+    );
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(plan.warnings[0].contains("/srv/link is a symbolic link"));
+    assert!(plan.to_string().contains("  bind /srv/app/data as _bind-srv-app-data"));
+}
+
+#[test]
+fn without_the_host_root_binds_and_project_files_are_warnings() {
+    let app = with_binds(
+        container(
+            "app",
+            true,
+            &["db"],
+            &[
+                ON,
+                project("p"),
+                (WORKING_DIR_LABEL, "/srv/p"),
+                (CONFIG_FILES_LABEL, "/srv/p/compose.yaml"),
+            ],
+        ),
+        &["/srv/p/data", "/var/run/docker.sock"],
+    );
+    let inventory = Inventory {
+        volumes: vec![volume("db", &[])],
+        containers: vec![app],
+        docker_root: "/var/lib/docker".into(),
+        ..Default::default()
+    };
+    let plan = plan(&inventory, None, &[]);
+    assert_eq!(names(&plan), vec![("p".into(), s(&["app"]), s(&["db"]))]);
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert!(plan.warnings[0].starts_with("bind mount /srv/p/data of container app is not backed up"));
+    assert!(plan.warnings[0].contains("BACKUP_HOST_ROOT"));
+    assert!(plan.warnings[1].starts_with("the files of compose project p"));
+    assert!(plan.warnings[1].contains("BACKUP_HOST_ROOT"));
+}
+
+#[test]
+fn a_compose_project_keeps_its_files_with_its_sources() {
+    let labels = |extra: &[(&'static str, &'static str)]| {
+        let mut l = vec![
+            project("p"),
+            (WORKING_DIR_LABEL, "/srv/p"),
+            (CONFIG_FILES_LABEL, "/srv/p/compose.yaml,/srv/p/compose.override.yaml"),
+        ];
+        l.extend_from_slice(extra);
+        l
+    };
+    let web = with_binds(
+        container("web", true, &["p_db"], &labels(&[ON])),
+        &[
+            "/srv/p/data",
+            "/srv/p/nginx.conf",
+            "/etc/localtime",
+            "/var/run/docker.sock",
+        ],
+    );
+    // Another service of the project, not backed up itself: its config is the project's too.
+    let cron = with_binds(
+        container("cron", false, &[], &labels(&[])),
+        &["/opt/cron/crontab"],
+    );
+    let other = with_binds(
+        container("other", true, &["o"], &[ON, project("q")]),
+        &["/srv/q/conf.yaml"],
+    );
+    let inventory = Inventory {
+        volumes: vec![volume("p_db", &[]), volume("o", &[])],
+        containers: vec![web, cron, other],
+        host: host(&[
+            ("/srv/p/data", HostPath::Dir),
+            ("/srv/p/nginx.conf", HostPath::File),
+            ("/etc/localtime", HostPath::File),
+            ("/var/run/docker.sock", HostPath::Special),
+            ("/opt/cron/crontab", HostPath::File),
+            ("/srv/p/compose.yaml", HostPath::File),
+            ("/srv/p/compose.override.yaml", HostPath::Missing),
+            ("/srv/p/.env", HostPath::File),
+            ("/srv/q/conf.yaml", HostPath::File),
+        ]),
+        docker_root: "/var/lib/docker".into(),
+        ..Default::default()
+    };
+    let plan = plan(&inventory, Some(&s(&["p"])), &["*.log".into()]);
+    assert_eq!(
+        names(&plan),
+        vec![(
+            "p".into(),
+            s(&["web"]),
+            s(&["_bind-srv-p-data", "p_db", "_project-p"])
+        )]
+    );
+    let files = &plan.groups[0].volumes[2];
+    assert!(files.excludes.is_empty());
+    assert_eq!(
+        files.origin,
+        Origin::Project(ProjectFiles {
+            project: "p".into(),
+            working_dir: "/srv/p".into(),
+            files: s(&[
+                "/opt/cron/crontab",
+                "/srv/p/.env",
+                "/srv/p/compose.yaml",
+                "/srv/p/nginx.conf"
+            ]),
+            volumes: s(&["p_db"]),
+            binds: s(&["/srv/p/data"]),
+        })
+    );
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "compose project p: /srv/p/compose.override.yaml is not a file on the host; it is \
+             not kept"
+                .to_string()
+        ]
+    );
 }

@@ -1,0 +1,740 @@
+//! The whole compose project, not only its volumes: bind-mounted directories (seen through
+//! `BACKUP_HOST_ROOT`, the host's root mounted read-only), the compose files, the `.env` and the
+//! single files the services bind-mount; and `restore --project`, which brings all of it back on
+//! a server that lost everything. Host paths here are real: the directories are made on the host
+//! (these tests run there, as root, like the engine).
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The image of the compose test's app: it has python3 (its entrypoint is replaced).
+const WEB_IMAGE: &str = "backup-sidecar-receivers:latest";
+
+/// The compose file of the disaster test: one web server serving /srv, which holds a named
+/// volume, a bind-mounted directory and a bind-mounted file; `.env` provides `GREETING`.
+const COMPOSE_FILE: &str = r#"version: "2.4"
+services:
+  web:
+    image: backup-sidecar-receivers:latest
+    entrypoint: ["python3", "-m", "http.server", "8080", "--directory", "/srv"]
+    init: true
+    environment:
+      - GREETING=${GREETING}
+    labels:
+      backup.enable: "true"
+      bs-test: "1"
+    volumes:
+      - vol:/srv/vol
+      - ./data:/srv/data
+      - ./app.conf:/srv/app.conf:ro
+volumes:
+  vol:
+    labels:
+      bs-test: "1"
+networks:
+  default:
+    labels:
+      bs-test: "1"
+"#;
+
+/// Fetches `http://127.0.0.1:8080<argv[1]>` inside the app's container.
+const FETCH: &str = "import sys, urllib.request\n\
+    sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:8080' + sys.argv[1], timeout=5)\
+    .read().decode())";
+
+/// The mirror (and archive) name of a bind-mounted host directory: `_bind-` and the path's
+/// components joined by `-`, every byte outside `[A-Za-z0-9._]` written as `%XX`.
+fn bind_name(path: &Path) -> String {
+    let mut name = String::from("_bind");
+    for component in path.components() {
+        let std::path::Component::Normal(part) = component else {
+            continue;
+        };
+        name.push('-');
+        for &byte in part.as_bytes() {
+            if byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'_' {
+                name.push(byte as char);
+            } else {
+                name.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    name
+}
+
+/// A host path without its leading slash: where a project file sits under `files/` (and under
+/// `--to-dir`).
+fn relative(path: &Path) -> String {
+    path.to_str().unwrap().trim_start_matches('/').to_string()
+}
+
+/// A directory on the host under `parent`, canonical (the path Docker and the sidecar see),
+/// removed at the end whatever happens.
+fn host_dir(parent: &str, prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    (dir, path)
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A file in the remote's mirror, if it is there.
+fn mirror_file(remote: &Remote, path: &str) -> Option<String> {
+    let out = docker_output(&[
+        "exec",
+        &remote.name,
+        "cat",
+        &format!("/backup/mirror/{path}"),
+    ]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The item paths of an archive.
+fn archive_items(env: &Env, remote: &Remote, archive: &str) -> Vec<String> {
+    env.borg(
+        remote,
+        &["list", "--short", &format!("/backup/borg::{archive}")],
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+/// One file of an archive.
+fn archive_file(env: &Env, remote: &Remote, archive: &str, path: &str) -> String {
+    env.borg(
+        remote,
+        &[
+            "extract",
+            "--stdout",
+            &format!("/backup/borg::{archive}"),
+            path,
+        ],
+    )
+}
+
+/// The names of the mirrored bind directories.
+fn mirrored_binds(env: &Env, remote: &Remote) -> Vec<String> {
+    env.mirrored(remote)
+        .into_iter()
+        .filter(|n| n.starts_with("_bind-"))
+        .collect()
+}
+
+/// The `fields.volume` of every event with this message.
+fn volumes_of(container: &str, message: &str) -> Vec<String> {
+    events_named(container, message)
+        .iter()
+        .map(|e| e["fields"]["volume"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `backup-sidecar restore ARGS` in the sidecar; asserts it succeeded and returns its log events.
+fn restore(sidecar: &str, args: &[&str]) -> Vec<Value> {
+    let mut argv = vec!["exec", sidecar, "backup-sidecar", "restore"];
+    argv.extend(args);
+    let out = docker_output(&argv);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "restore {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// A compose project run with the real `docker-compose` (v1), `-p` and `-f` given explicitly.
+/// Dropping it takes the project down, volumes included, even if its directory is gone.
+struct Compose {
+    project: String,
+    file: PathBuf,
+}
+
+impl Compose {
+    fn command(&self, args: &[&str]) -> Output {
+        Command::new("docker-compose")
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(&self.file)
+            .args(args)
+            .current_dir("/")
+            // The project's `.env` must provide it, not the test's environment.
+            .env_remove("GREETING")
+            .output()
+            .expect("docker-compose runs (the Debian package, /usr/bin/docker-compose)")
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = self.command(args);
+        assert!(
+            out.status.success(),
+            "docker-compose {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The id of the service's one container.
+    fn container(&self, service: &str) -> String {
+        let project = format!("label=com.docker.compose.project={}", self.project);
+        let service = format!("label=com.docker.compose.service={service}");
+        let ids = docker(&["ps", "-q", "--filter", &project, "--filter", &service]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        assert_eq!(ids.len(), 1, "one running {service} container: {ids:?}");
+        ids[0].to_string()
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        if self.file.exists() {
+            self.command(&["down", "-v", "--remove-orphans", "-t", "1"]);
+        }
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let ids = docker_output(&["ps", "-aq", "--filter", &label]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            docker_output(&["rm", "-f", "-v", id]);
+        }
+        docker_output(&["volume", "rm", "-f", &format!("{}_vol", self.project)]);
+        docker_output(&["network", "rm", &format!("{}_default", self.project)]);
+    }
+}
+
+/// What the app shows: its HTTP answers for these paths and its `GREETING`.
+fn served(web: &str, paths: &[&str]) -> Vec<Option<String>> {
+    let mut seen: Vec<Option<String>> = paths
+        .iter()
+        .map(|path| {
+            let out = docker_output(&["exec", web, "python3", "-c", FETCH, path]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .collect();
+    let greeting = docker_output(&["exec", web, "printenv", "GREETING"]);
+    seen.push(
+        greeting
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&greeting.stdout).trim().to_string()),
+    );
+    seen
+}
+
+/// Waits until the app serves `expected` (see [`served`]); panics with what it last saw.
+fn wait_serving(web: &str, paths: &[&str], expected: &[Option<String>], timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let seen = served(web, paths);
+        if seen == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the app does not serve what it did: it serves {seen:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn bind_names_escape_every_byte_outside_the_safe_set() {
+    assert_eq!(
+        bind_name(Path::new("/srv/my-app/data")),
+        "_bind-srv-my%2Dapp-data"
+    );
+    assert_eq!(bind_name(Path::new("/tmp/x_y/d")), "_bind-tmp-x_y-d");
+    assert_eq!(bind_name(Path::new("/a b/c.d/é")), "_bind-a%20b-c.d-%C3%A9");
+}
+
+#[test]
+fn a_dead_server_comes_back_with_one_restore_per_project() {
+    let out = docker_output(&["image", "inspect", "--format", "{{.Id}}", WEB_IMAGE]);
+    assert!(
+        out.status.success(),
+        "image {WEB_IMAGE} is missing: run scripts/test.sh, which builds it"
+    );
+    let env = Env::new("disaster");
+    let project = env.name.clone();
+    let remote = env.remote();
+
+    // The project on the host: compose file, .env, a config file, a data directory.
+    let (_root_guard, root) = host_dir("/tmp", "bst-project-");
+    let app_dir = root.join("app");
+    let compose_file = app_dir.join("docker-compose.yml");
+    let env_file = app_dir.join(".env");
+    let conf_file = app_dir.join("app.conf");
+    let data_dir = app_dir.join("data");
+    let greeting = format!("hello-from-{project}");
+    let conf = format!("# the app's configuration\nname = {project}\n");
+    let data_page = format!("bind page of {project}\n");
+    let nested = "nested in the bind directory\n";
+    let vol_page = format!("volume page of {project}\n");
+    write(&compose_file, COMPOSE_FILE);
+    write(&env_file, &format!("GREETING={greeting}\n"));
+    write(&conf_file, &conf);
+    write(&data_dir.join("page.txt"), &data_page);
+    write(&data_dir.join("sub/nested.txt"), nested);
+    let volume = format!("{project}_vol");
+    env.track_volume(&volume);
+    let compose = Compose {
+        project: project.clone(),
+        file: compose_file.clone(),
+    };
+    compose.run(&["up", "-d"]);
+    let web = compose.container("web");
+    docker(&[
+        "exec",
+        &web,
+        "sh",
+        "-c",
+        "printf %s \"$1\" > /srv/vol/page.txt",
+        "sh",
+        &vol_page,
+    ]);
+    let paths = ["/vol/page.txt", "/data/page.txt", "/app.conf"];
+    let expected = vec![
+        Some(vol_page.clone()),
+        Some(data_page.clone()),
+        Some(conf.clone()),
+        Some(greeting.clone()),
+    ];
+    wait_serving(&web, &paths, &expected, Duration::from_secs(30));
+
+    // The backup.
+    let sidecar = env.sidecar_with(
+        &remote,
+        &[("BACKUP_HOST_ROOT", "/host")],
+        &["-v", "/:/host:ro"],
+    );
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let archive = run["fields"]["archive"].as_str().unwrap_or("").to_string();
+    assert!(!archive.is_empty(), "a snapshot was made: {run}");
+    let bind = bind_name(&data_dir);
+    let files = format!("_project-{project}/files/{}", relative(&app_dir));
+    let synced = volumes_of(&sidecar, "volume synced");
+    assert!(synced.contains(&volume), "{synced:?}");
+    assert!(synced.contains(&bind), "{synced:?}");
+    // Only the directory is a bind directory; the single file is one of the project's files.
+    assert_eq!(mirrored_binds(&env, &remote), vec![bind.clone()]);
+    let in_mirror = [
+        (format!("{volume}/page.txt"), vol_page.clone()),
+        (format!("{bind}/page.txt"), data_page.clone()),
+        (format!("{bind}/sub/nested.txt"), nested.to_string()),
+        (
+            format!("{files}/docker-compose.yml"),
+            COMPOSE_FILE.to_string(),
+        ),
+        (format!("{files}/.env"), format!("GREETING={greeting}\n")),
+        (format!("{files}/app.conf"), conf.clone()),
+    ];
+    for (path, content) in &in_mirror {
+        assert_eq!(
+            mirror_file(&remote, path).as_deref(),
+            Some(content.as_str()),
+            "mirror {path}"
+        );
+    }
+    let manifest = mirror_file(&remote, &format!("_project-{project}/manifest.json"))
+        .expect("the project's manifest is in the mirror");
+    serde_json::from_str::<Value>(&manifest)
+        .unwrap_or_else(|e| panic!("the manifest is JSON: {e}: {manifest}"));
+    let items = archive_items(&env, &remote, &archive);
+    for path in in_mirror
+        .iter()
+        .map(|(p, _)| p.clone())
+        .chain([format!("_project-{project}/manifest.json")])
+    {
+        assert!(
+            items.contains(&path),
+            "{path} is not in archive {archive}: {items:?}"
+        );
+    }
+    assert_eq!(
+        archive_file(&env, &remote, &archive, &format!("{files}/app.conf")),
+        conf
+    );
+    assert_eq!(
+        archive_file(&env, &remote, &archive, &format!("{bind}/page.txt")),
+        data_page
+    );
+
+    // The disaster: containers, volume, project directory and sidecar are gone.
+    compose.run(&["down", "-t", "1"]);
+    docker(&["volume", "rm", &volume]);
+    std::fs::remove_dir_all(&root).unwrap();
+    docker(&["rm", "-f", "-v", &sidecar]);
+    assert!(!root.exists());
+    assert!(
+        !docker_output(&["volume", "inspect", &volume])
+            .status
+            .success()
+    );
+
+    // A fresh sidecar with the same key, one restore, compose up.
+    let t0 = Instant::now();
+    let sidecar = env.sidecar_with(
+        &remote,
+        &[
+            ("BACKUP_HOST_ROOT", "/host"),
+            ("BACKUP_RUN_ON_START", "false"),
+        ],
+        &["-v", "/:/host:ro"],
+    );
+    let sidecar_started = t0.elapsed();
+    let said = restore(
+        &sidecar,
+        &["--project", &project, "--from", "latest", "--yes"],
+    );
+    let restore_done = t0.elapsed();
+    let done: Vec<&Value> = said
+        .iter()
+        .filter(|e| message(e) == "project restored")
+        .collect();
+    assert_eq!(done.len(), 1, "one `project restored`: {said:?}");
+    assert_eq!(
+        done[0]["fields"]["project"],
+        project.as_str(),
+        "{}",
+        done[0]
+    );
+    assert!(done[0]["fields"]["seconds"].is_number(), "{}", done[0]);
+    let restored = said
+        .iter()
+        .filter(|e| message(e) == "volume restored")
+        .count();
+    assert!(
+        restored >= 2,
+        "the volume and the bind directory at least: {said:?}"
+    );
+    // Everything is back where it was on the host.
+    assert_eq!(read(&compose_file), COMPOSE_FILE);
+    assert_eq!(read(&env_file), format!("GREETING={greeting}\n"));
+    assert_eq!(read(&conf_file), conf);
+    assert_eq!(read(&data_dir.join("page.txt")), data_page);
+    assert_eq!(read(&data_dir.join("sub/nested.txt")), nested);
+    assert!(
+        docker_output(&["volume", "inspect", &volume])
+            .status
+            .success()
+    );
+
+    compose.run(&["up", "-d"]);
+    let compose_up = t0.elapsed();
+    let web = compose.container("web");
+    wait_serving(&web, &paths, &expected, Duration::from_secs(60));
+    let serving = t0.elapsed();
+    println!(
+        "disaster recovery of project {project} (seconds from the fresh sidecar's start):\n\
+         \x20 sidecar started   {:6.1}\n\
+         \x20 restore done      {:6.1}\n\
+         \x20 compose up done   {:6.1}\n\
+         \x20 app serving       {:6.1}",
+        sidecar_started.as_secs_f64(),
+        restore_done.as_secs_f64(),
+        compose_up.as_secs_f64(),
+        serving.as_secs_f64()
+    );
+
+    // The same project elsewhere: a dry run writes nothing, --to-dir puts everything under DIR.
+    let (_elsewhere_guard, elsewhere) = host_dir("/tmp", "bst-elsewhere-");
+    restore(
+        &sidecar,
+        &[
+            "--project",
+            &project,
+            "--from",
+            &archive,
+            "--to-dir",
+            path_str(&elsewhere),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "a dry run writes nothing"
+    );
+    restore(
+        &sidecar,
+        &[
+            "--project",
+            &project,
+            "--from",
+            &archive,
+            "--to-dir",
+            path_str(&elsewhere),
+            "--yes",
+        ],
+    );
+    let there = elsewhere.join(relative(&app_dir));
+    assert_eq!(read(&there.join("docker-compose.yml")), COMPOSE_FILE);
+    assert_eq!(read(&there.join(".env")), format!("GREETING={greeting}\n"));
+    assert_eq!(read(&there.join("app.conf")), conf);
+    assert_eq!(read(&there.join("data/page.txt")), data_page);
+    assert_eq!(read(&there.join("data/sub/nested.txt")), nested);
+    assert_eq!(
+        read(&elsewhere.join("_volumes").join(&volume).join("page.txt")),
+        vol_page
+    );
+    // The app was left alone.
+    wait_serving(&web, &paths, &expected, Duration::from_secs(30));
+}
+
+#[test]
+fn bind_mounts_follow_the_container_labels() {
+    let env = Env::new("binds");
+    let remote = env.remote();
+    let project = env.project_label();
+    let (_root_guard, root) = host_dir("/tmp", "bst-binds-");
+    let x = root.join("x");
+    let y = root.join("y");
+    let z = root.join("z");
+    write(&x.join("keep.txt"), "keep\n");
+    write(&x.join("junk.tmp"), "junk\n");
+    write(&x.join("sub/deep.txt"), "deep\n");
+    write(&x.join("sub/junk2.tmp"), "junk\n");
+    write(&y.join("secret.txt"), "not to be backed up\n");
+    write(&z.join("doomed.txt"), "soon gone\n");
+    // A directory under /run: the host's runtime state, never backed up.
+    let (_run_guard, run_dir) = host_dir("/run", "bst-binds-");
+    write(&run_dir.join("state"), "runtime\n");
+
+    let x_mount = format!("{}:/x", x.display());
+    let run_mount = format!("{}:/r", run_dir.display());
+    env.container(
+        "a",
+        &[
+            "--label",
+            &project,
+            "--label",
+            "backup.enable=true",
+            "--label",
+            "backup.exclude=*.tmp",
+            "-v",
+            &x_mount,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-v",
+            &run_mount,
+        ],
+        APP_IMAGE,
+        &["sleep", "infinity"],
+    );
+    let y_mount = format!("{}:/y", y.display());
+    env.container(
+        "b",
+        &[
+            "--label",
+            &project,
+            "--label",
+            "backup.enable=false",
+            "-v",
+            &y_mount,
+        ],
+        APP_IMAGE,
+        &["sleep", "infinity"],
+    );
+    let sidecar = env.sidecar_with(
+        &remote,
+        &[("BACKUP_HOST_ROOT", "/host")],
+        &["-v", "/:/host:ro"],
+    );
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let archive = run["fields"]["archive"].as_str().unwrap_or("").to_string();
+    assert!(!archive.is_empty(), "{run}");
+
+    // X only: not Y (its container opted out), not the socket, not /run.
+    let bx = bind_name(&x);
+    assert_eq!(mirrored_binds(&env, &remote), vec![bx.clone()]);
+    let synced = volumes_of(&sidecar, "volume synced");
+    assert!(synced.contains(&bx), "{synced:?}");
+    assert_eq!(
+        mirror_file(&remote, &format!("{bx}/keep.txt")).as_deref(),
+        Some("keep\n")
+    );
+    assert_eq!(
+        mirror_file(&remote, &format!("{bx}/sub/deep.txt")).as_deref(),
+        Some("deep\n")
+    );
+    // The container's backup.exclude applies to its bind.
+    let excluded = env.on_remote(
+        &remote,
+        &format!("find '/backup/mirror/{bx}' -name '*.tmp'"),
+    );
+    assert!(
+        excluded.trim().is_empty(),
+        "excluded files mirrored: {excluded}"
+    );
+    let items = archive_items(&env, &remote, &archive);
+    assert!(items.contains(&format!("{bx}/keep.txt")), "{items:?}");
+    assert!(
+        !items.iter().any(|i| i.ends_with(".tmp")),
+        "excluded files archived: {items:?}"
+    );
+    for item in &items {
+        assert!(
+            !item.contains("docker.sock")
+                && !item.starts_with(&bind_name(&y))
+                && !item.starts_with(&bind_name(&run_dir)),
+            "{item} must not be archived"
+        );
+    }
+    let archives = env.archives(&remote).len();
+
+    // A bind source that vanished fails alone: X still syncs, the run fails, no snapshot.
+    let z_mount = format!("{}:/z", z.display());
+    env.container(
+        "c",
+        &[
+            "--label",
+            &project,
+            "--label",
+            "backup.enable=true",
+            "-v",
+            &z_mount,
+        ],
+        APP_IMAGE,
+        &["sleep", "infinity"],
+    );
+    std::fs::remove_dir_all(&z).unwrap();
+    write(&x.join("second.txt"), "second run\n");
+    let run = run_now(&sidecar, 1, RUN_TIMEOUT);
+    assert_ne!(run["fields"]["outcome"], "success", "{run}");
+    let bz = bind_name(&z);
+    let failed = volumes_of(&sidecar, "volume failed");
+    assert!(failed.contains(&bz), "{failed:?}");
+    assert!(!failed.contains(&bx), "{failed:?}");
+    let synced = volumes_of(&sidecar, "volume synced");
+    assert_eq!(
+        synced.iter().filter(|v| **v == bx).count(),
+        2,
+        "X synced in both runs: {synced:?}"
+    );
+    assert_eq!(
+        mirror_file(&remote, &format!("{bx}/second.txt")).as_deref(),
+        Some("second run\n")
+    );
+    assert_eq!(
+        env.archives(&remote).len(),
+        archives,
+        "no snapshot after a failed source"
+    );
+}
+
+#[test]
+fn bind_mounts_need_the_host_root() {
+    let env = Env::new("noroot");
+    let remote = env.remote();
+    let project = env.project_label();
+    let (_root_guard, root) = host_dir("/tmp", "bst-noroot-");
+    let dir = root.join("d");
+    write(&dir.join("file.txt"), "data\n");
+    let volume = env.volume("data", &[&project]);
+    let volume_mount = format!("{volume}:/data");
+    let dir_mount = format!("{}:/d", dir.display());
+    env.container(
+        "app",
+        &[
+            "--label",
+            &project,
+            "--label",
+            "backup.enable=true",
+            "-v",
+            &volume_mount,
+            "-v",
+            &dir_mount,
+        ],
+        APP_IMAGE,
+        &["sleep", "infinity"],
+    );
+
+    // Without BACKUP_HOST_ROOT: the volume is backed up, the bind directory skipped out loud.
+    let sidecar = env.sidecar(&remote, &[]);
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let path = dir.to_str().unwrap();
+    let warned = events(&sidecar).into_iter().any(|e| {
+        let line = e.to_string();
+        e["level"] == "WARN" && line.contains("BACKUP_HOST_ROOT") && line.contains(path)
+    });
+    let logs = docker(&["logs", &sidecar]);
+    assert!(
+        warned,
+        "a WARN line names BACKUP_HOST_ROOT and {path}:\n{logs}"
+    );
+    let mirrored = env.mirrored(&remote);
+    assert!(mirrored.contains(&volume), "{mirrored:?}");
+    assert!(
+        !mirrored.iter().any(|n| n.starts_with("_bind-")),
+        "{mirrored:?}"
+    );
+
+    // BACKUP_HOST_ROOT that is not a directory: exit 2 at start, one line naming it.
+    for value in ["/nonexistent", "/etc/hostname"] {
+        let mut args = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "--label".into(),
+            TEST_LABEL.into(),
+        ];
+        args.extend(env.sidecar_args(&env.sidecar_env(&remote, &[("BACKUP_HOST_ROOT", value)])));
+        args.push(SIDECAR_IMAGE.into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = docker_output(&args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "BACKUP_HOST_ROOT={value}: {said}"
+        );
+        let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "BACKUP_HOST_ROOT={value}: one line, got {said}"
+        );
+        assert!(
+            lines[0].contains("BACKUP_HOST_ROOT"),
+            "BACKUP_HOST_ROOT={value}: {:?} does not name it",
+            lines[0]
+        );
+    }
+}
