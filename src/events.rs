@@ -21,6 +21,8 @@ pub const SNAPSHOT_CREATED: &str = "snapshot created";
 pub const VERIFICATION_FINISHED: &str = "verification finished";
 /// A restore ended.
 pub const VOLUME_RESTORED: &str = "volume restored";
+/// A whole project's restore ended (fields `project`, `items`, `seconds`).
+pub const PROJECT_RESTORED: &str = "project restored";
 /// A notification could not be delivered after its tries (fields `channel`, redacted, and
 /// `error`).
 pub const NOTIFICATION_FAILED: &str = "notification failed";

@@ -54,5 +54,7 @@ pub use logging::init as init_logging;
 pub use ops::{
     health_command as health, notify_test_command as notify_test, status_command as status,
 };
-pub use restore::{Request as RestoreRequest, Source as RestoreSource, restore, snapshots};
+pub use restore::{
+    Request as RestoreRequest, Source as RestoreSource, What as RestoreWhat, restore, snapshots,
+};
 pub use schedule::{Trigger, TriggerKind};

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use backup_sidecar::{Config, ConfigError, RestoreRequest, RestoreSource, Trigger, TriggerKind};
+use backup_sidecar::{
+    Config, ConfigError, RestoreRequest, RestoreSource, RestoreWhat, Trigger, TriggerKind,
+};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -52,16 +54,27 @@ enum Command {
     Health,
     /// Send a test message to each channel of BACKUP_NOTIFY_URLS; print delivered or why not.
     NotifyTest,
-    /// Brings a volume back from the mirror or a borg archive.
+    /// Brings a volume, a bind-mounted directory (`_bind-...`) or a whole compose project back
+    /// from the mirror or a borg archive.
     Restore {
-        /// The backed-up volume.
-        volume: String,
+        /// The backed-up volume, or a bind's name in the mirror.
+        #[arg(required_unless_present = "project", conflicts_with = "project")]
+        volume: Option<String>,
+        /// Every volume, bind-mounted directory and file (compose files, .env, configs) of this
+        /// compose project.
+        #[arg(long)]
+        project: Option<String>,
         /// `mirror`, `latest` or an archive name.
         #[arg(long, default_value = "mirror")]
         from: String,
-        /// Restore into this volume (created if missing) instead of in place.
-        #[arg(long)]
+        /// Restore into this volume (created if missing), or this absolute host path, instead of
+        /// in place.
+        #[arg(long, conflicts_with = "project")]
         to: Option<String>,
+        /// With --project: everything below this host directory instead of in place (volumes
+        /// in _volumes/), to look at first.
+        #[arg(long, requires = "project")]
+        to_dir: Option<String>,
         /// List what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -133,15 +146,21 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
         Command::Health => unreachable!("answered in main, before the runtime starts"),
         Command::Restore {
             volume,
+            project,
             from,
             to,
+            to_dir,
             dry_run,
             yes,
         } => {
+            let what = match (volume, project) {
+                (_, Some(name)) => RestoreWhat::Project { name, to_dir },
+                (Some(name), None) => RestoreWhat::Volume { name, to },
+                (None, None) => unreachable!("clap requires a volume or --project"),
+            };
             let request = RestoreRequest {
-                volume,
+                what,
                 from: RestoreSource::parse(&from),
-                to,
                 dry_run,
                 yes,
             };

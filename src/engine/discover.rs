@@ -67,7 +67,11 @@ impl ContainerInfo {
         };
         let mut files = list(CONFIG_FILES_LABEL);
         files.extend(list(ENV_FILES_LABEL));
-        if let Some(dir) = self.labels.get(WORKING_DIR_LABEL).filter(|d| d.starts_with('/')) {
+        if let Some(dir) = self
+            .labels
+            .get(WORKING_DIR_LABEL)
+            .filter(|d| d.starts_with('/'))
+        {
             files.push(format!("{}/.env", dir.trim_end_matches('/')));
         }
         files.sort();
@@ -193,7 +197,11 @@ pub async fn inventory(docker: &Docker, host_root: Option<&Path>) -> Result<Inve
             let mut volumes = Vec::new();
             let mut binds = Vec::new();
             for mount in c.mounts.unwrap_or_default() {
-                match (mount.typ.map(|t| t.to_string()).as_deref(), mount.name, mount.source) {
+                match (
+                    mount.typ.map(|t| t.to_string()).as_deref(),
+                    mount.name,
+                    mount.source,
+                ) {
                     (Some("volume"), Some(name), _) => volumes.push(name),
                     (Some("bind"), _, Some(source)) if source.starts_with('/') => {
                         binds.push(source)

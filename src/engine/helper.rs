@@ -29,16 +29,16 @@ pub const SECRETS: &str = "/run/restore";
 /// own directory (its mode, owner, times to the nanosecond, xattrs and ACLs) onto the mount.
 pub const RESTORE_ROOT: &str = "/restore";
 
-/// The helper: the sidecar's own image, its network, the target volume at
-/// `RESTORE_ROOT/<source>`.
+/// The helper: the sidecar's own image, its network, the target (a volume or a host directory,
+/// which the engine creates when missing) at `RESTORE_ROOT/<source>`.
 pub struct Helper<'a> {
     docker: &'a Docker,
     id: String,
 }
 
 impl<'a> Helper<'a> {
-    /// Creates (does not start) the helper for `target`, mounted as the volume `source` it is
-    /// restored from, running `script` with `args`.
+    /// Creates (does not start) the helper for `target` (a volume's name or an absolute host
+    /// path), mounted as the source it is restored from, running `script` with `args`.
     pub async fn create(
         docker: &'a Docker,
         target: &str,
@@ -81,7 +81,16 @@ impl<'a> Helper<'a> {
             }),
             ..Default::default()
         };
-        let name = format!("backup-sidecar-restore-{target}");
+        let name: String = format!("backup-sidecar-restore-{source}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
         // A helper left by a killed restore holds nothing of value: replace it.
         let _ = docker
             .remove_container(
@@ -196,31 +205,52 @@ impl<'a> Helper<'a> {
     }
 }
 
-/// The helper's script. `$1` is the mode (`mirror` or `archive`), `$2` dry-run (`0`/`1`), `$3`
-/// the volume's mount; the rest are the mode's arguments. It prints `RESTORED <entries> <bytes>`
-/// at the end.
+/// The helper's script. `$1` is the mode, `$2` dry-run (`0`/`1`), `$3` the target's mount; the
+/// rest are the mode's arguments. A whole source (`mirror`, `archive`) replaces the target's
+/// content and prints `RESTORED <entries> <bytes>`; a project's files (`files`, `archive-files`)
+/// are added or replaced below the target, and nothing else there is touched or read.
 pub const HELPER_SCRIPT: &str = r#"set -eu
 mode=$1; dry=$2; dir=$3; shift 3
-if [ "$mode" = mirror ]; then
+count() {
+  if [ "$dry" = 0 ]; then
+    echo "RESTORED $(find "$dir" -mindepth 1 | wc -l) $(du -sb --apparent-size "$dir" | cut -f1)"
+  fi
+}
+case "$mode" in
+mirror)
   # $@: the rsync argv
   "$@"
-else
-  # $1 repository::archive  $2 volume (its path in the archive, and the mount's name)  $3 BORG_RSH
+  count ;;
+files)
+  # $@: the files (relative paths), --, the rsync argv that reads their list
+  : > /tmp/restore-files
+  while [ "$1" != -- ]; do printf '%s\0' "$1" >> /tmp/restore-files; shift; done
+  shift
+  "$@" ;;
+archive|archive-files)
+  # $1 repository::archive  $2 the item's path in the archive  $3 BORG_RSH
   # $4 lock: `bypass` when a guard serves the repository read-only (its lock cannot be written)
-  repo=$1 volume=$2 lock=$4; export BORG_RSH=$3
+  repo=$1 item=$2 lock=$4; export BORG_RSH=$3
   if [ "$lock" = bypass ]; then set -- --bypass-lock; else set --; fi
   if [ -e /run/restore/passphrase ]; then export BORG_PASSCOMMAND='cat /run/restore/passphrase'; fi
   export BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+  if [ "$mode" = archive-files ]; then
+    # <project>/files/<host path>: the host paths, below the mount, the mount itself untouched.
+    cd "$dir"
+    if [ "$dry" = 1 ]; then
+      exec borg extract "$@" --dry-run --list --strip-components 2 "$repo" "$item"
+    fi
+    exec borg extract "$@" --numeric-ids --strip-components 2 "$repo" "$item"
+  fi
   cd "$(dirname "$dir")"
   if [ "$dry" = 1 ]; then
-    borg extract "$@" --dry-run --list "$repo" "$volume"
-    exit 0
+    exec borg extract "$@" --dry-run --list "$repo" "$item"
   fi
   find "$dir" -mindepth 1 -delete
-  # Not stripped: the volume's own directory is extracted onto the mount, with its metadata.
-  borg extract "$@" --numeric-ids --sparse "$repo" "$volume"
-fi
-if [ "$dry" = 0 ]; then
-  echo "RESTORED $(find "$dir" -mindepth 1 | wc -l) $(du -sb --apparent-size "$dir" | cut -f1)"
-fi
+  # Not stripped: the item's own directory is extracted onto the mount, with its metadata.
+  borg extract "$@" --numeric-ids --sparse "$repo" "$item"
+  count ;;
+*)
+  echo "unknown mode $mode" >&2; exit 2 ;;
+esac
 "#;

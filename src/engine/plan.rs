@@ -9,7 +9,7 @@
 mod binds;
 mod project;
 
-pub use binds::{BIND_PREFIX, bind_name};
+pub use binds::{BIND_PREFIX, bind_name, bind_path};
 pub use project::{PROJECT_PREFIX, ProjectFiles, project_dir_name};
 
 use std::collections::{BTreeMap, BTreeSet};

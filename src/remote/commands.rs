@@ -415,6 +415,19 @@ pub fn rsync_pull(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -> Cmd {
         .arg(local)
 }
 
+/// rsync pulling only the files listed in the options' `--files-from` below `remote` into
+/// `local`: they are added or replaced, with their directories, and nothing else is touched (no
+/// `--delete`; the top directory's own metadata is not sent).
+pub fn rsync_pull_listed(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -> Cmd {
+    Cmd::new("rsync")
+        .args(ARCHIVE)
+        .args(extra)
+        .arg("-e")
+        .arg(ssh.rsh())
+        .arg(ssh.rsync_target(remote))
+        .arg(local)
+}
+
 // rsync's quick check compares whole seconds by default: a file rewritten at the same size within
 // the second of the live pass would be skipped by the catch-up pass. Nanoseconds count.
 const ARCHIVE: [&str; 4] = ["-aHAXS", "--numeric-ids", "--modify-window=-1", "--stats"];

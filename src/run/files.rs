@@ -123,13 +123,18 @@ mod tests {
         };
         let dir = source_path(&config, &volume);
         std::fs::create_dir_all(dir.join("files/stale")).unwrap();
-        stage(&config, &volume, &CancellationToken::new()).await.unwrap();
+        stage(&config, &volume, &CancellationToken::new())
+            .await
+            .unwrap();
         let staged = dir.join("files/srv/app");
         assert_eq!(
             std::fs::read_to_string(staged.join("compose.yaml")).unwrap(),
             "services: {}\n"
         );
-        assert_eq!(std::fs::read_to_string(staged.join(".env")).unwrap(), "A=1\n");
+        assert_eq!(
+            std::fs::read_to_string(staged.join(".env")).unwrap(),
+            "A=1\n"
+        );
         assert!(!staged.join("not-kept").exists());
         assert!(!dir.join("files/stale").exists());
         assert_eq!(

@@ -28,6 +28,36 @@ pub fn bind_name(path: &str) -> String {
     format!("{BIND_PREFIX}{}", components.join("-"))
 }
 
+/// The host path whose mirror directory is `name` ([`bind_name`] backwards); `None` when `name`
+/// is not one.
+pub fn bind_path(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(BIND_PREFIX)?;
+    let mut path = String::new();
+    for component in rest.split('-') {
+        let bytes = component.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                decoded.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            } else {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+        let component = String::from_utf8(decoded).ok()?;
+        if component.is_empty() || component == "." || component == ".." || component.contains('/')
+        {
+            return None;
+        }
+        path.push('/');
+        path.push_str(&component);
+    }
+    (bind_name(&path) == name).then_some(path)
+}
+
 /// `text` with every byte but ASCII letters, digits, `.`, `_` and those in `keep` written `%XX`.
 pub(super) fn escape(text: &str, keep: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -45,7 +75,10 @@ pub(super) fn escape(text: &str, keep: &str) -> String {
 /// Whether `path` is `dir` or below it.
 pub(super) fn under(path: &str, dir: &str) -> bool {
     let dir = dir.trim_end_matches('/');
-    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Host paths never backed up: the whole host, the kernel's and the runtime's file systems, the

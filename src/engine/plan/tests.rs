@@ -681,10 +681,25 @@ fn bind_names_are_stable_readable_and_never_collide() {
     assert_eq!(bind_name("/srv/my-app/data"), "_bind-srv-my%2Dapp-data");
     assert_eq!(bind_name("/srv/my_app/da ta"), "_bind-srv-my_app-da%20ta");
     // Paths that a plain join would confuse.
-    let paths = ["/a-b/c", "/a/b-c", "/a/b/c", "/a-b-c", "/a%2Db/c", "/a/b/c/"];
+    let paths = [
+        "/a-b/c", "/a/b-c", "/a/b/c", "/a-b-c", "/a%2Db/c", "/a/b/c/",
+    ];
     let names: BTreeSet<String> = paths[..5].iter().map(|p| bind_name(p)).collect();
     assert_eq!(names.len(), 5, "{names:?}");
     assert_eq!(bind_name(paths[5]), bind_name(paths[2]));
+    for path in &paths[..5] {
+        assert_eq!(bind_path(&bind_name(path)).as_deref(), Some(*path));
+    }
+    for bad in [
+        "_bind-a-%2Fetc",
+        "_bind-..-etc",
+        "_bind-a--b",
+        "_bind-a%2",
+        "vol",
+        "_bind-a%2db",
+    ] {
+        assert_eq!(bind_path(bad), None, "{bad}");
+    }
     assert_eq!(project_dir_name("my-app"), "_project-my-app");
     assert_eq!(project_dir_name("a/b"), "_project-a%2Fb");
 }
@@ -714,7 +729,10 @@ fn binds_of_labelled_containers_are_sources_and_system_paths_never() {
     );
     let off = with_binds(container("off", true, &[], &[OFF]), &["/srv/off"]);
     let plain = with_binds(container("plain", true, &[], &[]), &["/srv/plain"]);
-    let sharer = with_binds(container("sharer", true, &[], &[]), &["/srv/app/data/uploads"]);
+    let sharer = with_binds(
+        container("sharer", true, &[], &[]),
+        &["/srv/app/data/uploads"],
+    );
     let inventory = Inventory {
         containers: vec![app, off, plain, sharer],
         host: host(&[
@@ -759,7 +777,10 @@ fn binds_of_labelled_containers_are_sources_and_system_paths_never() {
     );
     assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
     assert!(plan.warnings[0].contains("/srv/link is a symbolic link"));
-    assert!(plan.to_string().contains("  bind /srv/app/data as _bind-srv-app-data"));
+    assert!(
+        plan.to_string()
+            .contains("  bind /srv/app/data as _bind-srv-app-data")
+    );
 }
 
 #[test]
@@ -787,7 +808,9 @@ fn without_the_host_root_binds_and_project_files_are_warnings() {
     let plan = plan(&inventory, None, &[]);
     assert_eq!(names(&plan), vec![("p".into(), s(&["app"]), s(&["db"]))]);
     assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-    assert!(plan.warnings[0].starts_with("bind mount /srv/p/data of container app is not backed up"));
+    assert!(
+        plan.warnings[0].starts_with("bind mount /srv/p/data of container app is not backed up")
+    );
     assert!(plan.warnings[0].contains("BACKUP_HOST_ROOT"));
     assert!(plan.warnings[1].starts_with("the files of compose project p"));
     assert!(plan.warnings[1].contains("BACKUP_HOST_ROOT"));
@@ -799,7 +822,10 @@ fn a_compose_project_keeps_its_files_with_its_sources() {
         let mut l = vec![
             project("p"),
             (WORKING_DIR_LABEL, "/srv/p"),
-            (CONFIG_FILES_LABEL, "/srv/p/compose.yaml,/srv/p/compose.override.yaml"),
+            (
+                CONFIG_FILES_LABEL,
+                "/srv/p/compose.yaml,/srv/p/compose.override.yaml",
+            ),
         ];
         l.extend_from_slice(extra);
         l

@@ -1,0 +1,364 @@
+//! What every restore is made of: items (a source in the mirror or an archive, and the volume or
+//! host directory it goes to), each checked and prepared while connected, then run by a helper
+//! container one after another, with the running users stopped for all of them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use bollard::Docker;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::Source;
+use crate::config::Config;
+use crate::engine::discover;
+use crate::engine::freeze;
+use crate::engine::helper::{HELPER_SCRIPT, Helper, RESTORE_ROOT, SECRETS};
+use crate::engine::journal::Journal;
+use crate::engine::plan::{Group, Member, Quiesce};
+use crate::events;
+use crate::format::millis;
+use crate::remote::borg::{self, list_archives, remote_borg};
+use crate::remote::commands;
+use crate::remote::fault::last_line;
+use crate::remote::guard::Dialect;
+use crate::remote::ssh::Ssh;
+
+/// How long a restore may hold the users stopped.
+const RESTORE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Where the helper reads the list of a project's files to restore from the mirror.
+const FILES_LIST: &str = "/tmp/restore-files";
+
+/// One thing to bring back.
+#[derive(Debug, Clone)]
+pub(super) struct Item {
+    /// Its name in the mirror and in archives: a volume's name, a bind's `_bind-...`, a
+    /// project's `_project-...`.
+    pub source: String,
+    /// Where it goes: a volume's name, or an absolute host path.
+    pub target: String,
+    /// A project's files, by path relative to its `files/` directory: added or replaced, nothing
+    /// else touched. `None`: the whole source, which replaces the target's content.
+    pub files: Option<Vec<String>>,
+}
+
+impl Item {
+    /// Whether the target is a volume (not a host path).
+    pub fn is_volume(&self) -> bool {
+        !self.target.starts_with('/')
+    }
+
+    /// The target, for people.
+    pub fn target_desc(&self) -> String {
+        if self.is_volume() {
+            format!("volume {}", self.target)
+        } else {
+            format!("host directory {}", self.target)
+        }
+    }
+}
+
+/// Where a restore reads from, once the latest archive has a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// `BACKUP_REMOTE_DIR`.
+    Mirror,
+    /// One archive.
+    Archive(String),
+}
+
+impl Origin {
+    /// Names the latest archive.
+    pub async fn resolve(
+        config: &Config,
+        ssh: &Ssh,
+        source: &Source,
+        cancel: &CancellationToken,
+    ) -> Result<Origin> {
+        Ok(match source {
+            Source::Mirror => Origin::Mirror,
+            Source::Archive(name) => Origin::Archive(name.clone()),
+            Source::Latest => {
+                let borg = borg::repository(config)?;
+                let newest = list_archives(ssh, borg, cancel).await?;
+                let name = newest
+                    .first()
+                    .map(|a| a.name.clone())
+                    .ok_or_else(|| anyhow!("the repository {} holds no archive", borg.repo))?;
+                Origin::Archive(name)
+            }
+        })
+    }
+
+    /// The mirror or the archive, for people.
+    pub fn describe(&self, config: &Config, source: &str) -> String {
+        match self {
+            Origin::Mirror => format!("the mirror {}/{source}", config.remote_dir),
+            Origin::Archive(name) => format!("archive {name}"),
+        }
+    }
+}
+
+/// `ssh://user@host:port/repository::archive`, borg's name for an archive over ssh.
+pub(super) fn archive_url(config: &Config, archive: &str) -> Result<String> {
+    let borg = borg::repository(config)?;
+    let remote = &config.remote;
+    Ok(format!(
+        "ssh://{}:{}{}{}::{archive}",
+        remote.rsync_destination(),
+        remote.port,
+        if borg.repo.starts_with('/') {
+            ""
+        } else {
+            "/./"
+        },
+        borg.repo
+    ))
+}
+
+/// An item's own directory in an archive: that it is there says the archive holds the item.
+#[derive(Debug, Clone, Deserialize)]
+struct RootItem {
+    path: String,
+}
+
+/// An item ready for its helper.
+pub(super) struct Prepared {
+    pub item: Item,
+    /// Where it comes from, for people.
+    pub from: String,
+    args: Vec<String>,
+}
+
+/// Checks that the item's source exists and builds its helper's arguments.
+pub(super) async fn prepare(
+    config: &Config,
+    ssh: &Ssh,
+    origin: &Origin,
+    item: Item,
+    dry_run: bool,
+    cancel: &CancellationToken,
+) -> Result<Prepared> {
+    let dry = if dry_run { "1" } else { "0" };
+    let source = &item.source;
+    let mount = format!("{RESTORE_ROOT}/{source}");
+    // The helper's own ssh: the same options, with the copied key and known_hosts.
+    let mut helper_config = config.clone();
+    helper_config.ssh_key_file = format!("{SECRETS}/id_ed25519").into();
+    helper_config.known_hosts_file = format!("{SECRETS}/known_hosts").into();
+    let helper_ssh = Ssh::new(&helper_config, std::path::Path::new("/tmp/restore-cm"))
+        .with_dialect(ssh.dialect().clone());
+    let from = origin.describe(config, source);
+    let args = match origin {
+        Origin::Mirror => {
+            let dir = format!("{}/{source}", config.remote_dir);
+            let done = ssh
+                .run(&commands::is_directory(ssh.dialect(), &dir), None, cancel)
+                .await?;
+            if !done.success() {
+                bail!("the mirror holds no {source} (no directory {dir} on the remote)");
+            }
+            let mut extra = vec![];
+            if dry_run {
+                extra.extend(["--dry-run", "--itemize-changes"]);
+            }
+            let (mode, cmd, mut args) = match &item.files {
+                None => (
+                    "mirror",
+                    commands::rsync_pull(
+                        &helper_ssh,
+                        &format!("{dir}/"),
+                        &format!("{mount}/"),
+                        &extra,
+                    ),
+                    vec![],
+                ),
+                Some(files) => {
+                    let list = format!("--files-from={FILES_LIST}");
+                    extra.extend(["--from0", list.as_str()]);
+                    let cmd = commands::rsync_pull_listed(
+                        &helper_ssh,
+                        &format!("{dir}/{}/", crate::run::FILES_DIR),
+                        &format!("{mount}/"),
+                        &extra,
+                    );
+                    let mut args = files.clone();
+                    args.push("--".into());
+                    ("files", cmd, args)
+                }
+            };
+            let mut all = vec![mode.to_string(), dry.to_string(), mount];
+            all.append(&mut args);
+            all.push(cmd.program.clone());
+            all.extend(cmd.args.iter().map(|a| a.to_string_lossy().into_owned()));
+            all
+        }
+        Origin::Archive(archive) => {
+            let borg = borg::repository(config)?;
+            let path = match item.files {
+                None => source.clone(),
+                Some(_) => format!("{source}/{}", crate::run::FILES_DIR),
+            };
+            let listing = remote_borg(
+                ssh,
+                borg,
+                "borg list",
+                &commands::borg_list_root(ssh.dialect(), borg, archive, &path),
+                cancel,
+            )
+            .await?;
+            let root: Option<RootItem> = serde_json::from_str(listing.trim()).ok();
+            if root.is_none_or(|r| r.path != path) {
+                bail!("archive {archive} holds no {path}");
+            }
+            vec![
+                if item.files.is_some() {
+                    "archive-files"
+                } else {
+                    "archive"
+                }
+                .to_string(),
+                dry.to_string(),
+                mount,
+                archive_url(config, archive)?,
+                path,
+                helper_ssh.rsh(),
+                match ssh.dialect() {
+                    Dialect::Guard(_) => "bypass".to_string(),
+                    Dialect::Shell => "lock".to_string(),
+                },
+            ]
+        }
+    };
+    Ok(Prepared { item, from, args })
+}
+
+/// The running containers, other than the sidecar, that mount one of `targets` (volume names or
+/// host paths) or belong to the compose project `project`.
+pub(super) async fn running_users(
+    docker: &Docker,
+    targets: &[&str],
+    project: Option<&str>,
+) -> Result<Vec<Member>> {
+    let inventory = discover::inventory(docker, None).await?;
+    Ok(inventory
+        .others()
+        .filter(|c| c.running)
+        .filter(|c| {
+            let mounts = c.volumes.iter().chain(&c.binds);
+            mounts.into_iter().any(|m| targets.contains(&m.as_str()))
+                || (project.is_some() && c.project() == project)
+        })
+        .map(|c| Member {
+            name: c.name.clone(),
+            id: c.id.clone(),
+            quiesce: Quiesce::Stop,
+        })
+        .collect())
+}
+
+/// Runs each prepared item's helper in turn, with `users` stopped for all of them (not in a dry
+/// run, which prints each listing). Logs `volume restored` for each; stops at the first failure.
+pub(super) async fn run_all(
+    (config, docker, journal): (&Config, &Docker, &Journal),
+    prepared: &[Prepared],
+    users: Vec<Member>,
+    dry_run: bool,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let work = |token: CancellationToken| async move {
+        for p in prepared {
+            run_one(config, docker, p, dry_run, &token).await?;
+        }
+        Ok(())
+    };
+    if dry_run || users.is_empty() {
+        return work(cancel.clone()).await;
+    }
+    let group = Group {
+        name: format!("restore of {name}"),
+        members: users,
+        volumes: Vec::new(),
+        hooks: Vec::new(),
+    };
+    let (result, frozen) =
+        freeze::with_frozen(docker, journal, &group, RESTORE_LIMIT, cancel, work).await;
+    if !frozen.containers.is_empty() {
+        info!(
+            message = events::GROUP_THAWED,
+            group = %group.name,
+            containers = %frozen.containers.join(","),
+            pause_ms = frozen.duration.as_millis() as u64,
+        );
+    }
+    result
+}
+
+async fn run_one(
+    config: &Config,
+    docker: &Docker,
+    prepared: &Prepared,
+    dry_run: bool,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let item = &prepared.item;
+    let started = Instant::now();
+    let helper = Helper::create(
+        docker,
+        &item.target,
+        &item.source,
+        HELPER_SCRIPT,
+        prepared.args.clone(),
+    )
+    .await?;
+    let outcome = async {
+        helper.upload_secrets(config).await?;
+        helper.run(cancel).await
+    }
+    .await;
+    helper.remove().await;
+    let (code, output) = outcome?;
+    if dry_run {
+        println!("{} into {}:", item.source, item.target_desc());
+        print!("{output}");
+        if code != 0 {
+            bail!("the dry run of {} failed (exit {code})", item.source);
+        }
+        return Ok(());
+    }
+    if code != 0 {
+        bail!(
+            "restore of {} into {} failed (helper exit {code}): {}",
+            item.source,
+            item.target_desc(),
+            last_line(&output)
+        );
+    }
+    let (files, bytes) = match &item.files {
+        Some(files) => (files.len() as u64, 0),
+        None => output
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("RESTORED "))
+            .and_then(|rest| {
+                let mut parts = rest.split_whitespace().map(|p| p.parse::<u64>().ok());
+                Some((parts.next()??, parts.next()??))
+            })
+            .unwrap_or((0, 0)),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        message = events::VOLUME_RESTORED,
+        volume = %item.target,
+        item = %item.source,
+        source = %prepared.from,
+        files,
+        bytes,
+        seconds = millis(seconds),
+        mib_per_second = ((bytes as f64 / 1048576.0 / seconds) * 10.0).round() / 10.0,
+    );
+    Ok(())
+}
