@@ -10,6 +10,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v socat >/dev/null || need+=(socat)
+# The project restore test runs a real compose project.
+command -v docker-compose >/dev/null || need+=(docker-compose)
 # The capture's unit tests compare with real rsync and change xattrs and ACLs.
 command -v rsync >/dev/null || need+=(rsync)
 command -v setfattr >/dev/null || need+=(attr)

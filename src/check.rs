@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::discover;
-use crate::engine::plan;
+use crate::engine::plan::{self, Origin};
 use crate::remote::borg;
 use crate::remote::commands;
 use crate::remote::guard::{self, Dialect, Guard, Versions};
@@ -52,20 +52,39 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
             let inventory = discover::inventory(docker, config.host_root.as_deref()).await?;
             let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
             let mut unreadable = Vec::new();
-            for group in &plan.groups {
-                for volume in &group.volumes {
-                    let dir = crate::run::source_path(config, volume);
-                    if std::fs::read_dir(&dir).is_err() {
-                        unreadable.push(dir.display().to_string());
+            let (mut volumes, mut binds, mut files) = (0, 0, 0);
+            for volume in plan.groups.iter().flat_map(|g| &g.volumes) {
+                let readable = match &volume.origin {
+                    // A project's files are read from the host at each run.
+                    Origin::Project(project) => {
+                        files += project.files.len();
+                        project
+                            .files
+                            .iter()
+                            .map(|f| crate::run::host_path(config, f))
+                            .filter(|path| std::fs::File::open(path).is_err())
+                            .collect()
                     }
-                }
+                    origin => {
+                        match origin {
+                            Origin::Bind(_) => binds += 1,
+                            _ => volumes += 1,
+                        }
+                        let dir = crate::run::source_path(config, volume);
+                        match std::fs::read_dir(&dir) {
+                            Ok(_) => Vec::new(),
+                            Err(_) => vec![dir],
+                        }
+                    }
+                };
+                unreadable.extend(readable.into_iter().map(|p| p.display().to_string()));
             }
             if !unreadable.is_empty() {
                 bail!("cannot read {}", unreadable.join(", "));
             }
             Ok(format!(
-                "{} volume(s) selected and readable",
-                plan.volume_count()
+                "{volumes} volume(s), {binds} bind directory(ies) and {files} project file(s) \
+                 selected and readable"
             ))
         }
         .await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     UploadToContainerOptionsBuilder, WaitContainerOptions,
@@ -38,13 +38,15 @@ pub struct Helper<'a> {
 
 impl<'a> Helper<'a> {
     /// Creates (does not start) the helper for `target` (a volume's name or an absolute host
-    /// path), mounted as the source it is restored from, running `script` with `args`.
+    /// path), mounted as the source it is restored from, running `script` with `args`. A host
+    /// path that does not exist is created by the engine, unless `look_only` (a dry run), when
+    /// it is an error.
     pub async fn create(
         docker: &'a Docker,
         target: &str,
         source: &str,
-        script: &str,
-        args: Vec<String>,
+        (script, args): (&str, Vec<String>),
+        look_only: bool,
     ) -> Result<Helper<'a>> {
         let own = discover::own_container_id().ok_or_else(|| {
             anyhow!(
@@ -75,7 +77,16 @@ impl<'a> Helper<'a> {
                 target.to_string(),
             )])),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{target}:{RESTORE_ROOT}/{source}")]),
+                binds: (!look_only || !target.starts_with('/'))
+                    .then(|| vec![format!("{target}:{RESTORE_ROOT}/{source}")]),
+                mounts: (look_only && target.starts_with('/')).then(|| {
+                    vec![Mount {
+                        typ: Some(MountType::BIND),
+                        source: Some(target.to_string()),
+                        target: Some(format!("{RESTORE_ROOT}/{source}")),
+                        ..Default::default()
+                    }]
+                }),
                 network_mode: Some(format!("container:{own}")),
                 ..Default::default()
             }),

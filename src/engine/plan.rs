@@ -204,11 +204,6 @@ impl Plan {
             .flat_map(|g| g.volumes.iter().map(|v| v.name.clone()))
             .collect()
     }
-
-    /// Number of volumes to mirror.
-    pub fn volume_count(&self) -> usize {
-        self.groups.iter().map(|g| g.volumes.len()).sum()
-    }
 }
 
 fn enabled(labels: &BTreeMap<String, String>) -> Option<bool> {

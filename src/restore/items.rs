@@ -306,14 +306,26 @@ async fn run_one(
 ) -> Result<()> {
     let item = &prepared.item;
     let started = Instant::now();
-    let helper = Helper::create(
+    let created = Helper::create(
         docker,
         &item.target,
         &item.source,
-        HELPER_SCRIPT,
-        prepared.args.clone(),
+        (HELPER_SCRIPT, prepared.args.clone()),
+        dry_run,
     )
-    .await?;
+    .await;
+    let helper = match created {
+        // A dry run does not create a missing host directory to look into.
+        Err(e) if dry_run && !item.is_volume() && format!("{e:#}").contains("does not exist") => {
+            println!(
+                "{} does not exist: a restore would create it with all of {}.",
+                item.target_desc(),
+                prepared.from
+            );
+            return Ok(());
+        }
+        created => created?,
+    };
     let outcome = async {
         helper.upload_secrets(config).await?;
         helper.run(cancel).await

@@ -29,7 +29,8 @@ pub fn source_path(config: &Config, volume: &PlannedVolume) -> PathBuf {
     }
 }
 
-fn host_path(config: &Config, path: &str) -> PathBuf {
+/// The host path `path` as the sidecar sees it, below `BACKUP_HOST_ROOT`.
+pub fn host_path(config: &Config, path: &str) -> PathBuf {
     let root = config.host_root.as_deref().unwrap_or(Path::new("/"));
     root.join(path.trim_start_matches('/'))
 }

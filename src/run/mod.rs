@@ -5,7 +5,7 @@
 mod files;
 mod group;
 
-pub(crate) use files::{FILES_DIR, MANIFEST, source_path};
+pub(crate) use files::{FILES_DIR, MANIFEST, host_path, source_path};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
