@@ -60,8 +60,9 @@ pub async fn daemon(
     let host = discover::engine_name(&docker)
         .await
         .unwrap_or_else(|_| "docker".into());
+    let config = config.for_host(&host);
     let store = Store::new(&config.state_dir);
-    let outputs = Outputs::new(&config, store.clone(), notifier, host);
+    let outputs = Outputs::new(&config, store.clone(), notifier, host.clone());
     // Bound before anything runs, so a port in use stops the sidecar at start.
     let metrics = match config.metrics_addr {
         Some(addr) => {
@@ -83,12 +84,21 @@ pub async fn daemon(
         docker,
         journal,
         store,
+        host,
     };
     let served = serve(ctx, outputs, requests, cancel).await;
     if let Some(metrics) = metrics {
         metrics.abort();
     }
     served
+}
+
+/// The configuration for the host this runs on ([`Config::for_host`] with the Docker engine's
+/// name).
+pub async fn on_this_host(config: Config) -> Result<Config> {
+    let docker = discover::connect().await?;
+    let host = discover::engine_name(&docker).await?;
+    Ok(config.for_host(&host))
 }
 
 /// The names of the volumes the plan selects now; none when the engine cannot say.

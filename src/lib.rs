@@ -6,7 +6,8 @@
 //! report.
 //!
 //! - [`config`]: the environment, read and validated once at start (raw, then typed).
-//! - [`engine`]: the Docker side: discovery, the plan, the freeze and its journal, the restore
+//! - [`engine`]: the Docker side: discovery (and what the host has at bind sources), the plan
+//!   (volumes, bind directories, compose project files), the freeze and its journal, the restore
 //!   helper container. It never touches the remote.
 //! - [`capture`]: local work while a group is frozen: the metadata scan, what changed since the
 //!   live pass, the copies in the staging area. It touches neither the engine nor the remote.
@@ -14,8 +15,8 @@
 //!   vocabulary, rsync passes (the upload of a capture's copies too), borg. It never touches the
 //!   engine.
 //! - [`ops`]: operations, what tells the user how backups go: notifications, read from reports.
-//! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume back,
-//!   and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
+//! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume, a
+//!   bind directory or a whole compose project back, and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
 //!   the printed plan), [`init`] (the remote prepared and its key narrowed to the guard),
 //!   [`schedule`] (when runs are due), [`app`] (the daemon loop).
 //! - [`report`]: one value out of each run and verification; [`ops`] hands it to the outputs (log,
@@ -46,7 +47,7 @@ pub(crate) mod run;
 pub(crate) mod schedule;
 pub(crate) mod verify;
 
-pub use app::daemon;
+pub use app::{daemon, on_this_host};
 pub use check::{check, print_plan};
 pub use config::{Config, ConfigError};
 pub use init::{InitRequest, init};

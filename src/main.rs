@@ -42,7 +42,11 @@ enum Command {
         yes: bool,
     },
     /// The borg archives on the remote: name, time, size; newest first.
-    Snapshots,
+    Snapshots {
+        /// Only this host's archives (its archive prefix).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Per volume: last mirrored, size, files, last freeze; the last run, archive and
     /// verification; the next runs; health. From the state directory: instant, no network.
     Status {
@@ -67,6 +71,10 @@ enum Command {
         /// `mirror`, `latest` or an archive name.
         #[arg(long, default_value = "mirror")]
         from: String,
+        /// Another host's backups: `latest` is its newest archive, and `mirror` its mirror
+        /// directory (with BACKUP_REMOTE_DIR=.../{host}); for a server whose data moves here.
+        #[arg(long)]
+        host: Option<String>,
         /// Restore into this volume (created if missing), or this absolute host path, instead of
         /// in place.
         #[arg(long, conflicts_with = "project")]
@@ -135,8 +143,19 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
     let result = match command {
         Command::Run => backup_sidecar::daemon(config, received, cancel.clone()).await,
         Command::Plan => backup_sidecar::print_plan(&config).await,
-        Command::Check => backup_sidecar::check(&config, &cancel).await,
-        Command::Snapshots => backup_sidecar::snapshots(&config, &cancel).await,
+        Command::Check => {
+            // Without the engine, `{host}` stays unfilled and check says what else is wrong.
+            let config = backup_sidecar::on_this_host(config.clone())
+                .await
+                .unwrap_or(config);
+            backup_sidecar::check(&config, &cancel).await
+        }
+        Command::Snapshots { host } => {
+            let config = backup_sidecar::on_this_host(config.clone())
+                .await
+                .unwrap_or(config);
+            backup_sidecar::snapshots(&config, host.as_deref(), &cancel).await
+        }
         Command::Init { host_key, yes } => {
             let request = backup_sidecar::InitRequest { host_key, yes };
             backup_sidecar::init(&config, &request, &cancel).await
@@ -148,11 +167,13 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
             volume,
             project,
             from,
+            host,
             to,
             to_dir,
             dry_run,
             yes,
         } => {
+            let config = backup_sidecar::on_this_host(config).await?;
             let what = match (volume, project) {
                 (_, Some(name)) => RestoreWhat::Project { name, to_dir },
                 (Some(name), None) => RestoreWhat::Volume { name, to },
@@ -161,6 +182,7 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
             let request = RestoreRequest {
                 what,
                 from: RestoreSource::parse(&from),
+                host,
                 dry_run,
                 yes,
             };

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Borg, Config};
-use crate::remote::borg::list_archives;
 use crate::remote::borg::remote_borg;
+use crate::remote::borg::{list_archives, of_prefix};
 use crate::remote::commands;
 use crate::remote::ssh::{Session, Ssh};
 use crate::report::{Failure, Verified, VerifyReport};
@@ -93,7 +93,16 @@ async fn check(
     .await?;
     info!(repo = %borg.repo, "borg check passed");
 
-    let Some(newest) = list_archives(ssh, borg, cancel).await?.into_iter().next() else {
+    // This host's newest archive: another host's is compared with another mirror.
+    let newest = list_archives(ssh, borg, cancel)
+        .await?
+        .into_iter()
+        .find(|a| {
+            borg.archive_prefix
+                .as_deref()
+                .is_none_or(|p| of_prefix(&a.name, p))
+        });
+    let Some(newest) = newest else {
         return Ok(Verified::default());
     };
     let listing = remote_borg(

@@ -243,13 +243,21 @@ pub struct Link {
 /// typical application files.
 pub const DEFAULT_COMPRESS: bool = true;
 
+/// In `BACKUP_REMOTE_DIR`, as its last component: the host's name (the Docker engine's), so that
+/// hosts sharing one remote each mirror into their own directory.
+pub const HOST_PLACEHOLDER: &str = "{host}";
+
 /// Stage two: the validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the mirror goes.
     pub remote: Remote,
-    /// Mirror root on the remote (absolute, no trailing slash).
+    /// This host's mirror directory on the remote (absolute, no trailing slash); it may end with
+    /// [`HOST_PLACEHOLDER`] until [`Config::for_host`] fills it in.
     pub remote_dir: String,
+    /// The directory every host's mirror is in: `BACKUP_REMOTE_DIR` without its `/{host}`; the
+    /// mirror itself when it has none.
+    pub mirror_root: String,
     /// Private key for ssh.
     pub ssh_key_file: PathBuf,
     /// Extra `-o Key=Value` options for ssh.
@@ -313,6 +321,29 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether `BACKUP_REMOTE_DIR` ends with `{host}`: each host mirrors into its own directory
+    /// of [`Config::mirror_root`], made by its first run.
+    pub fn per_host(&self) -> bool {
+        self.mirror_root != self.remote_dir
+    }
+
+    /// Whether `{host}` is still to be filled in by [`Config::for_host`].
+    pub fn needs_host(&self) -> bool {
+        self.remote_dir.ends_with(HOST_PLACEHOLDER)
+    }
+
+    /// This configuration for the host named `host` (the engine's name): `{host}` in
+    /// `BACKUP_REMOTE_DIR` replaced, and the archive prefix `host` unless it is set.
+    pub fn for_host(mut self, host: &str) -> Config {
+        if self.needs_host() {
+            self.remote_dir = format!("{}/{host}", self.mirror_root);
+        }
+        if let Some(borg) = &mut self.borg {
+            borg.archive_prefix.get_or_insert_with(|| host.to_string());
+        }
+        self
+    }
+
     /// Reads and validates the configuration from `(name, value)` pairs.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
@@ -373,9 +404,14 @@ impl Config {
             on: notify_on,
             ca_file: notify_ca_file,
         } = sections::notify_section(&raw)?;
+        let mirror_root = remote_dir
+            .strip_suffix(&format!("/{HOST_PLACEHOLDER}"))
+            .unwrap_or(&remote_dir)
+            .to_string();
         Ok(Config {
             remote,
             remote_dir,
+            mirror_root,
             ssh_key_file,
             ssh_options,
             known_hosts_file,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-use super::{ConfigError, DEFAULT_REMOTE_PORT, RESERVED_SSH_OPTIONS, Remote, err};
+use super::{
+    ConfigError, DEFAULT_REMOTE_PORT, HOST_PLACEHOLDER, RESERVED_SSH_OPTIONS, Remote, err,
+};
 
 /// Splits a comma-separated list, dropping empty items.
 pub fn split_list(value: Option<&str>) -> Vec<String> {
@@ -76,6 +78,19 @@ pub(super) fn parse_remote_dir(value: Option<&str>) -> Result<String, ConfigErro
     let trimmed = value.trim_end_matches('/');
     if trimmed.is_empty() {
         return Err(err(VAR, "must not be the remote's root directory"));
+    }
+    let root = trimmed.strip_suffix(&format!("/{HOST_PLACEHOLDER}"));
+    if root.unwrap_or(trimmed).contains(['{', '}']) {
+        return Err(err(
+            VAR,
+            format!("{value:?}: the only placeholder is {HOST_PLACEHOLDER}, as its last component"),
+        ));
+    }
+    if root == Some("") {
+        return Err(err(
+            VAR,
+            "must not be a directory of the remote's root directory",
+        ));
     }
     Ok(trimmed.to_string())
 }

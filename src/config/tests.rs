@@ -868,3 +868,45 @@ fn catch_up_and_link() {
         "BACKUP_COMPRESS"
     );
 }
+
+#[test]
+fn remote_dir_may_end_with_the_host() {
+    let files = Files::new();
+    let config = files
+        .with(&[
+            ("BACKUP_REMOTE_DIR", "/mnt/backup/data/{host}/"),
+            ("BACKUP_BORG_REPO", "/mnt/backup/borg"),
+        ])
+        .unwrap();
+    assert!(config.per_host() && config.needs_host());
+    assert_eq!(config.mirror_root, "/mnt/backup/data");
+    let nas = config.clone().for_host("nas");
+    assert_eq!(nas.remote_dir, "/mnt/backup/data/nas");
+    assert_eq!(nas.mirror_root, "/mnt/backup/data");
+    assert!(nas.per_host() && !nas.needs_host());
+    assert_eq!(
+        nas.borg.as_ref().unwrap().archive_prefix.as_deref(),
+        Some("nas")
+    );
+    // A prefix that is set stays; a plain directory stays.
+    let plain = files
+        .with(&[
+            ("BACKUP_BORG_REPO", "/mnt/backup/borg"),
+            ("BACKUP_ARCHIVE_PREFIX", "media"),
+        ])
+        .unwrap()
+        .for_host("nas");
+    assert_eq!(plain.remote_dir, "/mnt/backup/data");
+    assert!(!plain.per_host());
+    assert_eq!(
+        plain.borg.as_ref().unwrap().archive_prefix.as_deref(),
+        Some("media")
+    );
+    for bad in ["/mnt/{host}/data", "/mnt/{hostname}", "/{host}", "/mnt/{x}"] {
+        assert_eq!(
+            files.error_variable(&[("BACKUP_REMOTE_DIR", bad)]),
+            "BACKUP_REMOTE_DIR",
+            "{bad}"
+        );
+    }
+}

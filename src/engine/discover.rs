@@ -9,6 +9,17 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptions
 
 /// Label Docker Compose puts on the containers and volumes of a project, valued with its name.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+/// Label `docker stack deploy` puts on the containers and volumes of a Swarm stack, valued with
+/// its name: a stack is grouped as a compose project is.
+pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+
+/// The compose project, or the Swarm stack, that these labels name.
+pub fn project_of(labels: &BTreeMap<String, String>) -> Option<&str> {
+    labels
+        .get(PROJECT_LABEL)
+        .or_else(|| labels.get(STACK_LABEL))
+        .map(String::as_str)
+}
 /// Label Docker Compose puts on a project's containers: the project's directory on the host.
 pub const WORKING_DIR_LABEL: &str = "com.docker.compose.project.working_dir";
 /// Label Docker Compose puts on a project's containers: its compose files, comma-separated.
@@ -45,9 +56,9 @@ pub struct ContainerInfo {
 }
 
 impl ContainerInfo {
-    /// The compose project the container belongs to, if any.
+    /// The compose project (or Swarm stack) the container belongs to, if any.
     pub fn project(&self) -> Option<&str> {
-        self.labels.get(PROJECT_LABEL).map(String::as_str)
+        project_of(&self.labels)
     }
 
     /// The host paths of its compose project's files: the compose files, the `--env-file`s and
@@ -324,10 +335,14 @@ mod tests {
     }
 
     #[test]
-    fn project_is_the_compose_label() {
+    fn project_is_the_compose_label_or_the_stack() {
         assert_eq!(container("abc").project(), Some("p"));
         let mut plain = container("abc");
         plain.labels.clear();
         assert_eq!(plain.project(), None);
+        plain
+            .labels
+            .insert(STACK_LABEL.to_string(), "stack".to_string());
+        assert_eq!(plain.project(), Some("stack"));
     }
 }

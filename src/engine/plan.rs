@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::split_list;
-use crate::engine::discover::{ContainerInfo, Inventory, PROJECT_LABEL, VolumeInfo};
+use crate::engine::discover::{ContainerInfo, Inventory, VolumeInfo, project_of};
 
 /// Label that turns backups on or off, on a volume or a container.
 pub const ENABLE_LABEL: &str = "backup.enable";
@@ -343,7 +343,7 @@ fn select(inventory: &Inventory) -> Vec<Result<Candidate<'_>, Skipped>> {
                 origin: Origin::Volume,
                 driver: Some(volume.driver.as_str()),
                 excludes: split_list(volume.labels.get(EXCLUDE_LABEL).map(String::as_str)),
-                project: volume.labels.get(PROJECT_LABEL).map(String::as_str),
+                project: project_of(&volume.labels),
                 users,
             };
             match enabled(&volume.labels) {

@@ -404,6 +404,7 @@ mod tests {
             report.archive = Some(Created {
                 archive: "nas-2026-11-29T03:00:00".into(),
                 seconds: 2.0,
+                borg_seconds: 1.5,
                 original_bytes: 150,
                 deduplicated_bytes: 20,
             });

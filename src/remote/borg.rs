@@ -21,8 +21,11 @@ use crate::remote::ssh::Ssh;
 pub struct Created {
     /// Archive name.
     pub archive: String,
-    /// Time `borg create` took.
+    /// Time `borg create` took, from here.
     pub seconds: f64,
+    /// Time borg itself says it took to create the archive: what `seconds` has more is the
+    /// connection, borg's start and the wait for another host's lock.
+    pub borg_seconds: f64,
     /// Size of the archived files.
     pub original_bytes: u64,
     /// What this archive added to the repository.
@@ -43,7 +46,16 @@ fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
 
 #[derive(Deserialize)]
 struct CreateOutput {
-    archive: ArchiveOutput,
+    archive: CreatedArchive,
+}
+
+/// The archive `borg create --json` made.
+#[derive(Deserialize)]
+struct CreatedArchive {
+    name: String,
+    stats: Sizes,
+    /// Seconds.
+    duration: f64,
 }
 
 /// An archive with its sizes, as `borg create --json` and `borg info --json` show it.
@@ -190,6 +202,7 @@ pub async fn snapshot(
     let created = Created {
         archive: output.archive.name,
         seconds,
+        borg_seconds: output.archive.duration,
         original_bytes: output.archive.stats.original,
         deduplicated_bytes: output.archive.stats.deduplicated,
     };
@@ -208,6 +221,16 @@ pub fn repository(config: &Config) -> Result<&Borg> {
         .borg
         .as_ref()
         .ok_or_else(|| anyhow!("BACKUP_BORG_REPO is not set: there are no archives"))
+}
+
+/// Whether the archive `name` is one of the host whose prefix is `prefix`: `PREFIX-` and the
+/// time, so that a prefix `nas` does not claim `nas-2`'s archives.
+pub fn of_prefix(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|time| {
+            chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%dT%H:%M:%S").is_ok()
+        })
 }
 
 /// An archive as `borg list --json` shows it.
@@ -273,6 +296,15 @@ pub async fn archive_sizes(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn archives_belong_to_their_own_prefix_only() {
+        assert!(of_prefix("nas-2026-11-30T03:00:00", "nas"));
+        assert!(!of_prefix("nas-2-2026-11-30T03:00:00", "nas"));
+        assert!(of_prefix("nas-2-2026-11-30T03:00:00", "nas-2"));
+        assert!(!of_prefix("nas-2026-11-30T03:00:00.checkpoint", "nas"));
+        assert!(!of_prefix("nasa-2026-11-30T03:00:00", "nas"));
+    }
+
     use super::*;
     use crate::config::{Keep, Secret};
     use chrono::TimeZone;

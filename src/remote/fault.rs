@@ -29,6 +29,8 @@ pub enum Fault {
     RemoteDirMissing,
     /// The remote directory is not writable for our user.
     NotWritable,
+    /// BACKUP_REMOTE_DIR is another host's mirror.
+    MirrorTaken,
     /// The remote program failed with an exit code (or a signal) we have no better name for.
     ExitCode,
 }
@@ -52,6 +54,7 @@ impl Fault {
             Fault::ProgramMissing => "program_missing",
             Fault::RemoteDirMissing => "remote_dir_missing",
             Fault::NotWritable => "not_writable",
+            Fault::MirrorTaken => "mirror_taken",
             Fault::ExitCode => "exit_code",
         }
     }

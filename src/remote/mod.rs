@@ -9,6 +9,7 @@
 //! - [`borg`]: snapshot (`borg create`, `prune`, `compact`) and archive listings.
 
 pub mod borg;
+pub mod claim;
 pub mod commands;
 pub mod fault;
 pub mod guard;

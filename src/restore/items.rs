@@ -82,11 +82,19 @@ impl Origin {
             Source::Archive(name) => Origin::Archive(name.clone()),
             Source::Latest => {
                 let borg = borg::repository(config)?;
+                let prefix = borg.archive_prefix.as_deref();
                 let newest = list_archives(ssh, borg, cancel).await?;
                 let name = newest
-                    .first()
-                    .map(|a| a.name.clone())
-                    .ok_or_else(|| anyhow!("the repository {} holds no archive", borg.repo))?;
+                    .into_iter()
+                    .find(|a| prefix.is_none_or(|p| borg::of_prefix(&a.name, p)))
+                    .map(|a| a.name)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the repository {} holds no archive of {}",
+                            borg.repo,
+                            prefix.unwrap_or("any host")
+                        )
+                    })?;
                 Origin::Archive(name)
             }
         })

@@ -85,10 +85,31 @@ pub struct Request {
     pub what: What,
     /// Mirror or archive.
     pub from: Source,
+    /// Another host's backups (`--host`): its archives, and its mirror when each host has its
+    /// own directory (`BACKUP_REMOTE_DIR=.../{host}`).
+    pub host: Option<String>,
     /// List what would change; change nothing.
     pub dry_run: bool,
     /// Go ahead without asking.
     pub yes: bool,
+}
+
+/// `config` reading `host`'s backups: its archive prefix, its mirror directory.
+fn for_other_host(config: &Config, host: &str, from: &Source) -> Result<Config> {
+    let mut config = config.clone();
+    if let Some(borg) = &mut config.borg {
+        borg.archive_prefix = Some(host.to_string());
+    }
+    if config.per_host() {
+        config.remote_dir = format!("{}/{host}", config.mirror_root);
+    } else if *from == Source::Mirror {
+        bail!(
+            "--host {host} --from mirror: another host's mirror is known only when \
+             BACKUP_REMOTE_DIR ends with /{{host}}; restore from its archives (--from latest or \
+             an archive's name)"
+        );
+    }
+    Ok(config)
 }
 
 /// `backup-sidecar restore`: takes the run lock (a running backup makes it refuse), then
@@ -99,6 +120,14 @@ pub async fn restore(config: &Config, request: &Request, cancel: &CancellationTo
         bail!("a backup run is in progress; restore again when it has finished");
     };
     let docker = discover::connect().await?;
+    let other;
+    let config = match &request.host {
+        Some(host) => {
+            other = for_other_host(config, host, &request.from)?;
+            &other
+        }
+        None => config,
+    };
     match &request.what {
         What::Volume { name, to } => {
             restore_one(
@@ -233,8 +262,13 @@ async fn create_volume(docker: &Docker, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `backup-sidecar snapshots`: name, time and size of every archive, newest first.
-pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()> {
+/// `backup-sidecar snapshots`: name, time and size of every archive (of `host` only, when
+/// given), newest first.
+pub async fn snapshots(
+    config: &Config,
+    host: Option<&str>,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let borg = borg::repository(config)?;
     let session = Session::open(config, cancel).await?;
     let result = async {
@@ -242,7 +276,10 @@ pub async fn snapshots(config: &Config, cancel: &CancellationToken) -> Result<()
         let sizes = borg::archive_sizes(&session.ssh, borg, cancel)
             .await
             .unwrap_or_default();
-        let archives = list_archives(&session.ssh, borg, cancel).await?;
+        let mut archives = list_archives(&session.ssh, borg, cancel).await?;
+        if let Some(host) = host {
+            archives.retain(|a| borg::of_prefix(&a.name, host));
+        }
         println!(
             "{:<40} {:<20} {:>12} {:>12}",
             "ARCHIVE", "TIME", "SIZE", "ADDED"

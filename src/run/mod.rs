@@ -27,6 +27,7 @@ use crate::format::millis;
 use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::borg::{self, CreateProgress};
+use crate::remote::claim::claim;
 use crate::remote::commands::{self, Hook};
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::guard::Dialect;
@@ -48,6 +49,8 @@ pub struct Sidecar {
     pub journal: Journal,
     /// Run history and the run in progress.
     pub store: Store,
+    /// This host's name (the engine's): it owns `BACKUP_REMOTE_DIR` on the remote.
+    pub host: String,
 }
 
 /// Runs once: logs `run started`, and returns the report (the daemon publishes it).
@@ -193,6 +196,14 @@ async fn mirror_and_snapshot(
         remote_hook(ssh, Hook::Pre, &command, cancel).await?;
     }
     report.stage = "mirror";
+    claim(
+        ssh,
+        &config.remote_dir,
+        &ctx.host,
+        config.per_host(),
+        cancel,
+    )
+    .await?;
     // From here until every volume is mirrored, the mirror is incomplete.
     remote_step(
         ssh,
@@ -320,6 +331,7 @@ async fn mirror_and_snapshot(
                     message = events::SNAPSHOT_CREATED,
                     archive = %created.archive,
                     seconds = millis(created.seconds),
+                    borg_seconds = millis(created.borg_seconds),
                     original_bytes = created.original_bytes,
                     deduplicated_bytes = created.deduplicated_bytes,
                 );

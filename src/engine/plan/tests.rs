@@ -1,7 +1,9 @@
 //! Unit tests of `plan`.
 
 use super::*;
-use crate::engine::discover::{CONFIG_FILES_LABEL, HostPath, WORKING_DIR_LABEL};
+use crate::engine::discover::{
+    CONFIG_FILES_LABEL, HostPath, PROJECT_LABEL, STACK_LABEL, WORKING_DIR_LABEL,
+};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -898,5 +900,31 @@ fn a_compose_project_keeps_its_files_with_its_sources() {
              not kept"
                 .to_string()
         ]
+    );
+}
+
+#[test]
+fn a_swarm_stack_groups_like_a_compose_project() {
+    let stack =
+        |name: &str, vols: &[&str]| container(name, true, vols, &[ON, (STACK_LABEL, "media")]);
+    let inventory = Inventory {
+        volumes: vec![
+            volume("media_db", &[(STACK_LABEL, "media")]),
+            volume("media_files", &[]),
+        ],
+        containers: vec![
+            stack("media_db.1.x", &["media_db"]),
+            stack("media_web.1.y", &["media_files"]),
+        ],
+        ..Default::default()
+    };
+    let plan = plan(&inventory, Some(&s(&["media"])), &[]);
+    assert_eq!(
+        names(&plan),
+        vec![(
+            "media".into(),
+            s(&["media_db.1.x", "media_web.1.y"]),
+            s(&["media_db", "media_files"])
+        )]
     );
 }
