@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Removes every container, volume and network that the tests or the demo left behind, the
-# metrics test's Prometheus directories and the proxy test's HAProxy.
+# metrics test's Prometheus directories, the proxy test's HAProxy, the second engine and the swarm.
 set -uo pipefail
 # That Prometheus dies with its test process, but a test killed outright leaves its directory.
 rm -rf "${TMPDIR:-/tmp}"/bs-test-prometheus-*
 # The socket proxy test's HAProxy, should its test process have been killed outright.
 pkill -f 'haproxy -db -f .*compose/socket-proxy/haproxy.cfg' 2>/dev/null
+# The second engine of the two-host test (tests/hosts.rs), should its test have been killed.
+"$(dirname "$0")/second-engine.sh" stop /tmp/bs-test-engine-b >/dev/null 2>&1
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || exit 0
+# The swarm test's stacks, and the swarm it made (tests/swarm.rs leaves a marker while it runs).
+for stack in $(docker stack ls --format '{{.Name}}' 2>/dev/null | grep '^bst-'); do
+  docker stack rm "$stack" >/dev/null 2>&1
+done
+if [ -e /tmp/bs-test-swarm ]; then
+  sleep 5
+  docker swarm leave --force >/dev/null 2>&1
+  rm -f /tmp/bs-test-swarm
+fi
 for label in bs-test=1 backup-sidecar.demo=1 backup-sidecar.restore-helper; do
   ids=$(docker ps -aq --filter "label=$label")
   [ -n "$ids" ] && docker rm -f -v $ids >/dev/null

@@ -79,13 +79,22 @@ fn exec_commands_run_around_the_backup_and_a_failing_one_fails_the_group() {
     );
     // The post command ran after the thaw (so its file is not in this run's mirror).
     assert_eq!(volume_file(&env, &volume, "post.txt"), "after\n");
-    let lines: Vec<String> = events_named(&sidecar, "exec output")
+    // Both lines, each with its stream; stdout and stderr reach the engine on two pipes, so
+    // their order is not kept.
+    let mut lines: Vec<(String, String)> = events_named(&sidecar, "exec output")
         .iter()
-        .map(|e| e["fields"]["line"].as_str().unwrap_or("").to_string())
+        .map(|e| {
+            let field = |f: &str| e["fields"][f].as_str().unwrap_or("").to_string();
+            (field("line"), field("stream"))
+        })
         .collect();
+    lines.sort();
     assert_eq!(
         lines,
-        ["dumping", "dumped"],
+        [
+            ("dumped".to_string(), "stderr".to_string()),
+            ("dumping".to_string(), "stdout".to_string())
+        ],
         "the pre command's output is logged"
     );
     assert_running_not_paused(&app);

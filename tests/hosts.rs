@@ -1,0 +1,431 @@
+//! Two hosts, one remote. A second Docker engine on this machine (its own data root, socket,
+//! bridge and host name: `scripts/second-engine.sh`) stands in for a second server. Each engine
+//! runs an app and a sidecar against one guarded remote, with `BACKUP_REMOTE_DIR=.../{host}`:
+//! both mirror and snapshot at once into one repository (the later one waits on borg's lock),
+//! each host's archives hold only its volumes, a prune of one host leaves the other's archives,
+//! host B restores host A's volume from A's archive, and a sidecar on B configured into A's
+//! mirror directory is refused. The figures (run times, lock waits, the repository shared
+//! against two separate ones) are printed.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// The second engine's directory and its socket.
+const ENGINE_B: &str = "/tmp/bs-test-engine-b";
+/// The second engine's host name: its sidecar's name for itself.
+const HOST_B: &str = "bs-host-b";
+/// Where the first engine publishes the remote for the second: its bridge's address on the host.
+const BRIDGE_B: &str = "10.199.0.1";
+
+fn socket_b() -> String {
+    format!("unix://{ENGINE_B}/docker.sock")
+}
+
+/// docker against the second engine; panics on failure, returns stdout.
+fn docker_b(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(socket_b())
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker -H {} {} failed: {}",
+        socket_b(),
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The second engine, stopped and removed (with everything in it) when dropped.
+struct EngineB;
+
+impl EngineB {
+    fn start() -> EngineB {
+        let status = Command::new("scripts/second-engine.sh")
+            .args(["start", ENGINE_B])
+            .env("NAME", HOST_B)
+            .env("IMAGES", format!("{APP_IMAGE} {SIDECAR_IMAGE}"))
+            .status()
+            .expect("scripts/second-engine.sh runs");
+        assert!(status.success(), "the second engine did not start");
+        EngineB
+    }
+}
+
+impl Drop for EngineB {
+    fn drop(&mut self) {
+        let _ = Command::new("scripts/second-engine.sh")
+            .args(["stop", ENGINE_B])
+            .status();
+    }
+}
+
+/// JSON events of a container on the second engine.
+fn events_b(container: &str) -> Vec<Value> {
+    let out = Command::new("docker")
+        .args(["-H", &socket_b(), "logs", container])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// Waits for `count` events `name` from `logs`.
+fn wait_events(what: &str, name: &str, count: usize, logs: impl Fn() -> Vec<Value>) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let found: Vec<Value> = logs().into_iter().filter(|e| message(e) == name).collect();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "{what}: no {count} {name:?} within {RUN_TIMEOUT:?}: {:?}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn field_f64(event: &Value, field: &str) -> f64 {
+    event["fields"][field].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The top-level entries of an archive (its volumes, and the host's marker).
+fn archive_top(env: &Env, remote: &Remote, archive: &str) -> Vec<String> {
+    let mut top: Vec<String> = env
+        .borg(
+            remote,
+            &["list", "--short", &format!("/backup/borg::{archive}")],
+        )
+        .lines()
+        .filter(|l| !l.contains('/'))
+        .map(String::from)
+        .collect();
+    top.sort();
+    top
+}
+
+/// Bytes on the remote's disk under `dir`.
+fn disk_bytes(env: &Env, remote: &Remote, dir: &str) -> u64 {
+    env.on_remote(remote, &format!("du -sb {dir} | cut -f1"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn two_hosts_share_one_remote_and_one_repository() {
+    let _engine = EngineB::start();
+    let env = Env::new("hosts");
+    let project = env.name.clone();
+    let remote = env.remote_with(&["-p", &format!("{BRIDGE_B}::22")]);
+    let port = docker(&["port", &remote.name, "22"]);
+    let port = port.trim().rsplit(':').next().unwrap().to_string();
+    let host_a = docker(&["info", "--format", "{{.Name}}"])
+        .trim()
+        .to_string();
+    assert_ne!(host_a, HOST_B, "the two engines have their own names");
+
+    // The same data on both hosts (the dedup case), and a file of each host's own.
+    let data = tempfile::tempdir().unwrap();
+    let seed = data.path().join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("for i in $(seq 1 6); do head -c 8M /dev/urandom > \"$0/blob$i\"; done")
+        .arg(&seed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let seed_mount = format!("{}:/src:ro", seed.display());
+    let fill = |docker: &dyn Fn(&[&str]) -> String, volume: &str, host: &str| {
+        let mount = format!("{volume}:/data");
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &seed_mount,
+            "-v",
+            &mount,
+            APP_IMAGE,
+            "sh",
+            "-c",
+            "cp -a /src/. /data/ && echo \"$0\" > /data/own",
+            host,
+        ]);
+    };
+    let volume_a = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    fill(&|a| docker(a), &volume_a, &host_a);
+    let volume_b = format!("{project}-data-b");
+    docker_b(&[
+        "volume",
+        "create",
+        "--label",
+        "backup.enable=true",
+        "--label",
+        &env.project_label(),
+        &volume_b,
+    ]);
+    fill(&|a| docker_b(a), &volume_b, HOST_B);
+    let app = "while :; do date +%s%N > /data/clock; sleep 0.2; done";
+    env.app("app", &volume_a, app);
+    let mount_b = format!("{volume_b}:/data");
+    docker_b(&[
+        "run",
+        "-d",
+        "--name",
+        "app-b",
+        "--label",
+        &env.project_label(),
+        "-v",
+        &mount_b,
+        APP_IMAGE,
+        "sh",
+        "-c",
+        app,
+    ]);
+
+    // Host B reaches the remote on the address the first engine publishes it at.
+    let host_key = docker(&[
+        "exec",
+        &remote.name,
+        "cat",
+        "/etc/ssh/keys/ssh_host_ed25519_key.pub",
+    ]);
+    let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    std::fs::write(
+        env.ssh_path("known_hosts_b"),
+        format!("[{BRIDGE_B}]:{port} {}\n", key.join(" ")),
+    )
+    .unwrap();
+    let per_host = [("BACKUP_REMOTE_DIR", "/backup/mirror/{host}")];
+    let sidecar_b = |name: &str, extra: &[(&str, &str)]| -> String {
+        let mut vars = env.sidecar_env(&remote, &per_host);
+        for (k, v) in [
+            ("BACKUP_REMOTE", format!("root@{BRIDGE_B}")),
+            ("BACKUP_REMOTE_PORT", port.clone()),
+            ("BACKUP_KNOWN_HOSTS_FILE", "/ssh/known_hosts_b".to_string()),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+        {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.to_string(), v));
+        }
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--name".into(),
+            name.into(),
+            "-v".into(),
+            format!("{ENGINE_B}/docker.sock:/var/run/docker.sock"),
+            "-v".into(),
+            format!("{ENGINE_B}/data/volumes:/var/lib/docker/volumes:ro"),
+            "-v".into(),
+            format!("{}:/ssh:ro", env.ssh_path("").display()),
+        ];
+        for (k, v) in vars {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(SIDECAR_IMAGE.into());
+        docker_b(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        name.to_string()
+    };
+
+    // Both hosts at once: each mirrors into its own directory and snapshots into the one
+    // repository; whichever comes second waits on borg's lock.
+    let started = Instant::now();
+    let sidecar_a = env.sidecar(&remote, &per_host);
+    let b = sidecar_b("sidecar-b", &[]);
+    let run_a = wait_for_run(&sidecar_a, RUN_TIMEOUT);
+    let a_done = started.elapsed();
+    let run_b = wait_events("host B", "run finished", 1, || events_b(&b)).remove(0);
+    let b_done = started.elapsed();
+    assert_eq!(run_a["fields"]["outcome"], "success", "{run_a}");
+    assert_eq!(run_b["fields"]["outcome"], "success", "{run_b}");
+    let snap_a = events_named(&sidecar_a, "snapshot created").remove(0);
+    let snap_b = wait_events("host B", "snapshot created", 1, || events_b(&b)).remove(0);
+    let archive_a = snap_a["fields"]["archive"].as_str().unwrap().to_string();
+    let archive_b = snap_b["fields"]["archive"].as_str().unwrap().to_string();
+    assert!(archive_a.starts_with(&format!("{host_a}-")), "{archive_a}");
+    assert!(archive_b.starts_with(&format!("{HOST_B}-")), "{archive_b}");
+
+    // Each host's mirror directory holds its volume and its marker; each archive only its own.
+    let mirror_a = format!("/backup/mirror/{host_a}");
+    let mirror_b = format!("/backup/mirror/{HOST_B}");
+    assert_eq!(
+        env.on_remote(
+            &remote,
+            &format!("cat {mirror_a}/.backup-sidecar-host {mirror_b}/.backup-sidecar-host")
+        ),
+        format!("{host_a}\n{HOST_B}\n")
+    );
+    let top_a = archive_top(&env, &remote, &archive_a);
+    let top_b = archive_top(&env, &remote, &archive_b);
+    assert!(
+        top_a.contains(&volume_a) && !top_a.contains(&volume_b),
+        "{top_a:?}"
+    );
+    assert!(
+        top_b.contains(&volume_b) && !top_b.contains(&volume_a),
+        "{top_b:?}"
+    );
+    assert_eq!(
+        env.borg(
+            &remote,
+            &[
+                "extract",
+                "--stdout",
+                &format!("/backup/borg::{archive_b}"),
+                &format!("{volume_b}/own")
+            ]
+        ),
+        format!("{HOST_B}\n")
+    );
+
+    // The figures: run times, time outside borg's own create (the lock wait, mostly), sizes.
+    let shared = disk_bytes(&env, &remote, "/backup/borg");
+    let passphrase_env = format!("BORG_PASSPHRASE={PASSPHRASE}");
+    let mut separate = 0;
+    for (dir, repo) in [
+        (&mirror_a, "/backup/alone-a"),
+        (&mirror_b, "/backup/alone-b"),
+    ] {
+        docker(&[
+            "exec",
+            "-e",
+            &passphrase_env,
+            &remote.name,
+            "borg",
+            "init",
+            "-e",
+            "repokey",
+            repo,
+        ]);
+        docker(&[
+            "exec",
+            "-e",
+            &passphrase_env,
+            "-w",
+            dir,
+            &remote.name,
+            "borg",
+            "create",
+            &format!("{repo}::alone"),
+            ".",
+        ]);
+        separate += disk_bytes(&env, &remote, repo);
+    }
+    println!(
+        "two hosts, one repository (48 MiB shared by both, one small file of each):\n\
+         \x20 host {host_a}: run {:.1} s (done at {:.1} s), snapshot {:.1} s of which borg create \
+         {:.1} s\n\
+         \x20 host {HOST_B}: run {:.1} s (done at {:.1} s), snapshot {:.1} s of which borg create \
+         {:.1} s\n\
+         \x20 repository shared: {} bytes; two separate repositories: {} bytes ({:.2}x)",
+        field_f64(&run_a, "seconds"),
+        a_done.as_secs_f64(),
+        field_f64(&snap_a, "seconds"),
+        field_f64(&snap_a, "borg_seconds"),
+        field_f64(&run_b, "seconds"),
+        b_done.as_secs_f64(),
+        field_f64(&snap_b, "seconds"),
+        field_f64(&snap_b, "borg_seconds"),
+        shared,
+        separate,
+        separate as f64 / shared as f64
+    );
+    assert!(
+        (shared as f64) < separate as f64 * 0.75,
+        "identical data on two hosts is stored once: shared {shared}, separate {separate}"
+    );
+
+    // A second run of host A prunes A's first archive (one a day is kept) and none of B's.
+    let run = run_now(&sidecar_a, 1, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let archives = env.archives(&remote);
+    assert!(
+        !archives.contains(&archive_a),
+        "A's first archive pruned: {archives:?}"
+    );
+    assert!(
+        archives.contains(&archive_b),
+        "B's archive kept: {archives:?}"
+    );
+    assert_eq!(
+        archives
+            .iter()
+            .filter(|a| a.starts_with(&format!("{host_a}-")))
+            .count(),
+        1,
+        "{archives:?}"
+    );
+
+    // Host A's server died: host B restores A's volume from A's newest archive.
+    let copy = format!("{project}-from-a");
+    let out = docker_b(&[
+        "exec",
+        &b,
+        "backup-sidecar",
+        "restore",
+        &volume_a,
+        "--host",
+        &host_a,
+        "--from",
+        "latest",
+        "--to",
+        &copy,
+        "--yes",
+    ]);
+    assert!(out.contains("volume restored"), "{out}");
+    let digest = |docker: &dyn Fn(&[&str]) -> String, volume: &str| {
+        let mount = format!("{volume}:/data:ro");
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &mount,
+            APP_IMAGE,
+            "sh",
+            "-c",
+            "cd /data && sha256sum blob* own",
+        ])
+    };
+    assert_eq!(
+        digest(&|a| docker_b(a), &copy),
+        digest(&|a| docker(a), &volume_a)
+    );
+    // Its snapshots, by host.
+    let listed = docker_b(&["exec", &b, "backup-sidecar", "snapshots", "--host", &host_a]);
+    assert!(listed.contains(&format!("{host_a}-")), "{listed}");
+    assert!(!listed.contains(&format!("{HOST_B}-")), "{listed}");
+
+    // A sidecar on host B configured into host A's mirror directory is refused, and A's mirror
+    // is as it was.
+    let before = remote_digest(&env, &remote, &mirror_a);
+    let wrong = sidecar_b("sidecar-b-wrong", &[("BACKUP_REMOTE_DIR", &mirror_a)]);
+    let refused =
+        wait_events("host B, wrong dir", "run finished", 1, || events_b(&wrong)).remove(0);
+    assert_ne!(refused["fields"]["outcome"], "success", "{refused}");
+    let said = refused.to_string();
+    assert!(said.contains("mirror_taken"), "{said}");
+    assert!(
+        said.contains(&format!("is the mirror of host {host_a}")),
+        "{said}"
+    );
+    assert_eq!(remote_digest(&env, &remote, &mirror_a), before);
+}
