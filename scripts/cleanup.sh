@@ -16,6 +16,7 @@ done
 if [ -e /tmp/bs-test-swarm ]; then
   sleep 5
   docker swarm leave --force >/dev/null 2>&1
+  docker network rm docker_gwbridge >/dev/null 2>&1
   rm -f /tmp/bs-test-swarm
 fi
 for label in bs-test=1 backup-sidecar.demo=1 backup-sidecar.restore-helper; do

@@ -159,7 +159,7 @@ async fn guarded(config: &Config, guard: &Guard, ssh: &Ssh, cancel: &Cancellatio
         }
     }
     let writable = if guard.writable {
-        Ok(format!("{} is writable", config.remote_dir))
+        Ok(format!("{} is writable", config.mirror_root))
     } else {
         Err(anyhow!("{} is not writable", guard.mirror))
     };
@@ -182,7 +182,8 @@ async fn unguarded(config: &Config, ssh: &Ssh, cancel: &CancellationToken) -> bo
         ("remote borg", commands::borg_version()),
         (
             "remote directory",
-            commands::directory_writable(&config.remote_dir),
+            // A host's own directory is made by its first run, in the root.
+            commands::directory_writable(&config.mirror_root),
         ),
     ] {
         if name == "remote borg" && config.borg.is_none() {

@@ -197,7 +197,7 @@ fn guard_config(config: &Config) -> Result<String> {
         "# backup-sidecar's guard (written by backup-sidecar init). The sidecar's key can only\n\
          # run what this file and the guard allow; edit it here, on the remote.\n",
     );
-    let mirror = config.remote_dir.trim_end_matches('/');
+    let mirror = config.mirror_root.trim_end_matches('/');
     let mirror = if mirror.is_empty() { "/" } else { mirror };
     for (key, value) in [
         ("mirror", mirror),
@@ -263,7 +263,7 @@ fn probe_script(files: &Files, config: &Config, blob: &str) -> String {
     for (path, _, _) in files.each() {
         writeln!(script, "say {} \"$(sum {})\"", quote(path), quote(path)).unwrap();
     }
-    let mirror = quote(&config.remote_dir);
+    let mirror = quote(&config.mirror_root);
     writeln!(
         script,
         "say mirror \"$(test -d {mirror} && echo yes || echo no)\""
@@ -384,7 +384,10 @@ fn plan(config: &Config, files: &Files, state: &State) -> Result<Vec<String>> {
         }
     }
     if state.get("mirror") != "yes" {
-        changes.push(format!("create the mirror directory {}", config.remote_dir));
+        changes.push(format!(
+            "create the mirror directory {}",
+            config.mirror_root
+        ));
     }
     changes.push("create the reader user backup-sidecar-reader (if missing)".into());
     if let Some(borg) = &config.borg {

@@ -354,7 +354,65 @@ fn two_hosts_share_one_remote_and_one_repository() {
         "identical data on two hosts is stored once: shared {shared}, separate {separate}"
     );
 
-    // A second run of host A prunes A's first archive (one a day is kept) and none of B's.
+    // One borg cache on the remote serves every host: after another host wrote, the next
+    // `borg create` there needs no resync. A borg client with its own cache, as a push-to-repo
+    // tool has on each host, resyncs its chunks cache every time another host wrote.
+    let verbose_create = |base: Option<&str>, name: &str, dir: &str| -> (f64, bool) {
+        let mut argv = vec!["exec", "-e", &passphrase_env, "-w", dir];
+        let base_env = base.map(|b| format!("BORG_BASE_DIR={b}"));
+        if let Some(b) = &base_env {
+            argv.extend(["-e", b.as_str()]);
+        }
+        let archive = format!("/backup/borg::{name}");
+        argv.extend([remote.name.as_str(), "borg", "create", "-v", &archive, "."]);
+        let started = Instant::now();
+        let out = docker_output(&argv);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        (
+            started.elapsed().as_secs_f64(),
+            said.contains("Synchronizing chunks cache"),
+        )
+    };
+    let (push_cold, _) = verbose_create(Some("/tmp/push-a"), "push-a-1", &mirror_a);
+    verbose_create(None, "other-host-1", &mirror_b);
+    let (push_after, push_resynced) = verbose_create(Some("/tmp/push-a"), "push-a-2", &mirror_a);
+    verbose_create(None, "other-host-2", &mirror_b);
+    let (shared_after, shared_resynced) = verbose_create(None, "shared-a-1", &mirror_a);
+    println!(
+        "  after another host wrote: a client with its own cache resynced: {push_resynced} \
+         ({push_after:.2} s; its first create {push_cold:.2} s); the remote's shared cache \
+         resynced: {shared_resynced} ({shared_after:.2} s)"
+    );
+    assert!(
+        push_resynced,
+        "a client with its own cache resyncs after another host wrote"
+    );
+    assert!(
+        !shared_resynced,
+        "the remote's one cache is never out of date"
+    );
+    for name in [
+        "push-a-1",
+        "push-a-2",
+        "other-host-1",
+        "other-host-2",
+        "shared-a-1",
+    ] {
+        env.borg(&remote, &["delete", &format!("/backup/borg::{name}")]);
+    }
+
+    // A second run of host A prunes A's first archive and none of B's. (With fewer days of
+    // archives than keep_daily, borg also keeps the oldest: the remote keeps one a day here.)
+    env.on_remote(
+        &remote,
+        "printf 'keep_daily = 1\nkeep_weekly = 0\nkeep_monthly = 0\n' \
+         >> /etc/backup-sidecar/guard.conf",
+    );
     let run = run_now(&sidecar_a, 1, RUN_TIMEOUT);
     assert_eq!(run["fields"]["outcome"], "success", "{run}");
     let archives = env.archives(&remote);

@@ -56,6 +56,8 @@ impl Drop for Swarm {
             }
         }
         docker_output(&["swarm", "leave", "--force"]);
+        // swarm init made it; leaving keeps it.
+        docker_output(&["network", "rm", "docker_gwbridge"]);
         let _ = std::fs::remove_file(SWARM_MARKER);
     }
 }

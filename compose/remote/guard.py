@@ -209,7 +209,7 @@ def read_passphrase():
     return data.rstrip(b"\r\n")
 
 
-def start_borg(args, passphrase, cwd_fd=None, stdout=None):
+def start_borg(args, passphrase, cwd_fd=None, stdout=None, stderr=None):
     """Starts borg with an argv built here (the subcommand first, as borg's own usage writes it,
     and as wrappers read it). The passphrase goes through a pipe of its own (BORG_PASSPHRASE_FD),
     so several borg calls of one verb can each read it."""
@@ -225,6 +225,7 @@ def start_borg(args, passphrase, cwd_fd=None, stdout=None):
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
+            stderr=stderr,
             pass_fds=(read_end,),
             preexec_fn=(lambda: os.fchdir(cwd_fd)) if cwd_fd is not None else None,
         )
@@ -251,6 +252,29 @@ def borg(args, passphrase, cwd_fd=None, stdout=None, head=None):
         child.wait()
         return 0
     return child.wait()
+
+
+def borg_locked(args, passphrase, wait, cwd_fd=None, stdout=None):
+    """Runs a borg that locks the repository (args: the subcommand first), waiting up to `wait`
+    seconds for another borg's lock (another host's run): borg tries for a second, and is started
+    again while time is left. borg's own --lock-wait would look again only every tenth of it (30 s
+    of 5 minutes). Its stderr is passed on, but for the lock timeouts of the tries that are
+    followed by another."""
+    deadline = time.monotonic() + wait
+    while True:
+        child = start_borg([args[0], "--lock-wait", "1"] + args[1:], passphrase, cwd_fd,
+                           stdout, subprocess.PIPE)
+        timed_out = False
+        for line in child.stderr:
+            if b'"LockTimeout"' in line or b"(timeout)" in line:
+                timed_out = True
+                if time.monotonic() < deadline:
+                    continue
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+        code = child.wait()
+        if not (timed_out and code == 2 and time.monotonic() < deadline):
+            return code
 
 
 def lock_is_held():
@@ -391,10 +415,10 @@ def verb_snapshot(config, args):
         fail(f"refusing to snapshot: the last run of the mirror did not complete (no {STAMP})", 3)
     passphrase = read_passphrase()
     name = f"{name_prefix}-{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}"
-    code = borg(
-        ["create", "--json", "--progress", "--log-json", "--lock-wait", str(wait),
-         f"{repo}::{name}", "."],
+    code = borg_locked(
+        ["create", "--json", "--progress", "--log-json", f"{repo}::{name}", "."],
         passphrase,
+        wait,
         cwd_fd=fd,
     )
     if code not in (0, 1):
@@ -407,10 +431,10 @@ def verb_snapshot(config, args):
             rules += [f"--keep-{rule}", config[f"keep_{rule}"]]
     if rules:
         sys.stdout.flush()
-        pruned = borg(
-            ["prune", "--log-json", "--lock-wait", str(wait), "--glob-archives",
-             f"{name_prefix}-*"] + rules + [repo],
+        pruned = borg_locked(
+            ["prune", "--log-json", "--glob-archives", f"{name_prefix}-*"] + rules + [repo],
             passphrase,
+            wait,
             stdout=subprocess.DEVNULL,
         )
         if pruned not in (0, 1):

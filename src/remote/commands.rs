@@ -150,10 +150,16 @@ pub fn borg_create(d: &Dialect, config: &Borg, remote_dir: &str, prefix: &str) -
         return guard::verb("snapshot", &args);
     }
     let name = archive_name(prefix, Utc::now());
+    // While another borg (another host's run) holds the lock, look 5 times a second: borg itself
+    // looks again only every tenth of its --lock-wait (30 s of the default 5 minutes).
     format!(
         "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
-         of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && {create}",
+         of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && \
+         n=0; while test -e {repo}/lock.exclusive && test $n -lt {polls}; do sleep 0.2; \
+         n=$((n+1)); done; {create}",
         dir = quote(remote_dir),
+        repo = repo(config),
+        polls = config.lock_wait.as_secs() * 5,
         create = borg(
             config,
             &format!(
@@ -513,7 +519,9 @@ mod tests {
             format!(
                 "cd /mnt/backup/data && if ! test -f .backup-sidecar-complete; then echo \
                  'refusing to snapshot: the last run of the mirror did not complete (no \
-                 .backup-sidecar-complete)' >&2; exit 3; fi && {ENV}borg create --json --progress \
+                 .backup-sidecar-complete)' >&2; exit 3; fi && n=0; while test -e \
+                 /mnt/backup/borg/lock.exclusive && test $n -lt 600; do sleep 0.2; n=$((n+1)); \
+                 done; {ENV}borg create --json --progress \
                  --log-json --lock-wait 120 /mnt/backup/borg"
             )
         );
