@@ -12,12 +12,13 @@
 //! - [`capture`]: local work while a group is frozen: the metadata scan, what changed since the
 //!   live pass, the copies in the staging area. It touches neither the engine nor the remote.
 //! - [`remote`]: the ssh side: child processes, the connection, fault kinds, the guarded remote's
-//!   vocabulary, rsync passes (the upload of a capture's copies too), borg. It never touches the
-//!   engine.
+//!   vocabulary, which host a mirror directory belongs to, rsync passes (the upload of a
+//!   capture's copies too), borg. It never touches the engine.
 //! - [`ops`]: operations, what tells the user how backups go: notifications, read from reports.
-//! - The use cases tie the two together: [`run`] (one backup run), [`restore`] (a volume, a
-//!   bind directory or a whole compose project back, and the archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and
-//!   the printed plan), [`init`] (the remote prepared and its key narrowed to the guard),
+//! - The use cases tie the two together: [`run`] (one backup run, and a project's files copied
+//!   for it), [`restore`] (a volume, a bind directory or a whole compose project back, and the
+//!   archive listing), [`verify`] (borg check and a spot check), [`check`] (preflight and the
+//!   printed plan), [`init`] (the remote prepared and its key narrowed to the guard),
 //!   [`schedule`] (when runs are due), [`app`] (the daemon loop).
 //! - [`report`]: one value out of each run and verification; [`ops`] hands it to the outputs (log,
 //!   history, notifications, metrics) and answers `status` and `health` from the history.

@@ -139,14 +139,20 @@ fn two_hosts_share_one_remote_and_one_repository() {
         .to_string();
     assert_ne!(host_a, HOST_B, "the two engines have their own names");
 
-    // The same data on both hosts (the dedup case), and a file of each host's own.
+    // The same data on both hosts (the dedup case), and a file of each host's own: 6 files of
+    // BS_HOSTS_MIB / 6 MiB (48 in CI; more for the figures in the README).
+    let mib: u64 = std::env::var("BS_HOSTS_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
     let data = tempfile::tempdir().unwrap();
     let seed = data.path().join("seed");
     std::fs::create_dir(&seed).unwrap();
     let status = Command::new("sh")
         .arg("-c")
-        .arg("for i in $(seq 1 6); do head -c 8M /dev/urandom > \"$0/blob$i\"; done")
+        .arg("for i in $(seq 1 6); do head -c \"$1\" /dev/urandom > \"$0/blob$i\"; done")
         .arg(&seed)
+        .arg(((mib << 20) / 6).to_string())
         .status()
         .unwrap();
     assert!(status.success());
@@ -331,7 +337,7 @@ fn two_hosts_share_one_remote_and_one_repository() {
         separate += disk_bytes(&env, &remote, repo);
     }
     println!(
-        "two hosts, one repository (48 MiB shared by both, one small file of each):\n\
+        "two hosts, one repository ({mib} MiB shared by both, one small file of each):\n\
          \x20 host {host_a}: run {:.1} s (done at {:.1} s), snapshot {:.1} s of which borg create \
          {:.1} s\n\
          \x20 host {HOST_B}: run {:.1} s (done at {:.1} s), snapshot {:.1} s of which borg create \
