@@ -46,6 +46,7 @@ CONFIG = "/etc/backup-sidecar/guard.conf"
 HERE = os.path.dirname(os.path.realpath(__file__))
 RSYNCD_CONF = os.path.join(HERE, "rsyncd.conf")
 STAMP = ".backup-sidecar-complete"
+HOST_MARKER = ".backup-sidecar-host"
 VERB_PROGRAM = "backup-sidecar-guard"
 # Found on sshd's PATH (the owner's, never the client's): a wrapper in /usr/local/bin works.
 RSYNC = "rsync"
@@ -359,6 +360,34 @@ def verb_stamp_write(config, args):
     return 0
 
 
+def verb_claim(config, args):
+    """Which host the sidecar's mirror directory belongs to, by the name in its HOST_MARKER:
+    HOST's (exit 0; the name is written there when there is none), another host's (its name on
+    stdout, exit 5), or none because the directory is missing and MAKE is 0 (exit 6)."""
+    host, make, where = prefix(args[0]), args[1], args[2]
+    if make not in ("0", "1"):
+        raise Refused("claim's MAKE is 0 or 1")
+    try:
+        fd = walk(config, mirror_dir(config, where), create=make == "1")
+    except FileNotFoundError:
+        return 6
+    try:
+        marker = os.open(HOST_MARKER, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    except FileNotFoundError:
+        out = os.open(HOST_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                      dir_fd=fd)
+        os.write(out, f"{host}\n".encode())
+        os.close(out)
+        print("claimed")
+        return 0
+    owner = os.read(marker, 256).decode(errors="replace").strip()
+    os.close(marker)
+    if owner == host:
+        return 0
+    print(owner)
+    return 5
+
+
 def verb_is_dir(config, args):
     (where,) = args
     try:
@@ -530,6 +559,7 @@ VERBS = {
     "is-dir": (verb_is_dir, 1),
     "stat": (verb_stat, 1),
     "unlock-stale": (verb_unlock_stale, 0),
+    "claim": (verb_claim, 3),
     "snapshot": (verb_snapshot, 3),
     "list": (verb_list, 0),
     "info": (verb_info, 0),

@@ -21,6 +21,31 @@ use crate::remote::ssh::{Ssh, quote};
 /// The file in `BACKUP_REMOTE_DIR` that says the mirror's last run completed. Removed when a run
 /// starts changing the mirror, written when every volume of the run mirrored without error.
 pub const COMPLETE_STAMP: &str = ".backup-sidecar-complete";
+/// The file in a host's mirror directory that names the host it belongs to.
+pub const HOST_MARKER: &str = ".backup-sidecar-host";
+
+/// Claims `dir` for `host`: exit 0 when it is `host`'s (its name is written into [`HOST_MARKER`]
+/// when nobody's is there, and `claimed` printed), 5 with the owner's name on stdout when it is
+/// another host's, 6 when `dir` is missing and `make` is false. With `make`, only the last
+/// component is made: a missing parent (a disk not mounted) stays missing.
+pub fn claim(d: &Dialect, dir: &str, host: &str, make: bool) -> String {
+    if let Dialect::Guard(_) = d {
+        let make = if make { "1" } else { "0" };
+        return guard::verb("claim", &[host.to_string(), make.to_string(), hex(dir)]);
+    }
+    format!(
+        "d={dir}; f=\"$d\"/{HOST_MARKER}; if ! test -d \"$d\"; then {missing}; fi; \
+         if test -f \"$f\"; then o=$(cat \"$f\"); test \"$o\" = {host} && exit 0; \
+         printf '%s\\n' \"$o\"; exit 5; fi; printf '%s\\n' {host} > \"$f\" && echo claimed",
+        dir = quote(dir),
+        host = quote(host),
+        missing = if make {
+            "mkdir \"$d\" || exit 6"
+        } else {
+            "exit 6"
+        },
+    )
+}
 
 fn stamp(remote_dir: &str) -> String {
     quote(&format!("{remote_dir}/{COMPLETE_STAMP}"))
@@ -506,6 +531,20 @@ mod tests {
         assert_eq!(
             directory_writable("/m"),
             "test -d /m && test -w /m && echo /m is writable"
+        );
+    }
+
+    #[test]
+    fn claim_lines() {
+        assert_eq!(
+            claim(&Dialect::Shell, "/m/nas", "nas", false),
+            "d=/m/nas; f=\"$d\"/.backup-sidecar-host; if ! test -d \"$d\"; then exit 6; fi; \
+             if test -f \"$f\"; then o=$(cat \"$f\"); test \"$o\" = nas && exit 0; \
+             printf '%s\\n' \"$o\"; exit 5; fi; printf '%s\\n' nas > \"$f\" && echo claimed"
+        );
+        assert!(
+            claim(&Dialect::Shell, "/m/nas", "nas", true)
+                .contains("then mkdir \"$d\" || exit 6; fi")
         );
     }
 
