@@ -132,8 +132,7 @@ fn two_hosts_share_one_remote_and_one_repository() {
     let env = Env::new("hosts");
     let project = env.name.clone();
     let remote = env.remote_with(&["-p", &format!("{BRIDGE_B}::22")]);
-    let port = docker(&["port", &remote.name, "22"]);
-    let port = port.trim().rsplit(':').next().unwrap().to_string();
+    let port = env.published_port(&remote);
     let host_a = docker(&["info", "--format", "{{.Name}}"])
         .trim()
         .to_string();
@@ -205,18 +204,7 @@ fn two_hosts_share_one_remote_and_one_repository() {
     ]);
 
     // Host B reaches the remote on the address the first engine publishes it at.
-    let host_key = docker(&[
-        "exec",
-        &remote.name,
-        "cat",
-        "/etc/ssh/keys/ssh_host_ed25519_key.pub",
-    ]);
-    let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-    std::fs::write(
-        env.ssh_path("known_hosts_b"),
-        format!("[{BRIDGE_B}]:{port} {}\n", key.join(" ")),
-    )
-    .unwrap();
+    env.pin_host_key_at(&remote, "known_hosts_b", &format!("[{BRIDGE_B}]:{port}"));
     let per_host = [("BACKUP_REMOTE_DIR", "/backup/mirror/{host}")];
     let sidecar_b = |name: &str, extra: &[(&str, &str)]| -> String {
         let mut vars = env.sidecar_env(&remote, &per_host);

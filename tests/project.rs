@@ -155,6 +155,14 @@ fn volumes_of(container: &str, message: &str) -> Vec<String> {
         .collect()
 }
 
+/// The sidecar with the host's root mounted read-only at /host and `BACKUP_HOST_ROOT` set, as the
+/// compose file runs it; `extra` as for [`Env::sidecar`].
+fn host_root_sidecar(env: &Env, remote: &Remote, extra: &[(&str, &str)]) -> String {
+    let mut vars = vec![("BACKUP_HOST_ROOT", "/host")];
+    vars.extend_from_slice(extra);
+    env.sidecar_with(remote, &vars, &["-v", "/:/host:ro"])
+}
+
 /// `backup-sidecar restore ARGS` in the sidecar; asserts it succeeded and returns its log events.
 fn restore(sidecar: &str, args: &[&str]) -> Vec<Value> {
     let mut argv = vec!["exec", sidecar, "backup-sidecar", "restore"];
@@ -333,11 +341,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     wait_serving(&web, &paths, &expected, Duration::from_secs(30));
 
     // The backup.
-    let sidecar = env.sidecar_with(
-        &remote,
-        &[("BACKUP_HOST_ROOT", "/host")],
-        &["-v", "/:/host:ro"],
-    );
+    let sidecar = host_root_sidecar(&env, &remote, &[]);
     let run = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(run["fields"]["outcome"], "success", "{run}");
     let archive = run["fields"]["archive"].as_str().unwrap_or("").to_string();
@@ -405,14 +409,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
 
     // A fresh sidecar with the same key, one restore, compose up.
     let t0 = Instant::now();
-    let sidecar = env.sidecar_with(
-        &remote,
-        &[
-            ("BACKUP_HOST_ROOT", "/host"),
-            ("BACKUP_RUN_ON_START", "false"),
-        ],
-        &["-v", "/:/host:ro"],
-    );
+    let sidecar = host_root_sidecar(&env, &remote, &[("BACKUP_RUN_ON_START", "false")]);
     let sidecar_started = t0.elapsed();
     let said = restore(
         &sidecar,
@@ -567,11 +564,7 @@ fn bind_mounts_follow_the_container_labels() {
         APP_IMAGE,
         &["sleep", "infinity"],
     );
-    let sidecar = env.sidecar_with(
-        &remote,
-        &[("BACKUP_HOST_ROOT", "/host")],
-        &["-v", "/:/host:ro"],
-    );
+    let sidecar = host_root_sidecar(&env, &remote, &[]);
     let run = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(run["fields"]["outcome"], "success", "{run}");
     let archive = run["fields"]["archive"].as_str().unwrap_or("").to_string();

@@ -129,20 +129,8 @@ fn a_global_service_backs_up_its_nodes_stack() {
     };
     // The service reaches the remote on the host's loopback (it runs on the host's network).
     let remote = env.remote_with(&["-p", "127.0.0.1::22"]);
-    let port = docker(&["port", &remote.name, "22"]);
-    let port = port.trim().rsplit(':').next().unwrap().to_string();
-    let host_key = docker(&[
-        "exec",
-        &remote.name,
-        "cat",
-        "/etc/ssh/keys/ssh_host_ed25519_key.pub",
-    ]);
-    let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
-    std::fs::write(
-        env.ssh_path("known_hosts"),
-        format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
-    )
-    .unwrap();
+    let port = env.published_port(&remote);
+    env.pin_host_key_at(&remote, "known_hosts", &format!("[127.0.0.1]:{port}"));
     let node = docker(&["info", "--format", "{{.Name}}"])
         .trim()
         .to_string();

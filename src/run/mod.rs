@@ -306,10 +306,8 @@ async fn mirror_and_snapshot(
         report.stage = "snapshot";
         match &config.borg {
             Some(borg) => {
-                let prefix = match &borg.archive_prefix {
-                    Some(p) => p.clone(),
-                    None => discover::engine_name(&ctx.docker).await?,
-                };
+                // The daemon's configuration has it filled in (Config::for_host).
+                let prefix = borg.archive_prefix.as_ref().unwrap_or(&ctx.host);
                 let mut watcher = Watcher::new(
                     Subject::Snapshot {
                         total: report.mirrored().1,
@@ -321,7 +319,7 @@ async fn mirror_and_snapshot(
                 let created = borg::snapshot(
                     ssh,
                     borg,
-                    &prefix,
+                    prefix,
                     &config.remote_dir,
                     &mut progress,
                     cancel,

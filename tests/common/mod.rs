@@ -232,6 +232,12 @@ impl Env {
 
     /// Writes known_hosts with the remote's current host key.
     pub fn pin_host_key(&self, remote: &Remote) {
+        self.pin_host_key_at(remote, "known_hosts", &remote.name);
+    }
+
+    /// Writes `file` in the ssh directory with the remote's current host key for `address`
+    /// (`[ip]:port` for a published port).
+    pub fn pin_host_key_at(&self, remote: &Remote, file: &str, address: &str) {
         let host_key = docker(&[
             "exec",
             &remote.name,
@@ -240,10 +246,16 @@ impl Env {
         ]);
         let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
         std::fs::write(
-            self.ssh_path("known_hosts"),
-            format!("{} {}\n", remote.name, key.join(" ")),
+            self.ssh_path(file),
+            format!("{address} {}\n", key.join(" ")),
         )
         .unwrap();
+    }
+
+    /// The host port the remote's sshd is published at (`-p ADDRESS::22`).
+    pub fn published_port(&self, remote: &Remote) -> String {
+        let port = docker(&["port", &remote.name, "22"]);
+        port.trim().rsplit(':').next().unwrap().to_string()
     }
 
     /// The sidecar's environment for a test: this test's remote and project, JSON logs, no
