@@ -316,15 +316,9 @@ async fn mirror_and_snapshot(
                     ctx.store.clone(),
                 );
                 let mut progress = |p: CreateProgress| watcher.snapshot(p);
-                let created = borg::snapshot(
-                    ssh,
-                    borg,
-                    prefix,
-                    &config.remote_dir,
-                    &mut progress,
-                    cancel,
-                )
-                .await?;
+                let created =
+                    borg::snapshot(ssh, borg, prefix, &config.remote_dir, &mut progress, cancel)
+                        .await?;
                 info!(
                     message = events::SNAPSHOT_CREATED,
                     archive = %created.archive,
