@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::capture;
 use crate::config::{Config, ConfigError};
 use crate::engine::discover;
 use crate::engine::freeze;
@@ -127,8 +128,18 @@ async fn serve(
             warn!(error = %format!("{e:#}"), "cannot write the run history in BACKUP_STATE_DIR");
         }
     }
-    // A run in progress when the predecessor died is not in progress any more.
+    // A run in progress when the predecessor died is not in progress any more, and the copies it
+    // staged are of no use: each capture starts from an empty staging area.
     ctx.store.clear_running();
+    let staging = ctx.config.state_dir.join(run::STAGING_DIR);
+    if staging.exists() {
+        match capture::clear(&staging) {
+            Ok(()) => {
+                info!(path = %staging.display(), "removed the staging area a previous run left")
+            }
+            Err(e) => warn!(error = %e, path = %staging.display(), "cannot empty the staging area"),
+        }
+    }
     let heart = tokio::spawn(beat(ctx.store.clone(), cancel.clone()));
     let repaired = freeze::repair(&ctx.journal, &ctx.docker).await;
     if !repaired.is_empty() {

@@ -82,13 +82,23 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
             if !unreadable.is_empty() {
                 bail!("cannot read {}", unreadable.join(", "));
             }
-            Ok(format!(
-                "{volumes} volume(s), {binds} bind directory(ies) and {files} project file(s) \
-                 selected and readable"
+            Ok((
+                format!(
+                    "{volumes} volume(s), {binds} bind directory(ies) and {files} project \
+                     file(s) selected and readable"
+                ),
+                plan,
             ))
         }
         .await;
-        ok &= report("volumes", &volumes);
+        let (line, plan) = match volumes {
+            Ok((line, plan)) => (Ok(line), Some(plan)),
+            Err(e) => (Err(e), None),
+        };
+        ok &= report("volumes", &line);
+        if let Some(plan) = &plan {
+            print_kept_files(plan);
+        }
     }
 
     let session = Session::open(config, cancel).await;
@@ -118,6 +128,27 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
         Ok(())
     } else {
         bail!("some checks failed")
+    }
+}
+
+/// What each project keeps of its own files, and what the plan warns about: a user sees what a
+/// restore would bring back before they need it.
+fn print_kept_files(plan: &plan::Plan) {
+    for volume in plan.groups.iter().flat_map(|g| &g.volumes) {
+        if let Origin::Project(project) = &volume.origin {
+            println!(
+                "ok    project {}: keeps {}",
+                project.project,
+                if project.files.is_empty() {
+                    "no files".to_string()
+                } else {
+                    project.files.join(", ")
+                }
+            );
+        }
+    }
+    for warning in &plan.warnings {
+        println!("WARN  plan: {warning}");
     }
 }
 

@@ -132,6 +132,7 @@ mod tests {
     use super::*;
     use crate::config::parse_cron;
     use chrono::TimeZone;
+    use std::time::Duration;
 
     fn cron(s: &str) -> Cron {
         parse_cron("TEST", s).unwrap()
@@ -183,6 +184,14 @@ mod tests {
         );
     }
 
+    /// `future`'s output, or a failed test after an hour of (paused, so auto-advancing) time: a
+    /// loop that never ends fails instead of hanging.
+    async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(3600), future)
+            .await
+            .expect("finished within an hour of paused time")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn drive_sends_and_stops_on_cancel() {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -195,10 +204,10 @@ mod tests {
             cancel.clone(),
         ));
         // Paused time auto-advances to the sleep's deadline: a minute schedule fires.
-        let trigger = rx.recv().await.unwrap();
+        let trigger = bounded(rx.recv()).await.unwrap();
         assert_eq!(trigger.kind, TriggerKind::Schedule);
         cancel.cancel();
-        task.await.unwrap();
+        bounded(task).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -210,9 +219,9 @@ mod tests {
             tx,
             CancellationToken::new(),
         ));
-        rx.recv().await.unwrap();
+        bounded(rx.recv()).await.unwrap();
         drop(rx);
         // The next send fails, and the loop ends without being cancelled.
-        task.await.unwrap();
+        bounded(task).await.unwrap();
     }
 }

@@ -180,22 +180,34 @@ fn restore(sidecar: &str, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// A compose project run with the real `docker-compose` (v1), `-p` and `-f` given explicitly.
-/// Dropping it takes the project down, volumes included, even if its directory is gone.
+/// A compose project run with the real `docker-compose` (v1), `-p` given, the other options
+/// (`-f FILE`) and the directory it runs in as a user would give them. Dropping it takes the
+/// project down, volumes included, even if its directory is gone.
 struct Compose {
     project: String,
-    file: PathBuf,
+    /// Where compose runs.
+    cwd: PathBuf,
+    /// Options before the command, such as `-f sub/compose.yml`.
+    options: Vec<String>,
 }
 
 impl Compose {
+    /// The project with its compose file given as an absolute `-f`, run from `/`.
+    fn with_file(project: &str, file: &Path) -> Compose {
+        Compose {
+            project: project.to_string(),
+            cwd: PathBuf::from("/"),
+            options: vec!["-f".into(), path_str(file).into()],
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Output {
         Command::new("docker-compose")
             .arg("-p")
             .arg(&self.project)
-            .arg("-f")
-            .arg(&self.file)
+            .args(&self.options)
             .args(args)
-            .current_dir("/")
+            .current_dir(&self.cwd)
             // The project's `.env` must provide it, not the test's environment.
             .env_remove("GREETING")
             .output()
@@ -226,7 +238,7 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        if self.file.exists() {
+        if self.cwd.exists() {
             self.command(&["down", "-v", "--remove-orphans", "-t", "1"]);
         }
         let label = format!("label=com.docker.compose.project={}", self.project);
@@ -316,10 +328,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     write(&data_dir.join("sub/nested.txt"), nested);
     let volume = format!("{project}_vol");
     env.track_volume(&volume);
-    let compose = Compose {
-        project: project.clone(),
-        file: compose_file.clone(),
-    };
+    let compose = Compose::with_file(&project, &compose_file);
     compose.run(&["up", "-d"]);
     let web = compose.container("web");
     docker(&[
@@ -729,5 +738,300 @@ fn bind_mounts_need_the_host_root() {
             "BACKUP_HOST_ROOT={value}: {:?} does not name it",
             lines[0]
         );
+    }
+}
+
+/// Every entry at and below `root`, one line each, sorted: path, type, mode, owner, size, time to
+/// the nanosecond, and a file's content or a link's target.
+fn tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, path: &Path, lines: &mut Vec<String>) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        let what = if meta.is_dir() {
+            "dir".to_string()
+        } else if meta.is_symlink() {
+            format!("link -> {}", std::fs::read_link(path).unwrap().display())
+        } else {
+            format!("file {:?}", read(path))
+        };
+        let name = path.strip_prefix(root).unwrap().display().to_string();
+        lines.push(format!(
+            "./{name} mode {:o} owner {}:{} size {} mtime {}.{:09} {what}",
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            if meta.is_dir() { 0 } else { meta.size() },
+            meta.mtime(),
+            meta.mtime_nsec(),
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                walk(root, &entry.unwrap().path(), lines);
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    walk(root, root, &mut lines);
+    lines.sort();
+    lines
+}
+
+/// Gives `path` an owner, a mode and a time of its own (to the nanosecond), as a user's files
+/// have, so that a restore that loses any of them shows.
+fn own(path: &Path, owner: &str, mode: u32, time: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let status = Command::new("chown")
+        .args(["-h", owner])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let status = Command::new("touch")
+        .args(["-h", "-d", time])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The override file of the compose v1 case that has one: the greeting the app shows comes
+/// from it, so an app started without it shows another.
+const OVERRIDE_FILE: &str = r#"version: "2.4"
+services:
+  web:
+    environment:
+      - GREETING=overridden-${GREETING}
+"#;
+
+/// One way of running a compose v1 project (Debian's docker-compose 1.29.2), each of which
+/// writes the project's file paths relative to where compose ran.
+struct V1Case {
+    /// Suffix of the project's name.
+    name: &'static str,
+    /// Options before the command, as the user typed them in the project's top directory.
+    options: &'static [&'static str],
+    /// Where the compose file, `.env`, the config and the data directory are, below the top.
+    dir: &'static str,
+    /// The compose file's name in `dir`.
+    file: &'static str,
+    /// Whether `dir` has a `docker-compose.override.yml`.
+    with_override: bool,
+}
+
+const V1_CASES: &[V1Case] = &[
+    V1Case {
+        name: "plain",
+        options: &[],
+        dir: "",
+        file: "docker-compose.yml",
+        with_override: false,
+    },
+    V1Case {
+        name: "sub",
+        options: &["-f", "sub/compose.yml"],
+        dir: "sub",
+        file: "compose.yml",
+        with_override: false,
+    },
+    V1Case {
+        name: "override",
+        options: &[],
+        dir: "",
+        file: "docker-compose.yml",
+        with_override: true,
+    },
+];
+
+#[test]
+fn compose_v1_projects_come_back_with_their_compose_files() {
+    require_image(WEB_IMAGE);
+    let env = Env::new("v1");
+    let remote = env.remote();
+    let (_root_guard, root) = host_dir("/tmp", "bst-v1-");
+    let paths = ["/vol/page.txt", "/data/page.txt", "/app.conf"];
+    struct Up {
+        compose: Compose,
+        top: PathBuf,
+        expected: Vec<Option<String>>,
+        before: Vec<String>,
+    }
+    let mut ups = Vec::new();
+    for case in V1_CASES {
+        let project = format!("{}-{}", env.name, case.name);
+        let top = root.join(case.name);
+        let dir = top.join(case.dir);
+        let conf = format!("name = {project}\n");
+        let data_page = format!("bind page of {project}\n");
+        let vol_page = format!("volume page of {project}\n");
+        let greeting = format!("hello-{}", case.name);
+        write(&dir.join(case.file), COMPOSE_FILE);
+        write(&dir.join(".env"), &format!("GREETING={greeting}\n"));
+        write(&dir.join("app.conf"), &conf);
+        write(&dir.join("data/page.txt"), &data_page);
+        write(&dir.join("data/sub/nested.txt"), "nested\n");
+        if case.with_override {
+            write(&dir.join("docker-compose.override.yml"), OVERRIDE_FILE);
+        }
+        // Owners, modes and times of their own, deepest first (a directory's time last).
+        own(
+            &dir.join(case.file),
+            "0:0",
+            0o644,
+            "2021-03-04 05:06:07.123456789",
+        );
+        own(
+            &dir.join(".env"),
+            "1000:1000",
+            0o600,
+            "2021-03-04 05:06:08.5",
+        );
+        own(&dir.join("app.conf"), "33:33", 0o640, "2021-03-04 05:06:09");
+        own(
+            &dir.join("data/sub/nested.txt"),
+            "1000:100",
+            0o664,
+            "2022-01-01 00:00:01",
+        );
+        own(
+            &dir.join("data/page.txt"),
+            "33:33",
+            0o644,
+            "2022-01-01 00:00:02",
+        );
+        own(
+            &dir.join("data/sub"),
+            "1000:100",
+            0o2775,
+            "2022-01-01 00:00:03",
+        );
+        own(&dir.join("data"), "33:33", 0o750, "2022-01-01 00:00:04");
+        if case.with_override {
+            own(
+                &dir.join("docker-compose.override.yml"),
+                "1000:1000",
+                0o644,
+                "2021-03-04 05:06:10",
+            );
+        }
+        if !case.dir.is_empty() {
+            own(&dir, "0:0", 0o755, "2020-05-05 05:05:05");
+        }
+        own(&top, "0:0", 0o755, "2020-06-06 06:06:06.000000006");
+        env.track_volume(&format!("{project}_vol"));
+        let compose = Compose {
+            project: project.clone(),
+            cwd: top.clone(),
+            options: case.options.iter().map(|o| o.to_string()).collect(),
+        };
+        // The tree is read before compose runs: nothing compose does may change it either.
+        let before = tree(&top);
+        compose.run(&["up", "-d"]);
+        let web = compose.container("web");
+        docker(&[
+            "exec",
+            &web,
+            "sh",
+            "-c",
+            "printf %s \"$1\" > /srv/vol/page.txt",
+            "sh",
+            &vol_page,
+        ]);
+        let shown = if case.with_override {
+            format!("overridden-{greeting}")
+        } else {
+            greeting
+        };
+        let expected = vec![Some(vol_page), Some(data_page), Some(conf), Some(shown)];
+        wait_serving(&web, &paths, &expected, Duration::from_secs(30));
+        assert_eq!(
+            tree(&top),
+            before,
+            "compose changed project {project}'s directory"
+        );
+        ups.push(Up {
+            compose,
+            top,
+            expected,
+            before,
+        });
+    }
+    let projects: Vec<&str> = ups.iter().map(|u| u.compose.project.as_str()).collect();
+    let scope = projects.join(",");
+
+    // What plan and check say each project keeps, before a run.
+    let sidecar = host_root_sidecar(
+        &env,
+        &remote,
+        &[
+            ("BACKUP_PROJECTS", &scope),
+            ("BACKUP_RUN_ON_START", "false"),
+        ],
+    );
+    let plan = docker(&["exec", &sidecar, "backup-sidecar", "plan"]);
+    let check = docker(&["exec", &sidecar, "backup-sidecar", "check"]);
+    assert!(!plan.contains("warning"), "{plan}");
+    assert!(!check.contains("WARN  plan"), "{check}");
+    for (case, up) in V1_CASES.iter().zip(&ups) {
+        let dir = up.top.join(case.dir);
+        let mut kept = vec![dir.join(".env"), dir.join("app.conf"), dir.join(case.file)];
+        if case.with_override {
+            kept.push(dir.join("docker-compose.override.yml"));
+        }
+        let kept: Vec<&str> = kept.iter().map(|p| path_str(p)).collect();
+        let project = &up.compose.project;
+        let line = check
+            .lines()
+            .find(|l| l.starts_with(&format!("ok    project {project}: keeps ")))
+            .unwrap_or_else(|| panic!("check lists project {project}'s files: {check}"));
+        let plan_line = plan
+            .lines()
+            .find(|l| l.contains(&format!("files of project {project} ")))
+            .unwrap_or_else(|| panic!("plan lists project {project}'s files: {plan}"));
+        for file in &kept {
+            assert!(line.contains(file), "check keeps {file}: {line}");
+            assert!(plan_line.contains(file), "plan keeps {file}: {plan_line}");
+        }
+    }
+
+    let run = run_now(&sidecar, 0, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let warnings: Vec<Value> = events(&sidecar)
+        .into_iter()
+        .filter(|e| e["level"] == "WARN")
+        .collect();
+    assert!(warnings.is_empty(), "the run warns: {warnings:?}");
+
+    // The disaster: every project's containers, volume and directory, and the sidecar.
+    for up in &ups {
+        up.compose.run(&["down", "-t", "1"]);
+        docker(&["volume", "rm", &format!("{}_vol", up.compose.project)]);
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+    docker(&["rm", "-f", "-v", &sidecar]);
+
+    let sidecar = host_root_sidecar(
+        &env,
+        &remote,
+        &[
+            ("BACKUP_PROJECTS", &scope),
+            ("BACKUP_RUN_ON_START", "false"),
+        ],
+    );
+    for up in &ups {
+        let project = &up.compose.project;
+        restore(
+            &sidecar,
+            &["--project", project, "--from", "latest", "--yes"],
+        );
+        let after = tree(&up.top);
+        assert_eq!(
+            after, up.before,
+            "project {project}'s directory after the restore (left) and before the disaster \
+             (right)"
+        );
+        up.compose.run(&["up", "-d"]);
+        let web = up.compose.container("web");
+        wait_serving(&web, &paths, &up.expected, Duration::from_secs(60));
     }
 }

@@ -61,34 +61,106 @@ impl ContainerInfo {
         project_of(&self.labels)
     }
 
-    /// The host paths of its compose project's files: the compose files, the `--env-file`s and
-    /// the project directory's `.env`, from the labels compose puts on it. Empty without them.
-    pub fn project_files(&self) -> Vec<String> {
-        let list = |label| {
+    /// Its compose project's files, from the labels compose puts on it: the compose files, the
+    /// `--env-file`s and the project directory's `.env`, as host paths. Empty without the labels.
+    pub fn project_files(&self) -> ProjectPaths {
+        let list = |label| -> Vec<&str> {
             self.labels
                 .get(label)
                 .map(|v| {
                     v.split(',')
                         .map(str::trim)
-                        .filter(|p| p.starts_with('/'))
-                        .map(String::from)
-                        .collect::<Vec<_>>()
+                        .filter(|p| !p.is_empty())
+                        .collect()
                 })
                 .unwrap_or_default()
         };
-        let mut files = list(CONFIG_FILES_LABEL);
-        files.extend(list(ENV_FILES_LABEL));
-        if let Some(dir) = self
-            .labels
-            .get(WORKING_DIR_LABEL)
-            .filter(|d| d.starts_with('/'))
-        {
-            files.push(format!("{}/.env", dir.trim_end_matches('/')));
+        let configs = list(CONFIG_FILES_LABEL);
+        let working_dir = self.labels.get(WORKING_DIR_LABEL).map(String::as_str);
+        let mut paths = ProjectPaths::default();
+        for path in configs.iter().chain(&list(ENV_FILES_LABEL)) {
+            match resolve(working_dir, configs.first().copied(), path) {
+                Some(host) => paths.files.push(host),
+                None => paths.unresolved.push(path.to_string()),
+            }
         }
-        files.sort();
-        files.dedup();
-        files
+        if let Some(dir) = working_dir.filter(|d| d.starts_with('/')) {
+            paths
+                .files
+                .push(format!("{}/.env", dir.trim_end_matches('/')));
+        }
+        paths.files.sort();
+        paths.files.dedup();
+        paths.unresolved.sort();
+        paths.unresolved.dedup();
+        paths
     }
+}
+
+/// A compose project's files as its labels name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectPaths {
+    /// Host paths.
+    pub files: Vec<String>,
+    /// Paths as the labels give them, whose place on the host cannot be told.
+    pub unresolved: Vec<String>,
+}
+
+/// The host path of `path`, a compose file or `--env-file` as a project's labels name it.
+///
+/// Compose v2 writes absolute paths. Compose v1 writes them as it was given them, relative to the
+/// directory it ran in, which it does not record; it does record the project's directory, which
+/// is that directory joined with the first compose file's directory (without
+/// `--project-directory`). So a path relative to where compose ran is rewritten relative to the
+/// first compose file's directory and joined with the project's: `sub/compose.yml` run in `/p`
+/// gives the directory `/p/sub`, and `my.env` is `/p/sub/../my.env`. A path that climbs out of
+/// the invocation directory less than the first compose file does cannot be placed: `None`.
+fn resolve(working_dir: Option<&str>, first: Option<&str>, path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        return Some(normalize(&[], path));
+    }
+    let working_dir = working_dir.filter(|d| d.starts_with('/'))?;
+    let (first_ups, first_dir) = relative_parts(first?.rsplit_once('/').map_or("", |(d, _)| d));
+    let (ups, rest) = relative_parts(path);
+    if first.is_some_and(|f| f.starts_with('/')) || ups < first_ups {
+        return None;
+    }
+    let climb = first_dir.len() + ups - first_ups;
+    let mut components: Vec<&str> = vec![".."; climb];
+    components.extend(rest);
+    Some(normalize(&components, working_dir))
+}
+
+/// A relative path as the number of `..` it starts with and its other components.
+fn relative_parts(path: &str) -> (usize, Vec<&str>) {
+    let mut ups = 0;
+    let mut rest: Vec<&str> = Vec::new();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            if rest.pop().is_none() {
+                ups += 1;
+            }
+        } else {
+            rest.push(part);
+        }
+    }
+    (ups, rest)
+}
+
+/// The absolute path `base` followed by `components` (then by nothing), with `.` and `..` taken
+/// away; `..` stops at the root.
+fn normalize(components: &[&str], base: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(components.iter().copied()) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            part => out.push(part),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 /// What the host has at a path, seen through `BACKUP_HOST_ROOT`.
@@ -239,7 +311,7 @@ pub async fn inventory(docker: &Docker, host_root: Option<&Path>) -> Result<Inve
     let host = host_root.map(|root| {
         containers
             .iter()
-            .flat_map(|c| c.binds.iter().cloned().chain(c.project_files()))
+            .flat_map(|c| c.binds.iter().cloned().chain(c.project_files().files))
             .map(|path| {
                 let kind = look(root, &path);
                 (path, kind)
@@ -332,6 +404,98 @@ mod tests {
         inventory.self_id = None;
         assert!(!inventory.is_self(&container(&full)));
         assert_eq!(inventory.others().count(), 3);
+    }
+
+    fn compose(working_dir: &str, configs: &str, env_file: Option<&str>) -> ProjectPaths {
+        let mut c = container("abc");
+        c.labels
+            .insert(WORKING_DIR_LABEL.to_string(), working_dir.to_string());
+        c.labels
+            .insert(CONFIG_FILES_LABEL.to_string(), configs.to_string());
+        if let Some(env_file) = env_file {
+            c.labels
+                .insert(ENV_FILES_LABEL.to_string(), env_file.to_string());
+        }
+        c.project_files()
+    }
+
+    fn paths(files: &[&str], unresolved: &[&str]) -> ProjectPaths {
+        ProjectPaths {
+            files: files.iter().map(|f| f.to_string()).collect(),
+            unresolved: unresolved.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn compose_v2_paths_are_absolute() {
+        assert_eq!(
+            compose(
+                "/srv/p",
+                "/srv/p/compose.yaml, /srv/p/compose.override.yaml",
+                Some("/srv/p/./prod.env")
+            ),
+            paths(
+                &[
+                    "/srv/p/.env",
+                    "/srv/p/compose.override.yaml",
+                    "/srv/p/compose.yaml",
+                    "/srv/p/prod.env"
+                ],
+                &[]
+            )
+        );
+    }
+
+    /// The labels below are what Debian's docker-compose 1.29.2 wrote when run in `/p` (or
+    /// `/p/sub`) as each case says.
+    #[test]
+    fn compose_v1_paths_are_placed_from_the_project_directory() {
+        // `docker-compose up` in /p, with an override file beside the compose file.
+        assert_eq!(
+            compose("/p", "docker-compose.yml,docker-compose.override.yml", None),
+            paths(
+                &[
+                    "/p/.env",
+                    "/p/docker-compose.override.yml",
+                    "/p/docker-compose.yml"
+                ],
+                &[]
+            )
+        );
+        // `docker-compose -f sub/compose.yml --env-file my.env up` in /p.
+        assert_eq!(
+            compose("/p/sub", "sub/compose.yml", Some("my.env")),
+            paths(&["/p/my.env", "/p/sub/.env", "/p/sub/compose.yml"], &[])
+        );
+        // `docker-compose -f ../docker-compose.yml -f ../x/more.yml up` in /p/sub.
+        assert_eq!(
+            compose("/p", "../docker-compose.yml,../x/more.yml,./../y.yml", None),
+            paths(
+                &[
+                    "/p/.env",
+                    "/p/docker-compose.yml",
+                    "/p/x/more.yml",
+                    "/p/y.yml"
+                ],
+                &[]
+            )
+        );
+        // The same, with `--env-file local.env`: relative to /p/sub, whose name the labels
+        // do not hold.
+        assert_eq!(
+            compose("/p", "../docker-compose.yml", Some("local.env")),
+            paths(&["/p/.env", "/p/docker-compose.yml"], &["local.env"])
+        );
+        // An absolute compose file with a relative env file: where compose ran is unknown.
+        assert_eq!(
+            compose("/p", "/p/docker-compose.yml", Some("my.env")),
+            paths(&["/p/.env", "/p/docker-compose.yml"], &["my.env"])
+        );
+        // Deeper: `-f a/b/c.yml -f a/d.yml` in /p.
+        assert_eq!(
+            compose("/p/a/b", "a/b/c.yml,a/d.yml", None),
+            paths(&["/p/a/b/.env", "/p/a/b/c.yml", "/p/a/d.yml"], &[])
+        );
     }
 
     #[test]

@@ -109,7 +109,9 @@ pub(super) async fn restore_project(
     Ok(())
 }
 
-/// What the manifest asks for, in this order: the project's files, its volumes, its binds.
+/// What the manifest asks for, in this order: its volumes, its binds, the project's files. The
+/// files come last: they bring back the times of the directories they are in, which restoring a
+/// bind directory inside one would change again.
 fn items(manifest: &ProjectFiles, dir_name: &str, to_dir: Option<&str>) -> Vec<Item> {
     let below = |path: &str| match to_dir {
         Some(dir) => format!(
@@ -120,19 +122,6 @@ fn items(manifest: &ProjectFiles, dir_name: &str, to_dir: Option<&str>) -> Vec<I
         None => path.to_string(),
     };
     let mut items = Vec::new();
-    if !manifest.files.is_empty() {
-        items.push(Item {
-            source: dir_name.to_string(),
-            target: below("/"),
-            files: Some(
-                manifest
-                    .files
-                    .iter()
-                    .map(|f| f.trim_start_matches('/').to_string())
-                    .collect(),
-            ),
-        });
-    }
     for volume in &manifest.volumes {
         items.push(Item {
             source: volume.clone(),
@@ -148,6 +137,19 @@ fn items(manifest: &ProjectFiles, dir_name: &str, to_dir: Option<&str>) -> Vec<I
             source: bind_name(path),
             target: below(path),
             files: None,
+        });
+    }
+    if !manifest.files.is_empty() {
+        items.push(Item {
+            source: dir_name.to_string(),
+            target: below("/"),
+            files: Some(
+                manifest
+                    .files
+                    .iter()
+                    .map(|f| f.trim_start_matches('/').to_string())
+                    .collect(),
+            ),
         });
     }
     items
@@ -258,13 +260,13 @@ mod tests {
         assert_eq!(
             got,
             vec![
+                ("app_db", "app_db", None),
+                ("_bind-srv-app-data", "/srv/app/data", None),
                 (
                     "_project-app",
                     "/",
                     Some(vec!["srv/app/.env".into(), "srv/app/compose.yaml".into()])
                 ),
-                ("app_db", "app_db", None),
-                ("_bind-srv-app-data", "/srv/app/data", None),
             ]
         );
     }
@@ -276,9 +278,9 @@ mod tests {
         assert_eq!(
             targets,
             vec![
-                "/tmp/look/",
                 "/tmp/look/_volumes/app_db",
-                "/tmp/look/srv/app/data"
+                "/tmp/look/srv/app/data",
+                "/tmp/look/",
             ]
         );
         assert!(items.iter().all(|i| !i.is_volume()));

@@ -34,6 +34,7 @@ use crate::remote::guard::Dialect;
 use crate::remote::ssh::{Session, Ssh};
 use crate::report::{Failure, FailureKind, GroupReport, RunReport, VolumeReport};
 use crate::schedule::Trigger;
+pub(crate) use group::STAGING_DIR;
 use group::{VolumeResults, sync_group};
 
 /// How long the post command may take once the sidecar is shutting down.

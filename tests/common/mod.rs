@@ -56,7 +56,7 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn require_image(image: &str) {
+pub fn require_image(image: &str) {
     let out = docker_output(&["image", "inspect", "--format", "{{.Id}}", image]);
     assert!(
         out.status.success(),

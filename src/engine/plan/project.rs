@@ -74,7 +74,16 @@ pub(super) fn entries<'a>(
         };
         let mut files = BTreeSet::new();
         for c in &containers {
-            for path in c.project_files() {
+            let paths = c.project_files();
+            for path in &paths.unresolved {
+                warnings.insert(format!(
+                    "compose project {project}: cannot tell where {path} is on the host (compose \
+                     was given it relative to the directory it ran in, and {working_dir} is not \
+                     that directory joined with the first compose file's); it is not kept: run \
+                     compose with absolute -f and --env-file paths"
+                ));
+            }
+            for path in paths.files {
                 match host.get(&path) {
                     Some(HostPath::File) => {
                         files.insert(path);
