@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds the sidecar binary and the images the demo and the tests use:
+# Builds the sidecar binary and the images the demo uses:
 #   backup-sidecar:latest            the Dockerfile's prebuilt target, with target/release/backup-sidecar
 #   backup-sidecar-remote:latest     compose/remote/
-#   backup-sidecar-receivers:latest  compose/receivers/: the notification receivers (tests only)
-#   backup-sidecar-databases:latest  tests/images/databases/: Debian's database servers (tests only)
+# and with `--tests` those only the tests use:
+#   backup-sidecar-receivers:latest  compose/receivers/: the notification receivers
+#   backup-sidecar-databases:latest  tests/images/databases/: Debian's database servers
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=false
+[ "${1:-}" = --tests ] && tests=true
 cargo build --release --locked
 export DOCKER_BUILDKIT=0
 build() {
@@ -20,9 +23,13 @@ build() {
 }
 build --target prebuilt -t backup-sidecar:latest .
 build -t backup-sidecar-remote:latest compose/remote
-build -t backup-sidecar-receivers:latest compose/receivers
-build -t backup-sidecar-databases:latest tests/images/databases
+built="backup-sidecar:latest and backup-sidecar-remote:latest"
+if $tests; then
+  build -t backup-sidecar-receivers:latest compose/receivers
+  build -t backup-sidecar-databases:latest tests/images/databases
+  built="backup-sidecar:latest, backup-sidecar-remote:latest, backup-sidecar-receivers:latest \
+and backup-sidecar-databases:latest"
+fi
 # Rebuilds leave the previous images untagged.
 docker image prune -f >/dev/null
-echo "built backup-sidecar:latest, backup-sidecar-remote:latest, backup-sidecar-receivers:latest \
-and backup-sidecar-databases:latest"
+echo "built $built"

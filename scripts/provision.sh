@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Gets a fresh Debian machine ready for the demo and the tests: a running Docker engine, the host
-# tools the tests use, and a local debian:bookworm-slim (built with debootstrap when no registry
-# can be reached). Starts nothing that already runs.
+# Gets a fresh Debian machine ready for the demo: a running Docker engine, docker-compose, ssh-keygen
+# and a local debian:bookworm-slim (built with debootstrap when no registry can be reached).
+# `--tests` adds the host tools only the tests use. Starts nothing that already runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=false
+[ "${1:-}" = --tests ] && tests=true
 
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
-command -v socat >/dev/null || need+=(socat)
-# The project restore test runs a real compose project.
+# The demo and the project tests run real compose projects.
 command -v docker-compose >/dev/null || need+=(docker-compose)
-# The capture's unit tests compare with real rsync and change xattrs and ACLs.
-command -v rsync >/dev/null || need+=(rsync)
-command -v setfattr >/dev/null || need+=(attr)
-command -v setfacl >/dev/null || need+=(acl)
+if $tests; then
+  command -v socat >/dev/null || need+=(socat)
+  # The capture's unit tests compare with real rsync and change xattrs and ACLs.
+  command -v rsync >/dev/null || need+=(rsync)
+  command -v setfattr >/dev/null || need+=(attr)
+  command -v setfacl >/dev/null || need+=(acl)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "provision: installing ${need[*]}"
   apt-get update -qq
@@ -25,15 +29,15 @@ fi
 # package). Without its recommends: the node exporter is not needed, and the test starts its own
 # Prometheus on a free port.
 # The socket proxy test runs Debian's HAProxy on the host with compose/socket-proxy/haproxy.cfg.
-if ! command -v haproxy >/dev/null; then
-  echo "provision: installing haproxy"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+lean=()
+if $tests; then
+  command -v haproxy >/dev/null || lean+=(haproxy)
+  command -v promtool >/dev/null || lean+=(prometheus)
 fi
-if ! command -v promtool >/dev/null; then
-  echo "provision: installing prometheus"
+if [ ${#lean[@]} -gt 0 ]; then
+  echo "provision: installing ${lean[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then

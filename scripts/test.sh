@@ -3,8 +3,8 @@
 # sshd/rsync/borg remote and the sidecar image built from this tree. Provisions what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/provision.sh
-scripts/build-images.sh
+scripts/provision.sh --tests
+scripts/build-images.sh --tests
 # The end-to-end tests run one at a time: they time freezes, and this machine has two cores.
 # --nocapture: the fault suite prints its table, and progress shows while the tests run.
 cargo test --locked --no-fail-fast -- --test-threads=1 --nocapture "$@"
