@@ -796,10 +796,12 @@ fn own(path: &Path, owner: &str, mode: u32, time: &str) {
 }
 
 /// The override file of the compose v1 case that has one: the greeting the app shows comes
-/// from it, so an app started without it shows another.
+/// from it, so an app started without it shows another; it names an env file, without which
+/// compose does not start the app.
 const OVERRIDE_FILE: &str = r#"version: "2.4"
 services:
   web:
+    env_file: web.env
     environment:
       - GREETING=overridden-${GREETING}
 "#;
@@ -872,6 +874,7 @@ fn compose_v1_projects_come_back_with_their_compose_files() {
         write(&dir.join("data/sub/nested.txt"), "nested\n");
         if case.with_override {
             write(&dir.join("docker-compose.override.yml"), OVERRIDE_FILE);
+            write(&dir.join("web.env"), "FROM_ENV_FILE=1\n");
         }
         // Owners, modes and times of their own, deepest first (a directory's time last).
         own(
@@ -913,6 +916,7 @@ fn compose_v1_projects_come_back_with_their_compose_files() {
                 0o644,
                 "2021-03-04 05:06:10",
             );
+            own(&dir.join("web.env"), "0:0", 0o600, "2021-03-04 05:06:11");
         }
         if !case.dir.is_empty() {
             own(&dir, "0:0", 0o755, "2020-05-05 05:05:05");
@@ -977,6 +981,7 @@ fn compose_v1_projects_come_back_with_their_compose_files() {
         let mut kept = vec![dir.join(".env"), dir.join("app.conf"), dir.join(case.file)];
         if case.with_override {
             kept.push(dir.join("docker-compose.override.yml"));
+            kept.push(dir.join("web.env"));
         }
         let kept: Vec<&str> = kept.iter().map(|p| path_str(p)).collect();
         let project = &up.compose.project;

@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptions};
 
+use super::compose_file::{self, References};
+
 /// Label Docker Compose puts on the containers and volumes of a project, valued with its name.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 /// Label `docker stack deploy` puts on the containers and volumes of a Swarm stack, valued with
@@ -78,9 +80,14 @@ impl ContainerInfo {
         let configs = list(CONFIG_FILES_LABEL);
         let working_dir = self.labels.get(WORKING_DIR_LABEL).map(String::as_str);
         let mut paths = ProjectPaths::default();
-        for path in configs.iter().chain(&list(ENV_FILES_LABEL)) {
+        for (i, path) in configs.iter().chain(&list(ENV_FILES_LABEL)).enumerate() {
             match resolve(working_dir, configs.first().copied(), path) {
-                Some(host) => paths.files.push(host),
+                Some(host) => {
+                    if i < configs.len() {
+                        paths.compose.push(host.clone());
+                    }
+                    paths.files.push(host)
+                }
                 None => paths.unresolved.push(path.to_string()),
             }
         }
@@ -100,8 +107,10 @@ impl ContainerInfo {
 /// A compose project's files as its labels name them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProjectPaths {
-    /// Host paths.
+    /// Host paths, the compose files among them.
     pub files: Vec<String>,
+    /// Host paths of the compose files, in the order compose read them.
+    pub compose: Vec<String>,
     /// Paths as the labels give them, whose place on the host cannot be told.
     pub unresolved: Vec<String>,
 }
@@ -194,6 +203,9 @@ pub struct Inventory {
     /// The engine's data directory on the host (`/var/lib/docker`): binds into it are the
     /// engine's business, never backed up.
     pub docker_root: String,
+    /// What each compose project's compose files name (env files, includes), by project; empty
+    /// without `BACKUP_HOST_ROOT`.
+    pub compose_references: BTreeMap<String, References>,
 }
 
 impl Inventory {
@@ -308,15 +320,22 @@ pub async fn inventory(docker: &Docker, host_root: Option<&Path>) -> Result<Inve
         .ok()
         .and_then(|i| i.docker_root_dir)
         .unwrap_or_else(|| "/var/lib/docker".into());
+    let mut compose_references = BTreeMap::new();
     let host = host_root.map(|root| {
-        containers
+        let mut host: BTreeMap<String, HostPath> = containers
             .iter()
             .flat_map(|c| c.binds.iter().cloned().chain(c.project_files().files))
             .map(|path| {
                 let kind = look(root, &path);
                 (path, kind)
             })
-            .collect()
+            .collect();
+        compose_references = read_compose_files(root, &containers, &host);
+        for named in compose_references.values().flat_map(|r| &r.files) {
+            host.entry(named.path.clone())
+                .or_insert_with(|| look(root, &named.path));
+        }
+        host
     });
     Ok(Inventory {
         volumes,
@@ -324,7 +343,32 @@ pub async fn inventory(docker: &Docker, host_root: Option<&Path>) -> Result<Inve
         self_id: own_container_id(),
         host,
         docker_root,
+        compose_references,
     })
+}
+
+/// What the compose files of each project (those that are files on the host) name.
+fn read_compose_files(
+    root: &Path,
+    containers: &[ContainerInfo],
+    host: &BTreeMap<String, HostPath>,
+) -> BTreeMap<String, References> {
+    let mut by_project: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for c in containers {
+        if let Some(project) = c.project() {
+            let files = by_project.entry(project).or_default();
+            for file in c.project_files().compose {
+                if host.get(&file) == Some(&HostPath::File) && !files.contains(&file) {
+                    files.push(file);
+                }
+            }
+        }
+    }
+    by_project
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(project, files)| (project.to_string(), compose_file::references(root, &files)))
+        .collect()
 }
 
 /// What `root` (the host's root) has at the host path `path`.
@@ -406,7 +450,11 @@ mod tests {
         assert_eq!(inventory.others().count(), 3);
     }
 
-    fn compose(working_dir: &str, configs: &str, env_file: Option<&str>) -> ProjectPaths {
+    fn compose(
+        working_dir: &str,
+        configs: &str,
+        env_file: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
         let mut c = container("abc");
         c.labels
             .insert(WORKING_DIR_LABEL.to_string(), working_dir.to_string());
@@ -416,14 +464,15 @@ mod tests {
             c.labels
                 .insert(ENV_FILES_LABEL.to_string(), env_file.to_string());
         }
-        c.project_files()
+        let paths = c.project_files();
+        // The compose files are among the files, in the label's order.
+        assert!(paths.compose.iter().all(|f| paths.files.contains(f)));
+        (paths.files, paths.unresolved)
     }
 
-    fn paths(files: &[&str], unresolved: &[&str]) -> ProjectPaths {
-        ProjectPaths {
-            files: files.iter().map(|f| f.to_string()).collect(),
-            unresolved: unresolved.iter().map(|f| f.to_string()).collect(),
-        }
+    fn paths(files: &[&str], unresolved: &[&str]) -> (Vec<String>, Vec<String>) {
+        let strings = |list: &[&str]| list.iter().map(|f| f.to_string()).collect();
+        (strings(files), strings(unresolved))
     }
 
     #[test]

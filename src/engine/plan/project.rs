@@ -73,6 +73,8 @@ pub(super) fn entries<'a>(
             continue;
         };
         let mut files = BTreeSet::new();
+        // Host paths compose reads, and whether it fails without them.
+        let mut named: BTreeSet<(String, bool)> = BTreeSet::new();
         for c in &containers {
             let paths = c.project_files();
             for path in &paths.unresolved {
@@ -83,21 +85,11 @@ pub(super) fn entries<'a>(
                      compose with absolute -f and --env-file paths"
                 ));
             }
-            for path in paths.files {
-                match host.get(&path) {
-                    Some(HostPath::File) => {
-                        files.insert(path);
-                    }
-                    // Compose reads `.env` only when it is there.
-                    _ if path.ends_with("/.env") => {}
-                    _ => {
-                        warnings.insert(format!(
-                            "compose project {project}: {path} is not a file on the host; it is \
-                             not kept"
-                        ));
-                    }
-                }
-            }
+            // Compose reads `.env` only when it is there.
+            named.extend(paths.files.into_iter().map(|path| {
+                let required = !path.ends_with("/.env");
+                (path, required)
+            }));
             for path in &c.binds {
                 let system = SYSTEM_DIRS.iter().any(|dir| under(path, dir));
                 if host.get(path) == Some(&HostPath::File)
@@ -105,6 +97,33 @@ pub(super) fn entries<'a>(
                     && !never(path, &inventory.docker_root)
                 {
                     files.insert(path.clone());
+                }
+            }
+        }
+        if let Some(references) = inventory.compose_references.get(project) {
+            named.extend(
+                references
+                    .files
+                    .iter()
+                    .map(|n| (n.path.clone(), n.required)),
+            );
+            for problem in &references.problems {
+                warnings.insert(format!(
+                    "compose project {project}: {problem}; it is not kept"
+                ));
+            }
+        }
+        for (path, required) in named {
+            match host.get(&path) {
+                Some(HostPath::File) => {
+                    files.insert(path);
+                }
+                _ if !required => {}
+                _ => {
+                    warnings.insert(format!(
+                        "compose project {project}: {path} is not a file on the host; it is not \
+                         kept"
+                    ));
                 }
             }
         }

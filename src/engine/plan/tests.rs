@@ -928,3 +928,68 @@ fn a_swarm_stack_groups_like_a_compose_project() {
         )]
     );
 }
+
+#[test]
+fn a_project_keeps_what_its_compose_files_name() {
+    use crate::engine::compose_file::{Named, References};
+    let app = container(
+        "app",
+        true,
+        &["p_db"],
+        &[
+            ON,
+            project("p"),
+            (WORKING_DIR_LABEL, "/srv/p"),
+            (CONFIG_FILES_LABEL, "/srv/p/compose.yaml"),
+        ],
+    );
+    let named = |path: &str, required| Named {
+        path: path.into(),
+        required,
+    };
+    let inventory = Inventory {
+        volumes: vec![volume("p_db", &[])],
+        containers: vec![app],
+        host: host(&[
+            ("/srv/p/compose.yaml", HostPath::File),
+            ("/srv/p/.env", HostPath::Missing),
+            ("/srv/p/web.env", HostPath::File),
+            ("/srv/p/gone.env", HostPath::Missing),
+            ("/srv/p/optional.env", HostPath::Missing),
+        ]),
+        docker_root: "/var/lib/docker".into(),
+        compose_references: BTreeMap::from([(
+            "p".to_string(),
+            References {
+                files: [
+                    named("/srv/p/web.env", true),
+                    named("/srv/p/gone.env", true),
+                    named("/srv/p/optional.env", false),
+                ]
+                .into(),
+                problems: [
+                    "/srv/p/compose.yaml names ${X}.env, whose place depends on a \
+                            variable"
+                        .to_string(),
+                ]
+                .into(),
+            },
+        )]),
+        ..Default::default()
+    };
+    let plan = plan(&inventory, None, &[]);
+    let Origin::Project(files) = &plan.groups[0].volumes[1].origin else {
+        panic!("{plan}");
+    };
+    assert_eq!(files.files, s(&["/srv/p/compose.yaml", "/srv/p/web.env"]));
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "compose project p: /srv/p/compose.yaml names ${X}.env, whose place depends on a \
+             variable; it is not kept"
+                .to_string(),
+            "compose project p: /srv/p/gone.env is not a file on the host; it is not kept"
+                .to_string(),
+        ]
+    );
+}
