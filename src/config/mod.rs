@@ -6,6 +6,7 @@
 //! [`parse`]), and refuses anything it cannot use with a [`ConfigError`] that names the variable.
 //! Each default is a named constant beside the field it fills.
 
+pub mod channel;
 mod parse;
 mod raw;
 mod sections;
@@ -28,7 +29,7 @@ use sections::{
     CatchUpSection, HealthSection, NotifySection, Paths, RemoteSection, RunSection, ScheduleSection,
 };
 
-use crate::ops::notify::{Channel, NotifyOn};
+use channel::{Channel, NotifyOn};
 
 /// A configuration error: the variable at fault and what is wrong with it. The sidecar exits 2 on it.
 #[derive(Debug, Clone, PartialEq, Eq)]

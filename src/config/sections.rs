@@ -9,9 +9,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use croner::Cron;
 
+use super::channel::{self, Channel, NotifyOn};
 use super::parse::*;
 use super::*;
-use crate::ops::notify::{self, Channel, NotifyOn};
 
 /// `LOG_FORMAT`.
 pub(super) fn log_format(raw: &RawConfig) -> Result<LogFormat, ConfigError> {
@@ -374,7 +374,11 @@ pub(super) fn notify_section(raw: &RawConfig) -> Result<NotifySection, ConfigErr
             Channel::parse(entry).map_err(|e| {
                 err(
                     URLS,
-                    format!("entry {} of {count}, {}: {e}", i + 1, notify::redact(entry)),
+                    format!(
+                        "entry {} of {count}, {}: {e}",
+                        i + 1,
+                        channel::redact(entry)
+                    ),
                 )
             })
         })
@@ -397,7 +401,7 @@ pub(super) fn notify_section(raw: &RawConfig) -> Result<NotifySection, ConfigErr
     };
     let ca_file = raw.backup_notify_ca_file.as_deref().map(PathBuf::from);
     if let Some(path) = &ca_file {
-        notify::read_ca_file(path).map_err(|e| err("BACKUP_NOTIFY_CA_FILE", e))?;
+        channel::read_ca_file(path).map_err(|e| err("BACKUP_NOTIFY_CA_FILE", e))?;
     }
     Ok(NotifySection { urls, on, ca_file })
 }

@@ -13,14 +13,14 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::channel::{Channel, Kind, Security, Smtp};
+use super::Message;
 use super::render::{self, HttpRequest, Method};
-use super::{Message, NotifyOn};
 use crate::config::Config;
+use crate::config::channel::NotifyOn;
+use crate::config::channel::{Channel, Kind, Security, Smtp, read_ca_file};
 use crate::events;
 
 /// The longest one try may take: connecting, sending and reading the answer.
@@ -52,26 +52,6 @@ enum TryError {
     /// The service refused (401, 404, a 5xx SMTP reply, a bad address): the same again will not
     /// help, and healthchecks' rate limit makes pointless tries harmful.
     Permanent(String),
-}
-
-/// The certificates of a PEM file, for `BACKUP_NOTIFY_CA_FILE`: a private CA that signs a LAN
-/// server's certificate, trusted besides the public roots built in.
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    // Checked now, so that a bad certificate is a configuration error rather than every
-    // notification failing.
-    let mut store = rustls::RootCertStore::empty();
-    for cert in &certs {
-        store
-            .add(cert.clone())
-            .map_err(|e| format!("{}: not a usable CA certificate ({e})", path.display()))?;
-    }
-    Ok(certs)
 }
 
 /// The HTTP client: rustls with ring (no C toolchain beyond cc, no aws-lc), Mozilla's roots built

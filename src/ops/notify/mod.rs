@@ -1,6 +1,7 @@
 //! Notifications: telling people how backups go, over the channels of `BACKUP_NOTIFY_URLS`.
 //!
-//! - [`channel`]: the URLs, parsed once at start, shown only redacted.
+//! - the channels: the URLs, parsed once at start with the configuration
+//!   ([`crate::config::channel`]), shown only redacted.
 //! - [`render`]: pure: a channel and a [`Message`] in, the request (or mail) out.
 //! - [`deliver`]: the [`Notifier`]: sends to every channel at once, each with a timeout and a few
 //!   tries; trouble is a warning in the log and never fails or delays a run.
@@ -11,7 +12,6 @@
 //! (`recovered`) by default, or every run with `BACKUP_NOTIFY_ON=always`. A test message goes to
 //! all.
 
-pub mod channel;
 pub mod deliver;
 pub mod render;
 
@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use channel::{Channel, redact};
-pub use deliver::{Notifier, read_ca_file};
+pub use crate::config::channel::NotifyOn;
+pub use deliver::Notifier;
 
 /// What a notification reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,15 +67,6 @@ impl Outcome {
             Outcome::Test => format!("test notification from backup-sidecar on {host}"),
         }
     }
-}
-
-/// `BACKUP_NOTIFY_ON`: which outcomes reach the channels that are not monitors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyOn {
-    /// `failure`: failures, and the first success after one as `recovered`.
-    Failure,
-    /// `always`: every run.
-    Always,
 }
 
 impl NotifyOn {
@@ -166,21 +157,6 @@ pub fn new_run_id() -> String {
         &hex[20..32]
     )
 }
-
-/// A self-signed CA certificate (valid until 2126), for tests of `BACKUP_NOTIFY_CA_FILE`.
-#[cfg(test)]
-pub const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBmTCCAT+gAwIBAgIUR1cZhakn+r4C9TQp4C7EnrwOR+MwCgYIKoZIzj0EAwIw
-ITEfMB0GA1UEAwwWYmFja3VwLXNpZGVjYXIgdGVzdCBDQTAgFw0yNjExMjkxNjQ5
-MjZaGA8yMTI2MTEwNTE2NDkyNlowITEfMB0GA1UEAwwWYmFja3VwLXNpZGVjYXIg
-dGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABLZfsbTLzm3CAelIM1Mv
-T6F6AG2I1RAPQHIBczTYXquzfk+/Q2dp28ZSklO2i4vDkNdxlQMD7V9UAhiMY9XY
-iFOjUzBRMB0GA1UdDgQWBBTbKlSCMWGSgf0Qbdij6r599VzpLDAfBgNVHSMEGDAW
-gBTbKlSCMWGSgf0Qbdij6r599VzpLDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49
-BAMCA0gAMEUCIHiYUycQUsplfJCmkOABf1oQbC2KSwcdaFCMlJwQqEC8AiEA2OXy
-geeW3SZrOkBVc5wSViKYdAosOEom8myzruCF5lY=
------END CERTIFICATE-----
-";
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde::Serialize;
 
-use super::channel::{Auth, Kind};
 use super::{Message, Outcome};
+use crate::config::channel::{Auth, Kind};
 use crate::format::tenths;
 
 /// ntfy turns a longer body into an attachment.
@@ -67,7 +67,7 @@ impl fmt::Debug for HttpRequest {
             .collect();
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
-            .field("url", &super::channel::redact(&self.url))
+            .field("url", &crate::config::channel::redact(&self.url))
             .field("headers", &headers)
             .field("body", &self.body)
             .finish()

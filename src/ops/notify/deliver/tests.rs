@@ -450,9 +450,28 @@ fn reads_a_ca_file() {
             .contains("cannot read")
     );
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, super::super::TEST_CA_PEM).unwrap();
+    std::fs::write(&ca, crate::config::channel::TEST_CA_PEM).unwrap();
     assert_eq!(read_ca_file(&ca).unwrap().len(), 1);
     let notifier = Notifier::new(Vec::new(), NotifyOn::Always, Some(&ca)).unwrap();
     assert!(notifier.is_empty());
     assert_eq!(notifier.inner.ca.len(), 1);
+}
+
+#[test]
+fn the_notifier_takes_the_configured_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "k").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = crate::config::Config::from_raw(crate::config::RawConfig {
+        backup_remote: Some("pi@backup".into()),
+        backup_remote_dir: Some("/m".into()),
+        backup_ssh_key_file: Some(key.display().to_string()),
+        backup_known_hosts_file: Some("/dev/null".into()),
+        backup_notify_urls: Some("uptimekuma://kuma.lan/api/push/tok".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let notifier = Notifier::from_config(&config).unwrap();
+    assert_eq!(notifier.channels(), &config.notify_urls[..]);
 }

@@ -1,11 +1,15 @@
-//! Notification URLs: each entry of `BACKUP_NOTIFY_URLS` parsed once at start into a [`Channel`],
-//! and shown only [`redact`]ed, in logs, errors and `Debug` alike.
+//! Notification settings: each entry of `BACKUP_NOTIFY_URLS` parsed once at start into a
+//! [`Channel`], and shown only [`redact`]ed, in logs, errors and `Debug` alike; who hears what
+//! ([`NotifyOn`]); the private CA of `BACKUP_NOTIFY_CA_FILE`.
 
 use std::fmt;
+use std::path::Path;
 
 use lettre::message::Mailbox;
 use percent_encoding::percent_decode_str;
 use reqwest::Url;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// The schemes of HTTP channels; each also comes as `NAME+http` for a LAN server without TLS.
 const HTTP_SCHEMES: &[&str] = &[
@@ -20,6 +24,15 @@ const HTTP_SCHEMES: &[&str] = &[
 /// Every scheme accepted, for the error that names an unknown one.
 const SCHEMES: &str = "ntfy, gotify, healthchecks, uptimekuma, slack, webhook (each also as \
                        NAME+http), smtp, smtps, smtp+plain";
+
+/// `BACKUP_NOTIFY_ON`: which outcomes reach the channels that are not monitors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOn {
+    /// `failure`: failures, and the first success after one as `recovered`.
+    Failure,
+    /// `always`: every run.
+    Always,
+}
 
 /// SMTP submission with STARTTLS (RFC 6409).
 pub const SMTP_STARTTLS_PORT: u16 = 587;
@@ -158,7 +171,7 @@ fn hide(entry: &str) -> (String, Vec<String>) {
 
 /// How an HTTP channel authenticates.
 #[derive(Clone, PartialEq, Eq)]
-pub(super) enum Auth {
+pub(crate) enum Auth {
     /// `Authorization: Bearer <token>` (ntfy access tokens).
     Bearer(String),
     /// `Authorization: Basic ...`.
@@ -167,7 +180,7 @@ pub(super) enum Auth {
 
 /// How an SMTP connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Security {
+pub(crate) enum Security {
     /// `smtp://`: plain connect, then STARTTLS, refusing a server that does not offer it.
     StartTls,
     /// `smtps://`: TLS from the first byte.
@@ -178,19 +191,19 @@ pub(super) enum Security {
 
 /// An SMTP channel.
 #[derive(Clone, PartialEq, Eq)]
-pub(super) struct Smtp {
-    pub(super) security: Security,
-    pub(super) host: String,
-    pub(super) port: u16,
+pub(crate) struct Smtp {
+    pub(crate) security: Security,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// User and password; `None` sends without authentication.
-    pub(super) credentials: Option<(String, String)>,
-    pub(super) from: Mailbox,
-    pub(super) to: Vec<Mailbox>,
+    pub(crate) credentials: Option<(String, String)>,
+    pub(crate) from: Mailbox,
+    pub(crate) to: Vec<Mailbox>,
 }
 
 /// What a channel is and where it sends. HTTP URLs are the real targets (`https://...`).
 #[derive(Clone, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     /// POST to `url` (`origin/topic`).
     Ntfy { url: String, auth: Option<Auth> },
     /// POST to `url` (`origin[/prefix]/message`) with the token as `X-Gotify-Key`.
@@ -211,7 +224,7 @@ pub(super) enum Kind {
 /// redacted URL.
 #[derive(Clone)]
 pub struct Channel {
-    pub(super) kind: Kind,
+    pub(crate) kind: Kind,
     shown: String,
     secrets: Vec<String>,
 }
@@ -295,6 +308,26 @@ impl Channel {
         }
         text
     }
+}
+
+/// The certificates of a PEM file, for `BACKUP_NOTIFY_CA_FILE`: a private CA that signs a LAN
+/// server's certificate, trusted besides the public roots built in.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    // Checked now, so that a bad certificate is a configuration error rather than every
+    // notification failing.
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("{}: not a usable CA certificate ({e})", path.display()))?;
+    }
+    Ok(certs)
 }
 
 fn decode(text: &str) -> String {
@@ -490,6 +523,21 @@ fn smtp(url: &Url, security: Security) -> Result<Smtp, String> {
         to,
     })
 }
+
+/// A self-signed CA certificate (valid until 2126), for tests of `BACKUP_NOTIFY_CA_FILE`.
+#[cfg(test)]
+pub const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBmTCCAT+gAwIBAgIUR1cZhakn+r4C9TQp4C7EnrwOR+MwCgYIKoZIzj0EAwIw
+ITEfMB0GA1UEAwwWYmFja3VwLXNpZGVjYXIgdGVzdCBDQTAgFw0yNjExMjkxNjQ5
+MjZaGA8yMTI2MTEwNTE2NDkyNlowITEfMB0GA1UEAwwWYmFja3VwLXNpZGVjYXIg
+dGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABLZfsbTLzm3CAelIM1Mv
+T6F6AG2I1RAPQHIBczTYXquzfk+/Q2dp28ZSklO2i4vDkNdxlQMD7V9UAhiMY9XY
+iFOjUzBRMB0GA1UdDgQWBBTbKlSCMWGSgf0Qbdij6r599VzpLDAfBgNVHSMEGDAW
+gBTbKlSCMWGSgf0Qbdij6r599VzpLDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49
+BAMCA0gAMEUCIHiYUycQUsplfJCmkOABf1oQbC2KSwcdaFCMlJwQqEC8AiEA2OXy
+geeW3SZrOkBVc5wSViKYdAosOEom8myzruCF5lY=
+-----END CERTIFICATE-----
+";
 
 #[cfg(test)]
 mod tests {
