@@ -17,6 +17,7 @@ use crate::engine::freeze;
 use crate::engine::freeze::FreezeFault;
 use crate::engine::journal::Journal;
 use crate::engine::plan;
+use crate::layout;
 use crate::lock::RunLock;
 use crate::logging;
 use crate::ops::health::BEAT_INTERVAL;
@@ -131,7 +132,7 @@ async fn serve(
     // A run in progress when the predecessor died is not in progress any more, and the copies it
     // staged are of no use: each capture starts from an empty staging area.
     ctx.store.clear_running();
-    let staging = ctx.config.state_dir.join(run::STAGING_DIR);
+    let staging = layout::staging(&ctx.config);
     if staging.exists() {
         match capture::clear(&staging) {
             Ok(()) => {

@@ -22,6 +22,8 @@
 //!   [`schedule`] (when runs are due), [`app`] (the daemon loop).
 //! - [`report`]: one value out of each run and verification; [`ops`] hands it to the outputs (log,
 //!   history, notifications, metrics) and answers `status` and `health` from the history.
+//! - [`layout`]: where things live in the state directory, below the host root and in a project's
+//!   mirror directory.
 //! - [`lock`], [`format`], [`events`], [`logging`]: the run lock, number formatting, the log
 //!   events' names, log output.
 //!
@@ -38,6 +40,7 @@ pub(crate) mod engine;
 pub(crate) mod events;
 pub(crate) mod format;
 pub(crate) mod init;
+pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod logging;
 pub(crate) mod ops;

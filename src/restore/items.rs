@@ -188,7 +188,7 @@ pub(super) async fn prepare(
                     extra.extend(["--from0", list.as_str()]);
                     let cmd = commands::rsync_pull_listed(
                         &helper_ssh,
-                        &format!("{dir}/{}/", crate::run::FILES_DIR),
+                        &format!("{dir}/{}/", crate::layout::FILES_DIR),
                         &format!("{mount}/"),
                         &extra,
                     );
@@ -207,7 +207,7 @@ pub(super) async fn prepare(
             let borg = borg::repository(config)?;
             let path = match item.files {
                 None => source.clone(),
-                Some(_) => format!("{source}/{}", crate::run::FILES_DIR),
+                Some(_) => format!("{source}/{}", crate::layout::FILES_DIR),
             };
             let listing = remote_borg(
                 ssh,

@@ -17,11 +17,11 @@ use crate::engine::journal::Journal;
 use crate::engine::plan::{ProjectFiles, bind_name, project_dir_name};
 use crate::events;
 use crate::format::millis;
+use crate::layout::MANIFEST;
 use crate::remote::commands;
 use crate::remote::guard::Dialect;
 use crate::remote::process::{self, Cmd};
 use crate::remote::ssh::{Session, Ssh};
-use crate::run::MANIFEST;
 
 /// Below `--to-dir`, where the project's volumes go (binds and files go to their host paths
 /// below it).

@@ -3,37 +3,15 @@
 //! and `files/<host path>` with their owners, modes, times, ACLs and xattrs, and those of their
 //! directories. The copy is then mirrored like any source.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::plan::{Origin, PlannedVolume, ProjectFiles};
+use crate::layout::{FILES_DIR, MANIFEST, source_path};
 use crate::remote::process::{self, Cmd};
-
-/// Where the project copies live, in `BACKUP_STATE_DIR`.
-const PROJECTS_DIR: &str = "projects";
-/// The project's list of what it holds, at the top of its mirror directory.
-pub const MANIFEST: &str = "manifest.json";
-/// The directory of the project's files, by host path, in its mirror directory.
-pub const FILES_DIR: &str = "files";
-
-/// Where the run reads a source from: a volume's `_data`, a bind's path below the host's root, a
-/// project's copy.
-pub fn source_path(config: &Config, volume: &PlannedVolume) -> PathBuf {
-    match &volume.origin {
-        Origin::Volume => config.volumes_dir.join(&volume.name).join("_data"),
-        Origin::Bind(path) => host_path(config, path),
-        Origin::Project(_) => config.state_dir.join(PROJECTS_DIR).join(&volume.name),
-    }
-}
-
-/// The host path `path` as the sidecar sees it, below `BACKUP_HOST_ROOT`.
-pub fn host_path(config: &Config, path: &str) -> PathBuf {
-    let root = config.host_root.as_deref().unwrap_or(Path::new("/"));
-    root.join(path.trim_start_matches('/'))
-}
 
 /// Copies a project's files afresh (nothing for other sources).
 pub async fn stage(

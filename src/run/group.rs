@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Sidecar;
-use super::files::{source_path, stage};
+use super::files::stage;
 use crate::capture::{self, Capture, LiveView};
 use crate::config::{CatchUp, Config};
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::plan::{Group, PlannedVolume};
 use crate::events;
 use crate::format::{human_bytes, millis};
+use crate::layout::{self, source_path};
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::ssh::Ssh;
 use crate::remote::transfer::{self, Mirror, OnProgress, Pass, PassResult, Progress};
@@ -159,7 +160,7 @@ pub(super) async fn sync_group(
         return (results, Frozen::default());
     }
     // Emptied before the freeze (a crashed run may have left copies), and after the upload.
-    let staging = config.state_dir.join(STAGING_DIR);
+    let staging = layout::staging(config);
     let why_not = capture::clear(&staging)
         .map_err(|e| format!("emptying the staging area: {e}"))
         .err()
@@ -222,9 +223,6 @@ pub(super) async fn sync_group(
     }
     (results, frozen)
 }
-
-/// The staging area, in `BACKUP_STATE_DIR`: one directory per volume of the group being frozen.
-pub const STAGING_DIR: &str = "staging";
 
 /// What the capture needs from before a volume's live pass (the error says why there is none).
 async fn before_live_pass(config: &Config, volume: &PlannedVolume) -> Result<LiveView, String> {

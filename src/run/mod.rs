@@ -5,8 +5,6 @@
 mod files;
 mod group;
 
-pub(crate) use files::{FILES_DIR, MANIFEST, host_path, source_path};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,7 +32,6 @@ use crate::remote::guard::Dialect;
 use crate::remote::ssh::{Session, Ssh};
 use crate::report::{Failure, FailureKind, GroupReport, RunReport, VolumeReport};
 use crate::schedule::Trigger;
-pub(crate) use group::STAGING_DIR;
 use group::{VolumeResults, sync_group};
 
 /// How long the post command may take once the sidecar is shutting down.
