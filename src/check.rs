@@ -10,7 +10,7 @@ use crate::engine::discover;
 use crate::engine::plan::{self, Origin};
 use crate::remote::borg;
 use crate::remote::commands;
-use crate::remote::guard::{self, Dialect, Guard, Versions};
+use crate::remote::guard::{Guard, Versions};
 use crate::remote::ssh::{Session, Ssh};
 
 fn report<T: Display>(name: &str, result: &Result<T>) -> bool {
@@ -111,12 +111,12 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
     );
     if let Ok(session) = session {
         let ssh = &session.ssh;
-        match ssh.dialect() {
-            Dialect::Guard(guard) => ok &= guarded(config, guard, ssh, cancel).await,
-            Dialect::Shell => ok &= unguarded(config, ssh, cancel).await,
+        match ssh.guard() {
+            Some(guard) => ok &= guarded(config, guard, ssh, cancel).await,
+            None => ok &= unguarded(config, ssh, cancel).await,
         }
         if let Some(borg) = &config.borg {
-            let command = commands::borg_list_last(ssh.dialect(), borg);
+            let command = ssh.borg_list_last(borg);
             let result = borg::remote_borg(ssh, borg, "borg list", &command, cancel)
                 .await
                 .map(|_| format!("{} is reachable", borg.repo));
@@ -164,7 +164,7 @@ async fn guarded(config: &Config, guard: &Guard, ssh: &Ssh, cancel: &Cancellatio
             (None, _) => String::new(),
         }
     );
-    let versions = match ssh.run(&guard::verb("versions", &[]), None, cancel).await {
+    let versions = match ssh.run(&commands::guard_versions(), None, cancel).await {
         Ok(done) if done.success() => serde_json::from_str::<Versions>(done.stdout.trim())
             .map_err(|_| anyhow!("the guard's answer is not its versions: {}", done.stdout)),
         Ok(done) => Err(anyhow!("failed: {}", done.last_error_line())),

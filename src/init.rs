@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Keep};
 use crate::remote::guard::{
-    Dialect, GUARD_CONFIG, GUARD_PATH, GUARD_SOURCE, Guard, RSYNCD_CONF, RSYNCD_PATH,
+    GUARD_CONFIG, GUARD_PATH, GUARD_SOURCE, Guard, RSYNCD_CONF, RSYNCD_PATH,
 };
 use crate::remote::process::{self, Cmd};
 use crate::remote::ssh::{Session, Ssh, quote};
@@ -69,17 +69,17 @@ pub async fn init(
     }
     // The key is narrowed now: a fresh connection must meet the guard.
     let session = Session::open(&session_config, cancel).await?;
-    let dialect = session.ssh.dialect().clone();
+    let guard = session.ssh.guard().cloned();
     session.close().await;
-    match dialect {
-        Dialect::Guard(guard) => {
+    match guard {
+        Some(guard) => {
             println!(
                 "done: the key now runs only the guard's vocabulary (guard {}, mirror {})",
                 guard.guard, guard.mirror
             );
             Ok(())
         }
-        Dialect::Shell => bail!(
+        None => bail!(
             "the authorized_keys line was replaced, but the remote still gives this key a shell: \
              is another line or another AuthorizedKeysFile authorizing it?"
         ),
@@ -299,7 +299,7 @@ async fn prepare(
     host_line: &str,
     cancel: &CancellationToken,
 ) -> Result<bool> {
-    if let Dialect::Guard(guard) = ssh.dialect() {
+    if let Some(guard) = ssh.guard() {
         already_guarded(guard);
         if request.yes && !pinned {
             pin(config, host_line)?;

@@ -13,7 +13,6 @@ use tracing::{error, info};
 use crate::config::{Borg, Config};
 use crate::remote::borg::remote_borg;
 use crate::remote::borg::{list_archives, of_prefix};
-use crate::remote::commands;
 use crate::remote::ssh::{Session, Ssh};
 use crate::report::{Failure, Verified, VerifyReport};
 
@@ -83,14 +82,7 @@ async fn check(
     ssh: &Ssh,
     cancel: &CancellationToken,
 ) -> Result<Verified> {
-    remote_borg(
-        ssh,
-        borg,
-        "borg check",
-        &commands::borg_check(ssh.dialect(), borg),
-        cancel,
-    )
-    .await?;
+    remote_borg(ssh, borg, "borg check", &ssh.borg_check(borg), cancel).await?;
     info!(repo = %borg.repo, "borg check passed");
 
     // This host's newest archive: another host's is compared with another mirror.
@@ -109,7 +101,7 @@ async fn check(
         ssh,
         borg,
         "borg list",
-        &commands::borg_list_archive(ssh.dialect(), borg, &newest.name),
+        &ssh.borg_list_archive(borg, &newest.name),
         cancel,
     )
     .await?;
@@ -125,13 +117,7 @@ async fn check(
     for item in sample(&files, SAMPLE) {
         let mirror = format!("{}/{}", config.remote_dir, item.path);
         // Size and mtime of the mirror's copy, in the remote's local time like borg's listing.
-        let stat = ssh
-            .run(
-                &commands::size_and_mtime(ssh.dialect(), &mirror),
-                None,
-                cancel,
-            )
-            .await?;
+        let stat = ssh.run(&ssh.size_and_mtime(&mirror), None, cancel).await?;
         let Some((size, mtime)) = stat.stdout.trim().split_once(' ') else {
             continue; // gone from the mirror since: nothing to compare
         };
@@ -142,7 +128,7 @@ async fn check(
             ssh,
             borg,
             "borg extract",
-            &commands::borg_compare(ssh.dialect(), borg, &newest.name, &item.path, &mirror),
+            &ssh.borg_compare(borg, &newest.name, &item.path, &mirror),
             cancel,
         )
         .await?;

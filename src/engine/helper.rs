@@ -24,6 +24,10 @@ use crate::engine::discover;
 /// line or in its environment).
 pub const SECRETS: &str = "/run/restore";
 
+/// The command that prints the repository's passphrase in the helper (`BORG_PASSCOMMAND`): a
+/// file among the secrets, present when the repository has a passphrase.
+pub const PASSCOMMAND: &str = "cat /run/restore/passphrase";
+
 /// Where the helper mounts the target volume: `RESTORE_ROOT/<the backed-up volume's name>`, the
 /// path the volume's directory has in an archive, so that `borg extract` restores the volume's
 /// own directory (its mode, owner, times to the nanosecond, xattrs and ACLs) onto the mount.
@@ -239,12 +243,11 @@ files)
   shift
   "$@" ;;
 archive|archive-files)
-  # $1 repository::archive  $2 the item's path in the archive  $3 BORG_RSH
-  # $4 lock: `bypass` when a guard serves the repository read-only (its lock cannot be written)
-  repo=$1 item=$2 lock=$4; export BORG_RSH=$3
-  if [ "$lock" = bypass ]; then set -- --bypass-lock; else set --; fi
-  if [ -e /run/restore/passphrase ]; then export BORG_PASSCOMMAND='cat /run/restore/passphrase'; fi
-  export BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+  # $1 repository::archive  $2 the item's path in the archive; then the borg client's
+  # environment (NAME=VALUE words), --, and its options for reading
+  repo=$1 item=$2; shift 2
+  while [ "$1" != -- ]; do export "$1"; shift; done
+  shift
   if [ "$mode" = archive-files ]; then
     # <project>/files/<host path>: the host paths, below the mount, the mount itself untouched.
     cd "$dir"

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Borg, Config};
-use crate::remote::commands;
 use crate::remote::fault::classify;
 use crate::remote::process;
 use crate::remote::ssh::Ssh;
@@ -156,7 +155,7 @@ pub async fn snapshot(
         ssh,
         borg_config,
         "borg break-lock",
-        &commands::break_stale_lock(ssh.dialect(), borg_config),
+        &ssh.break_stale_lock(borg_config),
         cancel,
     )
     .await?;
@@ -186,7 +185,12 @@ pub async fn snapshot(
     };
     let done = ssh
         .run_watched(
-            &commands::borg_create(ssh.dialect(), borg_config, remote_dir, prefix),
+            &ssh.borg_create(
+                borg_config,
+                remote_dir,
+                prefix,
+                &archive_name(prefix, Utc::now()),
+            ),
             stdin_for(borg_config),
             cancel,
             watch,
@@ -206,10 +210,10 @@ pub async fn snapshot(
         original_bytes: output.archive.stats.original,
         deduplicated_bytes: output.archive.stats.deduplicated,
     };
-    if let Some(prune) = commands::borg_prune(ssh.dialect(), borg_config, prefix) {
+    if let Some(prune) = ssh.borg_prune(borg_config, prefix) {
         remote_borg(ssh, borg_config, "borg prune", &prune, cancel).await?;
     }
-    if let Some(compact) = commands::borg_compact(ssh.dialect(), borg_config) {
+    if let Some(compact) = ssh.borg_compact(borg_config) {
         remote_borg(ssh, borg_config, "borg compact", &compact, cancel).await?;
     }
     Ok(created)
@@ -258,14 +262,7 @@ pub async fn list_archives(
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<Vec<ArchiveEntry>> {
-    let out = remote_borg(
-        ssh,
-        borg,
-        "borg list",
-        &commands::borg_list(ssh.dialect(), borg),
-        cancel,
-    )
-    .await?;
+    let out = remote_borg(ssh, borg, "borg list", &ssh.borg_list(borg), cancel).await?;
     let mut list: ArchiveList =
         serde_json::from_str(&out).context("cannot read borg list --json")?;
     list.archives.reverse();
@@ -278,14 +275,7 @@ pub async fn archive_sizes(
     borg: &Borg,
     cancel: &CancellationToken,
 ) -> Result<HashMap<String, Sizes>> {
-    let json = remote_borg(
-        ssh,
-        borg,
-        "borg info",
-        &commands::borg_info(ssh.dialect(), borg),
-        cancel,
-    )
-    .await?;
+    let json = remote_borg(ssh, borg, "borg info", &ssh.borg_info(borg), cancel).await?;
     let list: InfoList = serde_json::from_str(&json).context("cannot read borg info --json")?;
     Ok(list
         .archives

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
-use crate::remote::commands::{self, HOST_MARKER};
+use crate::remote::commands::HOST_MARKER;
 use crate::remote::fault::{Fault, RemoteError, classify};
 use crate::remote::ssh::Ssh;
 
@@ -20,13 +20,7 @@ pub async fn claim(
     make: bool,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let done = ssh
-        .run(
-            &commands::claim(ssh.dialect(), dir, host, make),
-            None,
-            cancel,
-        )
-        .await?;
+    let done = ssh.run(&ssh.claim(dir, host, make), None, cancel).await?;
     let fault = |fault, message| RemoteError { fault, message };
     match done.code {
         Some(0) => {

@@ -10,10 +10,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use chrono::Utc;
-
 use crate::config::{Borg, Link};
-use crate::remote::borg::archive_name;
 use crate::remote::guard::{self, Dialect, hex};
 use crate::remote::process::Cmd;
 use crate::remote::ssh::{Ssh, quote};
@@ -24,64 +21,8 @@ pub const COMPLETE_STAMP: &str = ".backup-sidecar-complete";
 /// The file in a host's mirror directory that names the host it belongs to.
 pub const HOST_MARKER: &str = ".backup-sidecar-host";
 
-/// Claims `dir` for `host`: exit 0 when it is `host`'s (its name is written into [`HOST_MARKER`]
-/// when nobody's is there, and `claimed` printed), 5 with the owner's name on stdout when it is
-/// another host's, 6 when `dir` is missing and `make` is false. With `make`, only the last
-/// component is made: a missing parent (a disk not mounted) stays missing.
-pub fn claim(d: &Dialect, dir: &str, host: &str, make: bool) -> String {
-    if let Dialect::Guard(_) = d {
-        let make = if make { "1" } else { "0" };
-        return guard::verb("claim", &[host.to_string(), make.to_string(), hex(dir)]);
-    }
-    format!(
-        "d={dir}; f=\"$d\"/{HOST_MARKER}; if ! test -d \"$d\"; then {missing}; fi; \
-         if test -f \"$f\"; then o=$(cat \"$f\"); test \"$o\" = {host} && exit 0; \
-         printf '%s\\n' \"$o\"; exit 5; fi; printf '%s\\n' {host} > \"$f\" && echo claimed",
-        dir = quote(dir),
-        host = quote(host),
-        missing = if make {
-            "mkdir \"$d\" || exit 6"
-        } else {
-            "exit 6"
-        },
-    )
-}
-
 fn stamp(remote_dir: &str) -> String {
     quote(&format!("{remote_dir}/{COMPLETE_STAMP}"))
-}
-
-/// Removes the completion stamp: from here on the mirror is incomplete. (The guard also creates
-/// the directory below its mirror directory when it is missing.)
-pub fn clear_stamp(d: &Dialect, remote_dir: &str) -> String {
-    match d {
-        Dialect::Shell => format!("rm -f {}", stamp(remote_dir)),
-        Dialect::Guard(_) => guard::verb("stamp-clear", &[hex(remote_dir)]),
-    }
-}
-
-/// Writes the completion stamp (the time, in UTC): every volume of the run is mirrored.
-pub fn write_stamp(d: &Dialect, remote_dir: &str) -> String {
-    match d {
-        Dialect::Shell => format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", stamp(remote_dir)),
-        Dialect::Guard(_) => guard::verb("stamp-write", &[hex(remote_dir)]),
-    }
-}
-
-/// Succeeds when `dir` is a directory on the remote.
-pub fn is_directory(d: &Dialect, dir: &str) -> String {
-    match d {
-        Dialect::Shell => format!("test -d {}", quote(dir)),
-        Dialect::Guard(_) => guard::verb("is-dir", &[hex(dir)]),
-    }
-}
-
-/// Prints `SIZE MTIME` of a file, the mtime as `stat %y` shows it (nanoseconds, local time).
-pub fn size_and_mtime(d: &Dialect, path: &str) -> String {
-    match d {
-        Dialect::Shell => format!("stat -c '%s %y' -- {}", quote(path)),
-        Dialect::Guard(_) => guard::verb("stat", &[hex(path)]),
-    }
 }
 
 /// The remote's command before or after a run.
@@ -93,26 +34,14 @@ pub enum Hook {
     Post,
 }
 
-impl Hook {
-    /// Its name in messages: the variable, or the guard's setting.
-    pub fn name(self, d: &Dialect) -> &'static str {
-        match (self, d) {
-            (Hook::Pre, Dialect::Shell) => "BACKUP_REMOTE_PRE_COMMAND",
-            (Hook::Post, Dialect::Shell) => "BACKUP_REMOTE_POST_COMMAND",
-            (Hook::Pre, Dialect::Guard(_)) => "the remote's pre_command",
-            (Hook::Post, Dialect::Guard(_)) => "the remote's post_command",
-        }
-    }
+/// The guard's `hello`: what it says about itself, as JSON (a shell answers otherwise).
+pub fn guard_hello() -> String {
+    guard::verb("hello", &[])
 }
 
-/// The line for a hook: through a guard, the verb that runs the command configured on the remote
-/// (the sidecar's own setting is not sent); otherwise the configured line, if any.
-pub fn hook(d: &Dialect, hook: Hook, configured: Option<&str>) -> Option<String> {
-    match (d, hook) {
-        (Dialect::Shell, _) => configured.map(str::to_string),
-        (Dialect::Guard(_), Hook::Pre) => Some(guard::verb("pre", &[])),
-        (Dialect::Guard(_), Hook::Post) => Some(guard::verb("post", &[])),
-    }
+/// The guard's `versions`: rsync's and borg's versions under the guard, as JSON.
+pub fn guard_versions() -> String {
+    guard::verb("versions", &[])
 }
 
 /// Prints the remote rsync's version line (a shell remote: the guard says it in `hello`).
@@ -165,183 +94,346 @@ fn archive(config: &Borg, name: &str) -> String {
     quote(&format!("{}::{name}", config.repo))
 }
 
-/// `borg create` of the mirror root, as an archive `PREFIX-<UTC time>`. It refuses a mirror
-/// without the completion stamp. Its stderr is JSON lines (`--log-json`), with its progress
-/// (`--progress`): see `borg::read_stderr`. The guard names the archive by its own clock and then
-/// prunes `PREFIX-*` with its own retention.
-pub fn borg_create(d: &Dialect, config: &Borg, remote_dir: &str, prefix: &str) -> String {
-    if let Dialect::Guard(_) = d {
-        let args = [prefix.to_string(), wait_seconds(config), hex(remote_dir)];
-        return guard::verb("snapshot", &args);
+/// The remote's commands, each in the dialect this remote speaks.
+impl Ssh {
+    /// A hook's name in messages: the variable, or the guard's setting.
+    pub fn hook_name(&self, hook: Hook) -> &'static str {
+        match (hook, &self.dialect) {
+            (Hook::Pre, Dialect::Shell) => "BACKUP_REMOTE_PRE_COMMAND",
+            (Hook::Post, Dialect::Shell) => "BACKUP_REMOTE_POST_COMMAND",
+            (Hook::Pre, Dialect::Guard(_)) => "the remote's pre_command",
+            (Hook::Post, Dialect::Guard(_)) => "the remote's post_command",
+        }
     }
-    let name = archive_name(prefix, Utc::now());
-    // While another borg (another host's run) holds the lock, look 5 times a second: borg itself
-    // looks again only every tenth of its --lock-wait (30 s of the default 5 minutes).
-    format!(
-        "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
-         of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && \
-         n=0; while test -e {repo}/lock.exclusive && test $n -lt {polls}; do sleep 0.2; \
-         n=$((n+1)); done; {create}",
-        dir = quote(remote_dir),
-        repo = repo(config),
-        polls = config.lock_wait.as_secs() * 5,
-        create = borg(
+
+    /// Claims `dir` for `host`: exit 0 when it is `host`'s (its name is written into [`HOST_MARKER`]
+    /// when nobody's is there, and `claimed` printed), 5 with the owner's name on stdout when it is
+    /// another host's, 6 when `dir` is missing and `make` is false. With `make`, only the last
+    /// component is made: a missing parent (a disk not mounted) stays missing.
+    pub fn claim(&self, dir: &str, host: &str, make: bool) -> String {
+        if let Dialect::Guard(_) = &self.dialect {
+            let make = if make { "1" } else { "0" };
+            return guard::verb("claim", &[host.to_string(), make.to_string(), hex(dir)]);
+        }
+        format!(
+            "d={dir}; f=\"$d\"/{HOST_MARKER}; if ! test -d \"$d\"; then {missing}; fi; \
+             if test -f \"$f\"; then o=$(cat \"$f\"); test \"$o\" = {host} && exit 0; \
+             printf '%s\\n' \"$o\"; exit 5; fi; printf '%s\\n' {host} > \"$f\" && echo claimed",
+            dir = quote(dir),
+            host = quote(host),
+            missing = if make {
+                "mkdir \"$d\" || exit 6"
+            } else {
+                "exit 6"
+            },
+        )
+    }
+
+    /// Removes the completion stamp: from here on the mirror is incomplete. (The guard also creates
+    /// the directory below its mirror directory when it is missing.)
+    pub fn clear_stamp(&self, remote_dir: &str) -> String {
+        match &self.dialect {
+            Dialect::Shell => format!("rm -f {}", stamp(remote_dir)),
+            Dialect::Guard(_) => guard::verb("stamp-clear", &[hex(remote_dir)]),
+        }
+    }
+
+    /// Writes the completion stamp (the time, in UTC): every volume of the run is mirrored.
+    pub fn write_stamp(&self, remote_dir: &str) -> String {
+        match &self.dialect {
+            Dialect::Shell => format!("date -u +%Y-%m-%dT%H:%M:%SZ > {}", stamp(remote_dir)),
+            Dialect::Guard(_) => guard::verb("stamp-write", &[hex(remote_dir)]),
+        }
+    }
+
+    /// Succeeds when `dir` is a directory on the remote.
+    pub fn is_directory(&self, dir: &str) -> String {
+        match &self.dialect {
+            Dialect::Shell => format!("test -d {}", quote(dir)),
+            Dialect::Guard(_) => guard::verb("is-dir", &[hex(dir)]),
+        }
+    }
+
+    /// Prints `SIZE MTIME` of a file, the mtime as `stat %y` shows it (nanoseconds, local time).
+    pub fn size_and_mtime(&self, path: &str) -> String {
+        match &self.dialect {
+            Dialect::Shell => format!("stat -c '%s %y' -- {}", quote(path)),
+            Dialect::Guard(_) => guard::verb("stat", &[hex(path)]),
+        }
+    }
+
+    /// The line for a hook: through a guard, the verb that runs the command configured on the remote
+    /// (the sidecar's own setting is not sent); otherwise the configured line, if any.
+    pub fn hook_line(&self, hook: Hook, configured: Option<&str>) -> Option<String> {
+        match (&self.dialect, hook) {
+            (Dialect::Shell, _) => configured.map(str::to_string),
+            (Dialect::Guard(_), Hook::Pre) => Some(guard::verb("pre", &[])),
+            (Dialect::Guard(_), Hook::Post) => Some(guard::verb("post", &[])),
+        }
+    }
+
+    /// `borg create` of the mirror root, as the archive `name`. It refuses a mirror without the
+    /// completion stamp. Its stderr is JSON lines (`--log-json`), with its progress
+    /// (`--progress`): see `borg::read_stderr`. The guard names the archive by its own clock,
+    /// `PREFIX-<UTC time>`, and then prunes `PREFIX-*` with its own retention.
+    pub fn borg_create(&self, config: &Borg, remote_dir: &str, prefix: &str, name: &str) -> String {
+        if let Dialect::Guard(_) = &self.dialect {
+            let args = [prefix.to_string(), wait_seconds(config), hex(remote_dir)];
+            return guard::verb("snapshot", &args);
+        }
+        // While another borg (another host's run) holds the lock, look 5 times a second: borg itself
+        // looks again only every tenth of its --lock-wait (30 s of the default 5 minutes).
+        format!(
+            "cd {dir} && if ! test -f {COMPLETE_STAMP}; then echo 'refusing to snapshot: the last run \
+             of the mirror did not complete (no {COMPLETE_STAMP})' >&2; exit 3; fi && \
+             n=0; while test -e {repo}/lock.exclusive && test $n -lt {polls}; do sleep 0.2; \
+             n=$((n+1)); done; {create}",
+            dir = quote(remote_dir),
+            repo = repo(config),
+            polls = config.lock_wait.as_secs() * 5,
+            create = borg(
+                config,
+                &format!(
+                    "create --json --progress --log-json {} {} .",
+                    lock_wait(config),
+                    archive(config, name)
+                )
+            ),
+        )
+    }
+
+    /// Breaks a stale lock: when the repository is locked and no borg process runs on the remote, the
+    /// lock was left by a killed run. Prints `held` or `broken`.
+    pub fn break_stale_lock(&self, config: &Borg) -> String {
+        if let Dialect::Guard(_) = &self.dialect {
+            return guard::verb("unlock-stale", &[]);
+        }
+        // A running borg shows as "/usr/bin/borg create ..." in /proc. This script's own command line
+        // names borg too; it is the only one that says "break-lock", so such lines are left out.
+        format!(
+            "test -e {repo}/lock.exclusive || exit 0; \
+             if for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\"; echo; done 2>/dev/null \
+             | grep -av 'break[-]lock' | grep -aEq '(^|/)[b]org( |$)'; then echo held; \
+             else {break_lock} && echo broken; fi",
+            repo = repo(config),
+            break_lock = borg(config, &format!("break-lock {}", repo(config))),
+        )
+    }
+
+    /// `borg prune` of the archives named `PREFIX-*`, or `None` when every retention rule is off or
+    /// the remote is guarded (its snapshot verb prunes with the remote's own retention).
+    pub fn borg_prune(&self, config: &Borg, prefix: &str) -> Option<String> {
+        if let Dialect::Guard(_) = &self.dialect {
+            return None;
+        }
+        let rules: Vec<String> = [
+            ("--keep-daily", config.keep.daily),
+            ("--keep-weekly", config.keep.weekly),
+            ("--keep-monthly", config.keep.monthly),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(flag, n)| format!("{flag} {n}"))
+        .collect();
+        if rules.is_empty() {
+            return None;
+        }
+        Some(borg(
             config,
             &format!(
-                "create --json --progress --log-json {} {} .",
+                "prune {} --glob-archives {} {} {}",
                 lock_wait(config),
-                archive(config, &name)
-            )
-        ),
-    )
-}
+                quote(&format!("{prefix}-*")),
+                rules.join(" "),
+                repo(config)
+            ),
+        ))
+    }
 
-/// Breaks a stale lock: when the repository is locked and no borg process runs on the remote, the
-/// lock was left by a killed run. Prints `held` or `broken`.
-pub fn break_stale_lock(d: &Dialect, config: &Borg) -> String {
-    if let Dialect::Guard(_) = d {
-        return guard::verb("unlock-stale", &[]);
+    /// `borg compact`: frees what prune marked. `None` through a guard: the repository is
+    /// append-only, and compacting is the owner's step on the remote.
+    pub fn borg_compact(&self, config: &Borg) -> Option<String> {
+        match &self.dialect {
+            Dialect::Shell => Some(borg(
+                config,
+                &format!("compact {} {}", lock_wait(config), repo(config)),
+            )),
+            Dialect::Guard(_) => None,
+        }
     }
-    // A running borg shows as "/usr/bin/borg create ..." in /proc. This script's own command line
-    // names borg too; it is the only one that says "break-lock", so such lines are left out.
-    format!(
-        "test -e {repo}/lock.exclusive || exit 0; \
-         if for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\"; echo; done 2>/dev/null \
-         | grep -av 'break[-]lock' | grep -aEq '(^|/)[b]org( |$)'; then echo held; \
-         else {break_lock} && echo broken; fi",
-        repo = repo(config),
-        break_lock = borg(config, &format!("break-lock {}", repo(config))),
-    )
-}
 
-/// `borg prune` of the archives named `PREFIX-*`, or `None` when every retention rule is off or
-/// the remote is guarded (its snapshot verb prunes with the remote's own retention).
-pub fn borg_prune(d: &Dialect, config: &Borg, prefix: &str) -> Option<String> {
-    if let Dialect::Guard(_) = d {
-        return None;
+    /// `borg check` of the whole repository.
+    pub fn borg_check(&self, config: &Borg) -> String {
+        match &self.dialect {
+            Dialect::Shell => borg(
+                config,
+                &format!("check {} {}", lock_wait(config), repo(config)),
+            ),
+            Dialect::Guard(_) => guard::verb("check", &[wait_seconds(config)]),
+        }
     }
-    let rules: Vec<String> = [
-        ("--keep-daily", config.keep.daily),
-        ("--keep-weekly", config.keep.weekly),
-        ("--keep-monthly", config.keep.monthly),
-    ]
-    .into_iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(flag, n)| format!("{flag} {n}"))
-    .collect();
-    if rules.is_empty() {
-        return None;
-    }
-    Some(borg(
-        config,
-        &format!(
-            "prune {} --glob-archives {} {} {}",
-            lock_wait(config),
-            quote(&format!("{prefix}-*")),
-            rules.join(" "),
-            repo(config)
-        ),
-    ))
-}
 
-/// `borg compact`: frees what prune marked. `None` through a guard: the repository is
-/// append-only, and compacting is the owner's step on the remote.
-pub fn borg_compact(d: &Dialect, config: &Borg) -> Option<String> {
-    match d {
-        Dialect::Shell => Some(borg(
-            config,
-            &format!("compact {} {}", lock_wait(config), repo(config)),
-        )),
-        Dialect::Guard(_) => None,
+    /// The archives as JSON, oldest first.
+    pub fn borg_list(&self, config: &Borg) -> String {
+        match &self.dialect {
+            Dialect::Shell => borg(config, &format!("list --json {}", repo(config))),
+            Dialect::Guard(_) => guard::verb("list", &[]),
+        }
     }
-}
 
-/// `borg check` of the whole repository.
-pub fn borg_check(d: &Dialect, config: &Borg) -> String {
-    match d {
-        Dialect::Shell => borg(
-            config,
-            &format!("check {} {}", lock_wait(config), repo(config)),
-        ),
-        Dialect::Guard(_) => guard::verb("check", &[wait_seconds(config)]),
+    /// Succeeds when the repository opens (a shell remote prints the newest archive's name).
+    pub fn borg_list_last(&self, config: &Borg) -> String {
+        match &self.dialect {
+            Dialect::Shell => borg(config, &format!("list --short --last 1 {}", repo(config))),
+            Dialect::Guard(_) => guard::verb("list", &[]),
+        }
     }
-}
 
-/// The archives as JSON, oldest first.
-pub fn borg_list(d: &Dialect, config: &Borg) -> String {
-    match d {
-        Dialect::Shell => borg(config, &format!("list --json {}", repo(config))),
-        Dialect::Guard(_) => guard::verb("list", &[]),
+    /// Every archive with its sizes, as JSON.
+    pub fn borg_info(&self, config: &Borg) -> String {
+        match &self.dialect {
+            Dialect::Shell => borg(
+                config,
+                &format!("info --json --glob-archives '*' {}", repo(config)),
+            ),
+            Dialect::Guard(_) => guard::verb("info", &[]),
+        }
     }
-}
 
-/// Succeeds when the repository opens (a shell remote prints the newest archive's name).
-pub fn borg_list_last(d: &Dialect, config: &Borg) -> String {
-    match d {
-        Dialect::Shell => borg(config, &format!("list --short --last 1 {}", repo(config))),
-        Dialect::Guard(_) => guard::verb("list", &[]),
+    /// The entries of an archive, one JSON object per line.
+    pub fn borg_list_archive(&self, config: &Borg, name: &str) -> String {
+        match &self.dialect {
+            Dialect::Shell => borg(
+                config,
+                &format!("list --json-lines {}", archive(config, name)),
+            ),
+            Dialect::Guard(_) => guard::verb("list-archive", &[name.to_string()]),
+        }
     }
-}
 
-/// Every archive with its sizes, as JSON.
-pub fn borg_info(d: &Dialect, config: &Borg) -> String {
-    match d {
-        Dialect::Shell => borg(
-            config,
-            &format!("info --json --glob-archives '*' {}", repo(config)),
-        ),
-        Dialect::Guard(_) => guard::verb("info", &[]),
-    }
-}
-
-/// The entries of an archive, one JSON object per line.
-pub fn borg_list_archive(d: &Dialect, config: &Borg, name: &str) -> String {
-    match d {
-        Dialect::Shell => borg(
-            config,
-            &format!("list --json-lines {}", archive(config, name)),
-        ),
-        Dialect::Guard(_) => guard::verb("list-archive", &[name.to_string()]),
-    }
-}
-
-/// The first entry under `path` in an archive (the directory itself), one JSON line.
-pub fn borg_list_root(d: &Dialect, config: &Borg, name: &str, path: &str) -> String {
-    if let Dialect::Guard(_) = d {
-        return guard::verb("item", &[name.to_string(), hex(path)]);
-    }
-    format!(
-        "{} | head -n 1",
-        borg(
-            config,
-            &format!(
-                "list --json-lines {} {}",
-                archive(config, name),
-                quote(path)
+    /// The first entry under `path` in an archive (the directory itself), one JSON line.
+    pub fn borg_list_root(&self, config: &Borg, name: &str, path: &str) -> String {
+        if let Dialect::Guard(_) = &self.dialect {
+            return guard::verb("item", &[name.to_string(), hex(path)]);
+        }
+        format!(
+            "{} | head -n 1",
+            borg(
+                config,
+                &format!(
+                    "list --json-lines {} {}",
+                    archive(config, name),
+                    quote(path)
+                )
             )
         )
-    )
+    }
+
+    /// Two sha256 lines: `path` from an archive, then the mirror's `mirror_path`.
+    pub fn borg_compare(&self, config: &Borg, name: &str, path: &str, mirror_path: &str) -> String {
+        if let Dialect::Guard(_) = &self.dialect {
+            return guard::verb("sample", &[name.to_string(), hex(path), hex(mirror_path)]);
+        }
+        format!(
+            "{} | sha256sum; sha256sum < {}",
+            borg(
+                config,
+                &format!("extract --stdout {} {}", archive(config, name), quote(path))
+            ),
+            quote(mirror_path)
+        )
+    }
 }
 
-/// Two sha256 lines: `path` from an archive, then the mirror's `mirror_path`.
-pub fn borg_compare(
-    d: &Dialect,
-    config: &Borg,
-    name: &str,
-    path: &str,
-    mirror_path: &str,
-) -> String {
-    if let Dialect::Guard(_) = d {
-        return guard::verb("sample", &[name.to_string(), hex(path), hex(mirror_path)]);
+/// Where a borg client on this side takes the repository's passphrase from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passphrase<'a> {
+    /// The repository has none.
+    None,
+    /// Its stdin (`BORG_PASSPHRASE_FD=0`).
+    Stdin,
+    /// A command that prints it (`BORG_PASSCOMMAND`), such as `cat FILE`.
+    Command(&'a str),
+}
+
+/// A borg client on this side (the sidecar's own, or a restore helper's) that reads the
+/// repository through this remote.
+impl Ssh {
+    /// `ssh://user@host:port/path::archive`: the archive as such a client names it.
+    pub fn borg_archive_url(&self, config: &Borg, archive: &str) -> String {
+        format!(
+            "ssh://{}:{}{}{}::{archive}",
+            self.remote.rsync_destination(),
+            self.remote.port,
+            if config.repo.starts_with('/') {
+                ""
+            } else {
+                "/./"
+            },
+            config.repo
+        )
     }
-    format!(
-        "{} | sha256sum; sha256sum < {}",
-        borg(
-            config,
-            &format!("extract --stdout {} {}", archive(config, name), quote(path))
-        ),
-        quote(mirror_path)
-    )
+
+    /// The client's environment: ssh with this connection's options, no prompts ever (a
+    /// repository the client has not seen is fine, its security directory being new each time;
+    /// a relocated one is not), the passphrase from `passphrase`.
+    pub fn borg_client_env(&self, passphrase: Passphrase) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("BORG_RSH".to_string(), self.rsh()),
+            ("BORG_RELOCATED_REPO_ACCESS_IS_OK".into(), "no".into()),
+            (
+                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK".into(),
+                "yes".into(),
+            ),
+        ];
+        match passphrase {
+            Passphrase::None => {}
+            Passphrase::Stdin => env.push(("BORG_PASSPHRASE_FD".into(), "0".into())),
+            Passphrase::Command(command) => {
+                env.push(("BORG_PASSCOMMAND".into(), command.to_string()))
+            }
+        }
+        env
+    }
+
+    /// The client's options for reading: `--bypass-lock` where a guard serves the repository
+    /// read-only (its reader cannot write a lock; the guard's `borg serve` is append-only).
+    pub fn borg_read_options(&self) -> Vec<String> {
+        match &self.dialect {
+            Dialect::Guard(_) => vec!["--bypass-lock".into()],
+            Dialect::Shell => Vec::new(),
+        }
+    }
+
+    /// `borg extract --stdout` of `path` in `archive`, run here, with the passphrase on stdin
+    /// and `base_dir` as borg's own directory (a scratch one: nothing of it is kept).
+    pub fn borg_extract_stdout(
+        &self,
+        config: &Borg,
+        archive: &str,
+        path: &str,
+        base_dir: &Path,
+    ) -> Cmd {
+        let mut cmd = Cmd::new("env")
+            .args(
+                self.borg_client_env(Passphrase::Stdin)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            )
+            .arg(format!("BORG_BASE_DIR={}", base_dir.display()))
+            .args(["borg", "extract", "--stdout"])
+            .args(self.borg_read_options())
+            .arg(self.borg_archive_url(config, archive))
+            .arg(path);
+        cmd.stdin = Some(
+            config
+                .passphrase
+                .as_ref()
+                .map(|p| p.expose().as_bytes().to_vec())
+                .unwrap_or_default(),
+        );
+        cmd
+    }
 }
 
 /// What a mirror pass does; each kind has its own rsync options.
@@ -486,6 +578,11 @@ mod tests {
         }
     }
 
+    /// A remote whose key opens a shell.
+    fn sh() -> Ssh {
+        Ssh::for_tests(Dialect::Shell)
+    }
+
     fn argv(cmd: &Cmd) -> Vec<String> {
         cmd.args
             .iter()
@@ -514,18 +611,15 @@ mod tests {
     #[test]
     fn stamp_and_probe_lines() {
         assert_eq!(
-            clear_stamp(&Dialect::Shell, "/mnt/backup/data"),
+            sh().clear_stamp("/mnt/backup/data"),
             "rm -f /mnt/backup/data/.backup-sidecar-complete"
         );
         assert_eq!(
-            write_stamp(&Dialect::Shell, "/mnt/my data"),
+            sh().write_stamp("/mnt/my data"),
             "date -u +%Y-%m-%dT%H:%M:%SZ > '/mnt/my data/.backup-sidecar-complete'"
         );
-        assert_eq!(is_directory(&Dialect::Shell, "/m/app"), "test -d /m/app");
-        assert_eq!(
-            size_and_mtime(&Dialect::Shell, "/m/a b"),
-            "stat -c '%s %y' -- '/m/a b'"
-        );
+        assert_eq!(sh().is_directory("/m/app"), "test -d /m/app");
+        assert_eq!(sh().size_and_mtime("/m/a b"), "stat -c '%s %y' -- '/m/a b'");
         assert_eq!(rsync_version(), "rsync --version | head -n1");
         assert_eq!(borg_version(), "borg --version");
         assert_eq!(
@@ -537,13 +631,13 @@ mod tests {
     #[test]
     fn claim_lines() {
         assert_eq!(
-            claim(&Dialect::Shell, "/m/nas", "nas", false),
+            sh().claim("/m/nas", "nas", false),
             "d=/m/nas; f=\"$d\"/.backup-sidecar-host; if ! test -d \"$d\"; then exit 6; fi; \
              if test -f \"$f\"; then o=$(cat \"$f\"); test \"$o\" = nas && exit 0; \
              printf '%s\\n' \"$o\"; exit 5; fi; printf '%s\\n' nas > \"$f\" && echo claimed"
         );
         assert!(
-            claim(&Dialect::Shell, "/m/nas", "nas", true)
+            sh().claim("/m/nas", "nas", true)
                 .contains("then mkdir \"$d\" || exit 6; fi")
         );
     }
@@ -551,7 +645,7 @@ mod tests {
     #[test]
     fn borg_lines() {
         let b = borg_config(true, KEEP);
-        let create = borg_create(&Dialect::Shell, &b, "/mnt/backup/data", "nas");
+        let create = sh().borg_create(&b, "/mnt/backup/data", "nas", "nas-2026-11-01T03:00:07");
         let (line, name) = create.rsplit_once("::").unwrap();
         assert_eq!(
             line,
@@ -564,50 +658,50 @@ mod tests {
                  --log-json --lock-wait 120 /mnt/backup/borg"
             )
         );
-        assert!(name.starts_with("nas-20") && name.ends_with(" ."), "{name}");
+        assert_eq!(name, "nas-2026-11-01T03:00:07 .");
         assert_eq!(
-            borg_prune(&Dialect::Shell, &b, "nas").unwrap(),
+            sh().borg_prune(&b, "nas").unwrap(),
             format!(
                 "{ENV}borg prune --lock-wait 120 --glob-archives 'nas-*' --keep-daily 7 \
                  --keep-weekly 4 --keep-monthly 6 /mnt/backup/borg"
             )
         );
         assert_eq!(
-            borg_compact(&Dialect::Shell, &b).unwrap(),
+            sh().borg_compact(&b).unwrap(),
             format!("{ENV}borg compact --lock-wait 120 /mnt/backup/borg")
         );
         assert_eq!(
-            borg_check(&Dialect::Shell, &b),
+            sh().borg_check(&b),
             format!("{ENV}borg check --lock-wait 120 /mnt/backup/borg")
         );
         assert_eq!(
-            borg_list(&Dialect::Shell, &b),
+            sh().borg_list(&b),
             format!("{ENV}borg list --json /mnt/backup/borg")
         );
         assert_eq!(
-            borg_list_last(&Dialect::Shell, &b),
+            sh().borg_list_last(&b),
             format!("{ENV}borg list --short --last 1 /mnt/backup/borg")
         );
         assert_eq!(
-            borg_info(&Dialect::Shell, &b),
+            sh().borg_info(&b),
             format!("{ENV}borg info --json --glob-archives '*' /mnt/backup/borg")
         );
         assert_eq!(
-            borg_list_archive(&Dialect::Shell, &b, "nas-1"),
+            sh().borg_list_archive(&b, "nas-1"),
             format!("{ENV}borg list --json-lines /mnt/backup/borg::nas-1")
         );
         assert_eq!(
-            borg_list_root(&Dialect::Shell, &b, "nas-1", "app data"),
+            sh().borg_list_root(&b, "nas-1", "app data"),
             format!("{ENV}borg list --json-lines /mnt/backup/borg::nas-1 'app data' | head -n 1")
         );
         assert_eq!(
-            borg_compare(&Dialect::Shell, &b, "nas-1", "app/f", "/m/app/f"),
+            sh().borg_compare(&b, "nas-1", "app/f", "/m/app/f"),
             format!(
                 "{ENV}borg extract --stdout /mnt/backup/borg::nas-1 app/f | sha256sum; \
                  sha256sum < /m/app/f"
             )
         );
-        let lock = break_stale_lock(&Dialect::Shell, &b);
+        let lock = sh().break_stale_lock(&b);
         assert!(
             lock.starts_with("test -e /mnt/backup/borg/lock.exclusive || exit 0; "),
             "{lock}"
@@ -623,36 +717,39 @@ mod tests {
     #[test]
     fn guard_verbs() {
         let b = borg_config(true, KEEP);
-        let g = Dialect::Guard(crate::remote::guard::Guard {
+        let g = Ssh::for_tests(Dialect::Guard(crate::remote::guard::Guard {
             guard: "1".into(),
             mirror: "/m".into(),
             repository: Some("/mnt/backup/borg".into()),
             writable: true,
             append_only: Some(true),
-        });
+        }));
         let v = |rest: &str| format!("backup-sidecar-guard {rest}");
-        assert_eq!(clear_stamp(&g, "/m"), v("stamp-clear 2f6d"));
-        assert_eq!(write_stamp(&g, "/m"), v("stamp-write 2f6d"));
-        assert_eq!(is_directory(&g, "/m/a"), v("is-dir 2f6d2f61"));
-        assert_eq!(size_and_mtime(&g, "/m/a"), v("stat 2f6d2f61"));
-        assert_eq!(hook(&g, Hook::Pre, Some("rm -rf /")), Some(v("pre")));
-        assert_eq!(hook(&g, Hook::Post, None), Some(v("post")));
-        assert_eq!(hook(&Dialect::Shell, Hook::Post, None), None);
+        assert_eq!(g.clear_stamp("/m"), v("stamp-clear 2f6d"));
+        assert_eq!(g.write_stamp("/m"), v("stamp-write 2f6d"));
+        assert_eq!(g.is_directory("/m/a"), v("is-dir 2f6d2f61"));
+        assert_eq!(g.size_and_mtime("/m/a"), v("stat 2f6d2f61"));
+        assert_eq!(g.hook_line(Hook::Pre, Some("rm -rf /")), Some(v("pre")));
+        assert_eq!(g.hook_line(Hook::Post, None), Some(v("post")));
+        assert_eq!(sh().hook_line(Hook::Post, None), None);
         assert_eq!(
-            hook(&Dialect::Shell, Hook::Pre, Some("mount /m")),
+            sh().hook_line(Hook::Pre, Some("mount /m")),
             Some("mount /m".into())
         );
-        assert_eq!(borg_create(&g, &b, "/m", "nas"), v("snapshot nas 120 2f6d"));
-        assert_eq!(break_stale_lock(&g, &b), v("unlock-stale"));
-        assert_eq!(borg_prune(&g, &b, "nas"), None);
-        assert_eq!(borg_compact(&g, &b), None);
-        assert_eq!(borg_check(&g, &b), v("check 120"));
-        assert_eq!(borg_list(&g, &b), v("list"));
-        assert_eq!(borg_info(&g, &b), v("info"));
-        assert_eq!(borg_list_archive(&g, &b, "nas-1"), v("list-archive nas-1"));
-        assert_eq!(borg_list_root(&g, &b, "nas-1", "a"), v("item nas-1 61"));
         assert_eq!(
-            borg_compare(&g, &b, "nas-1", "a/f", "/m/a/f"),
+            g.borg_create(&b, "/m", "nas", "nas-2026-11-01T03:00:07"),
+            v("snapshot nas 120 2f6d")
+        );
+        assert_eq!(g.break_stale_lock(&b), v("unlock-stale"));
+        assert_eq!(g.borg_prune(&b, "nas"), None);
+        assert_eq!(g.borg_compact(&b), None);
+        assert_eq!(g.borg_check(&b), v("check 120"));
+        assert_eq!(g.borg_list(&b), v("list"));
+        assert_eq!(g.borg_info(&b), v("info"));
+        assert_eq!(g.borg_list_archive(&b, "nas-1"), v("list-archive nas-1"));
+        assert_eq!(g.borg_list_root(&b, "nas-1", "a"), v("item nas-1 61"));
+        assert_eq!(
+            g.borg_compare(&b, "nas-1", "a/f", "/m/a/f"),
             v("sample nas-1 612f66 2f6d2f612f66")
         );
     }
@@ -661,10 +758,18 @@ mod tests {
     fn passphrase_never_in_a_line() {
         let with = borg_config(true, KEEP);
         let without = borg_config(false, KEEP);
-        assert!(!borg_create(&Dialect::Shell, &with, "/d", "a").contains("pw"));
-        assert!(!borg_create(&Dialect::Shell, &without, "/d", "a").contains("PASSPHRASE"));
+        assert!(
+            !sh()
+                .borg_create(&with, "/d", "a", "a-2026-11-01T03:00:07")
+                .contains("pw")
+        );
+        assert!(
+            !sh()
+                .borg_create(&without, "/d", "a", "a-2026-11-01T03:00:07")
+                .contains("PASSPHRASE")
+        );
         assert_eq!(
-            borg_list(&Dialect::Shell, &without),
+            sh().borg_list(&without),
             "BORG_RELOCATED_REPO_ACCESS_IS_OK=no BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no \
              borg list --json /mnt/backup/borg"
         );
@@ -680,7 +785,7 @@ mod tests {
                 monthly: 6,
             },
         );
-        let line = borg_prune(&Dialect::Shell, &some, "nas").unwrap();
+        let line = sh().borg_prune(&some, "nas").unwrap();
         assert!(
             line.ends_with(
                 "--glob-archives 'nas-*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
@@ -692,24 +797,21 @@ mod tests {
             weekly: 0,
             monthly: 0,
         };
-        assert_eq!(
-            borg_prune(&Dialect::Shell, &borg_config(false, none), "nas"),
-            None
-        );
+        assert_eq!(sh().borg_prune(&borg_config(false, none), "nas"), None);
     }
 
     #[test]
     fn lines_are_valid_shell() {
         let b = borg_config(true, KEEP);
         for line in [
-            clear_stamp(&Dialect::Shell, "/mnt/my backup"),
-            write_stamp(&Dialect::Shell, "/mnt/my backup"),
+            sh().clear_stamp("/mnt/my backup"),
+            sh().write_stamp("/mnt/my backup"),
             directory_writable("/mnt/it's"),
-            borg_create(&Dialect::Shell, &b, "/mnt/my backup", "nas"),
-            break_stale_lock(&Dialect::Shell, &b),
-            borg_prune(&Dialect::Shell, &b, "nas").unwrap(),
-            borg_list_root(&Dialect::Shell, &b, "a", "v"),
-            borg_compare(&Dialect::Shell, &b, "a", "v/f", "/m/v/f"),
+            sh().borg_create(&b, "/mnt/my backup", "nas", "nas-2026-11-01T03:00:07"),
+            sh().break_stale_lock(&b),
+            sh().borg_prune(&b, "nas").unwrap(),
+            sh().borg_list_root(&b, "a", "v"),
+            sh().borg_compare(&b, "a", "v/f", "/m/v/f"),
         ] {
             let status = std::process::Command::new("sh")
                 .args(["-n", "-c", &line])

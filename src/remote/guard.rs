@@ -86,7 +86,9 @@ pub fn hex(path: &str) -> String {
 /// Asks the remote whether the guard answers. A guard that answers but cannot serve this
 /// configuration (the mirror or the repository elsewhere) is an error naming the variable.
 pub async fn detect(ssh: &Ssh, config: &Config, cancel: &CancellationToken) -> Result<Dialect> {
-    let done = ssh.run(&verb("hello", &[]), None, cancel).await?;
+    let done = ssh
+        .run(&crate::remote::commands::guard_hello(), None, cancel)
+        .await?;
     if !done.success() {
         if done.stderr.contains("backup-sidecar guard:") || done.stderr.contains("Traceback") {
             // A guard that cannot answer (its configuration is broken, say); a shell says

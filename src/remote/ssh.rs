@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Remote};
 use crate::remote::fault::{Fault, RemoteError, classify};
-use crate::remote::guard::{self, Dialect};
+use crate::remote::guard::{self, Dialect, Guard};
 use crate::remote::process::{self, Background, Cmd, Finished};
 
 /// How long the connection may take to come up.
@@ -31,9 +31,9 @@ pub fn quote(word: &str) -> String {
 /// How to reach the remote: destination and ssh options, bound to one control socket.
 #[derive(Debug, Clone)]
 pub struct Ssh {
-    remote: Remote,
+    pub(super) remote: Remote,
     options: Vec<String>,
-    dialect: Dialect,
+    pub(super) dialect: Dialect,
 }
 
 impl Ssh {
@@ -72,14 +72,33 @@ impl Ssh {
         }
     }
 
-    /// How the remote is spoken to: found when the session opens (a shell until then).
-    pub fn dialect(&self) -> &Dialect {
-        &self.dialect
+    /// An Ssh to `pi@backup` without options, speaking `dialect`: for tests of command lines.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dialect: Dialect) -> Self {
+        Ssh {
+            remote: Remote {
+                user: "pi".into(),
+                host: "backup".into(),
+                port: 22,
+            },
+            options: Vec::new(),
+            dialect,
+        }
     }
 
-    /// The same remote spoken to in `dialect` (a restore helper's ssh, say).
-    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
-        self.dialect = dialect;
+    /// What the remote's guard said about itself, when a guard answers (found when the session
+    /// opens; `None` until then, and for a key that opens a shell).
+    pub fn guard(&self) -> Option<&Guard> {
+        match &self.dialect {
+            Dialect::Guard(guard) => Some(guard),
+            Dialect::Shell => None,
+        }
+    }
+
+    /// This remote spoken to as `other` speaks to it (a restore helper's ssh, with its own key
+    /// and socket paths, say).
+    pub fn speaking_like(mut self, other: &Ssh) -> Self {
+        self.dialect = other.dialect.clone();
         self
     }
 

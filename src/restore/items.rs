@@ -14,15 +14,14 @@ use super::Source;
 use crate::config::Config;
 use crate::engine::discover;
 use crate::engine::freeze;
-use crate::engine::helper::{HELPER_SCRIPT, Helper, RESTORE_ROOT, SECRETS};
+use crate::engine::helper::{HELPER_SCRIPT, Helper, PASSCOMMAND, RESTORE_ROOT, SECRETS};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{Group, Member, Quiesce};
 use crate::events;
 use crate::format::millis;
 use crate::remote::borg::{self, list_archives, remote_borg};
-use crate::remote::commands;
+use crate::remote::commands::{self, Passphrase};
 use crate::remote::fault::last_line;
-use crate::remote::guard::Dialect;
 use crate::remote::ssh::Ssh;
 
 /// How long a restore may hold the users stopped.
@@ -109,23 +108,6 @@ impl Origin {
     }
 }
 
-/// `ssh://user@host:port/repository::archive`, borg's name for an archive over ssh.
-pub(super) fn archive_url(config: &Config, archive: &str) -> Result<String> {
-    let borg = borg::repository(config)?;
-    let remote = &config.remote;
-    Ok(format!(
-        "ssh://{}:{}{}{}::{archive}",
-        remote.rsync_destination(),
-        remote.port,
-        if borg.repo.starts_with('/') {
-            ""
-        } else {
-            "/./"
-        },
-        borg.repo
-    ))
-}
-
 /// An item's own directory in an archive: that it is there says the archive holds the item.
 #[derive(Debug, Clone, Deserialize)]
 struct RootItem {
@@ -156,15 +138,13 @@ pub(super) async fn prepare(
     let mut helper_config = config.clone();
     helper_config.ssh_key_file = format!("{SECRETS}/id_ed25519").into();
     helper_config.known_hosts_file = format!("{SECRETS}/known_hosts").into();
-    let helper_ssh = Ssh::new(&helper_config, std::path::Path::new("/tmp/restore-cm"))
-        .with_dialect(ssh.dialect().clone());
+    let helper_ssh =
+        Ssh::new(&helper_config, std::path::Path::new("/tmp/restore-cm")).speaking_like(ssh);
     let from = origin.describe(config, source);
     let args = match origin {
         Origin::Mirror => {
             let dir = format!("{}/{source}", config.remote_dir);
-            let done = ssh
-                .run(&commands::is_directory(ssh.dialect(), &dir), None, cancel)
-                .await?;
+            let done = ssh.run(&ssh.is_directory(&dir), None, cancel).await?;
             if !done.success() {
                 bail!("the mirror holds no {source} (no directory {dir} on the remote)");
             }
@@ -213,7 +193,7 @@ pub(super) async fn prepare(
                 ssh,
                 borg,
                 "borg list",
-                &commands::borg_list_root(ssh.dialect(), borg, archive, &path),
+                &ssh.borg_list_root(borg, archive, &path),
                 cancel,
             )
             .await?;
@@ -221,7 +201,11 @@ pub(super) async fn prepare(
             if root.is_none_or(|r| r.path != path) {
                 bail!("archive {archive} holds no {path}");
             }
-            vec![
+            let passphrase = match &borg.passphrase {
+                Some(_) => Passphrase::Command(PASSCOMMAND),
+                None => Passphrase::None,
+            };
+            let mut args = vec![
                 if item.files.is_some() {
                     "archive-files"
                 } else {
@@ -230,14 +214,18 @@ pub(super) async fn prepare(
                 .to_string(),
                 dry.to_string(),
                 mount,
-                archive_url(config, archive)?,
+                ssh.borg_archive_url(borg, archive),
                 path,
-                helper_ssh.rsh(),
-                match ssh.dialect() {
-                    Dialect::Guard(_) => "bypass".to_string(),
-                    Dialect::Shell => "lock".to_string(),
-                },
-            ]
+            ];
+            args.extend(
+                helper_ssh
+                    .borg_client_env(passphrase)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            );
+            args.push("--".into());
+            args.extend(ssh.borg_read_options());
+            args
         }
     };
     Ok(Prepared { item, from, args })

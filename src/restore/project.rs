@@ -10,7 +10,7 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::items::{Item, Origin, Prepared, archive_url, prepare, run_all, running_users};
+use super::items::{Item, Origin, Prepared, prepare, run_all, running_users};
 use super::{Request, create_volume};
 use crate::config::Config;
 use crate::engine::journal::Journal;
@@ -19,8 +19,7 @@ use crate::events;
 use crate::format::millis;
 use crate::layout::MANIFEST;
 use crate::remote::commands;
-use crate::remote::guard::Dialect;
-use crate::remote::process::{self, Cmd};
+use crate::remote::process;
 use crate::remote::ssh::{Session, Ssh};
 
 /// Below `--to-dir`, where the project's volumes go (binds and files go to their host paths
@@ -196,32 +195,12 @@ async fn read_manifest(
             &scratch.path().join(MANIFEST).display().to_string(),
             &[],
         ),
-        Origin::Archive(archive) => {
-            let borg = crate::remote::borg::repository(config)?;
-            let mut cmd = Cmd::new("env").args([
-                format!("BORG_RSH={}", ssh.rsh()),
-                format!("BORG_BASE_DIR={}", scratch.path().display()),
-                "BORG_RELOCATED_REPO_ACCESS_IS_OK=no".into(),
-                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes".into(),
-                "BORG_PASSPHRASE_FD=0".into(),
-                "borg".into(),
-                "extract".into(),
-                "--stdout".into(),
-            ]);
-            if let Dialect::Guard(_) = ssh.dialect() {
-                cmd = cmd.arg("--bypass-lock");
-            }
-            cmd = cmd
-                .arg(archive_url(config, archive)?)
-                .arg(format!("{dir_name}/{MANIFEST}"));
-            cmd.stdin = Some(
-                borg.passphrase
-                    .as_ref()
-                    .map(|p| p.expose().as_bytes().to_vec())
-                    .unwrap_or_default(),
-            );
-            cmd
-        }
+        Origin::Archive(archive) => ssh.borg_extract_stdout(
+            crate::remote::borg::repository(config)?,
+            archive,
+            &format!("{dir_name}/{MANIFEST}"),
+            scratch.path(),
+        ),
     };
     let done = process::run(&cmd, cancel).await?;
     if !done.success() {

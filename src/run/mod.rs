@@ -26,9 +26,8 @@ use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::borg::{self, CreateProgress};
 use crate::remote::claim::claim;
-use crate::remote::commands::{self, Hook};
+use crate::remote::commands::Hook;
 use crate::remote::fault::{classify, is_transient};
-use crate::remote::guard::Dialect;
 use crate::remote::ssh::{Session, Ssh};
 use crate::report::{Failure, FailureKind, GroupReport, RunReport, VolumeReport};
 use crate::schedule::Trigger;
@@ -106,16 +105,15 @@ async fn run_inner(
         || Session::open(config, cancel),
     )
     .await?;
-    warn_about_the_remote(config, session.ssh.dialect());
+    warn_about_the_remote(config, &session.ssh);
     let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
     if result.is_ok() {
         report.stage = "post command";
     }
-    let post = match commands::hook(
-        session.ssh.dialect(),
-        Hook::Post,
-        config.post_command.as_deref(),
-    ) {
+    let post = match session
+        .ssh
+        .hook_line(Hook::Post, config.post_command.as_deref())
+    {
         Some(command) => remote_hook(&session.ssh, Hook::Post, &command, cancel).await,
         None => Ok(()),
     };
@@ -130,27 +128,24 @@ async fn run_inner(
 /// Says, once per process, what is wrong with how the remote is set up: a key that opens a shell
 /// (whoever takes this host can delete every backup), or settings a guarded remote does not take
 /// from the sidecar.
-fn warn_about_the_remote(config: &Config, dialect: &Dialect) {
+fn warn_about_the_remote(config: &Config, ssh: &Ssh) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if WARNED.swap(true, Ordering::Relaxed) {
         return;
     }
-    match dialect {
-        Dialect::Shell => warn!(
+    if ssh.guard().is_none() {
+        warn!(
             message = events::REMOTE_UNGUARDED,
             remote = %config.remote.destination(),
             risk = "this key opens a shell there: whoever takes this host can delete the mirror \
                     and every archive",
             fix = "backup-sidecar init (README: Prepare the remote)",
-        ),
-        Dialect::Guard(_) => {
-            if config.pre_command.is_some() || config.post_command.is_some() {
-                warn!(
-                    "BACKUP_REMOTE_PRE_COMMAND and BACKUP_REMOTE_POST_COMMAND are not sent to a \
-                     guarded remote: it runs the pre_command and post_command of its own guard.conf"
-                );
-            }
-        }
+        );
+    } else if config.pre_command.is_some() || config.post_command.is_some() {
+        warn!(
+            "BACKUP_REMOTE_PRE_COMMAND and BACKUP_REMOTE_POST_COMMAND are not sent to a guarded \
+             remote: it runs the pre_command and post_command of its own guard.conf"
+        );
     }
 }
 
@@ -161,7 +156,7 @@ async fn remote_hook(
     command: &str,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let variable = hook.name(ssh.dialect());
+    let variable = ssh.hook_name(hook);
     let own = CancellationToken::new();
     let finished = if cancel.is_cancelled() {
         tokio::time::timeout(POST_COMMAND_GRACE, ssh.run(command, None, &own))
@@ -189,7 +184,7 @@ async fn mirror_and_snapshot(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
-    if let Some(command) = commands::hook(ssh.dialect(), Hook::Pre, config.pre_command.as_deref()) {
+    if let Some(command) = ssh.hook_line(Hook::Pre, config.pre_command.as_deref()) {
         report.stage = "pre command";
         remote_hook(ssh, Hook::Pre, &command, cancel).await?;
     }
@@ -206,7 +201,7 @@ async fn mirror_and_snapshot(
     remote_step(
         ssh,
         "removing the completion stamp",
-        &commands::clear_stamp(ssh.dialect(), &config.remote_dir),
+        &ssh.clear_stamp(&config.remote_dir),
         cancel,
     )
     .await?;
@@ -296,7 +291,7 @@ async fn mirror_and_snapshot(
     remote_step(
         ssh,
         "writing the completion stamp",
-        &commands::write_stamp(ssh.dialect(), &config.remote_dir),
+        &ssh.write_stamp(&config.remote_dir),
         cancel,
     )
     .await?;
