@@ -6,6 +6,8 @@
 //! [`parse`]), and refuses anything it cannot use with a [`ConfigError`] that names the variable.
 //! Each default is a named constant beside the field it fills.
 
+#[cfg(test)]
+mod doc_tests;
 mod parse;
 mod raw;
 mod sections;
