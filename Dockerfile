@@ -15,7 +15,7 @@ RUN apt-get update \
 # Root: the sidecar must read every file of every volume, whoever owns it.
 ENTRYPOINT ["/usr/bin/tini", "--", "backup-sidecar"]
 CMD ["run"]
-# Healthy means "backups are current" (see the README's Monitoring section), not merely "running".
+# Healthy means "backups are current" (see docs/monitoring.md, "Health"), not merely "running".
 HEALTHCHECK --interval=60s --timeout=10s --start-period=30s --retries=3 CMD ["backup-sidecar", "health"]
 
 FROM runtime AS prebuilt

@@ -7,6 +7,8 @@
 //! Each default is a named constant beside the field it fills.
 
 pub mod channel;
+#[cfg(test)]
+mod doc_tests;
 mod parse;
 mod raw;
 mod sections;
