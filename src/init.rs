@@ -22,8 +22,9 @@ use crate::config::{Config, Keep};
 use crate::remote::guard::{
     GUARD_CONFIG, GUARD_PATH, GUARD_SOURCE, Guard, RSYNCD_CONF, RSYNCD_PATH,
 };
+use crate::remote::install;
 use crate::remote::process::{self, Cmd};
-use crate::remote::ssh::{Session, Ssh, quote};
+use crate::remote::ssh::{Session, Ssh};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -252,44 +253,6 @@ impl State {
     }
 }
 
-/// A shell script that prints `key=value` lines about the remote.
-fn probe_script(files: &Files, config: &Config, blob: &str) -> String {
-    let mut script = String::from(
-        "say() { printf '%s=%s\\n' \"$1\" \"$2\"; }\n\
-         sum() { if [ -f \"$1\" ]; then sha256sum < \"$1\" | cut -d' ' -f1; else echo none; fi; }\n\
-         for p in python3 rsync borg setpriv; do\n\
-         if command -v $p >/dev/null 2>&1; then say have_$p yes; else say have_$p no; fi; done\n",
-    );
-    for (path, _, _) in files.each() {
-        writeln!(script, "say {} \"$(sum {})\"", quote(path), quote(path)).unwrap();
-    }
-    let mirror = quote(&config.mirror_root);
-    writeln!(
-        script,
-        "say mirror \"$(test -d {mirror} && echo yes || echo no)\""
-    )
-    .unwrap();
-    if let Some(borg) = &config.borg {
-        let repo_config = quote(&format!("{}/config", borg.repo));
-        writeln!(
-            script,
-            "say repository \"$(test -f {repo_config} && echo yes || echo no)\"\n\
-             say append_only \"$(grep -qE '^append_only *= *1' {repo_config} 2>/dev/null && \
-             echo yes || echo no)\""
-        )
-        .unwrap();
-    }
-    writeln!(
-        script,
-        "line=$(grep -F {} \"$HOME/.ssh/authorized_keys\" 2>/dev/null | head -n 1)\n\
-         case \"$line\" in '') say key missing ;; *command=*) say key restricted ;; \
-         *) say key open ;; esac",
-        quote(blob)
-    )
-    .unwrap();
-    script
-}
-
 /// Shows the plan and, with `--yes`, applies it. Returns whether the key was narrowed.
 async fn prepare(
     config: &Config,
@@ -314,9 +277,14 @@ async fn prepare(
         .nth(1)
         .ok_or_else(|| anyhow!("cannot read the public key of BACKUP_SSH_KEY_FILE"))?
         .to_string();
-    let probe = ssh
-        .run(&probe_script(&files, config, &blob), None, cancel)
-        .await?;
+    let paths: Vec<&str> = files.each().iter().map(|(path, _, _)| *path).collect();
+    let script = install::probe_script(
+        &paths,
+        &config.mirror_root,
+        config.borg.as_ref().map(|b| b.repo.as_str()),
+        &blob,
+    );
+    let probe = ssh.run(&script, None, cancel).await?;
     if !probe.success() {
         bail!(
             "cannot read the remote's state: {}",
@@ -454,23 +422,14 @@ async fn install(
     state: &State,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let mut script = String::from("set -eu\numask 022\n");
+    let mut changed = Vec::new();
     for (path, content, mode) in files.each() {
-        if state.get(path) == sha256(content) {
-            continue;
+        if state.get(path) != sha256(content) {
+            println!("installing {path}");
+            changed.push((path, content, mode));
         }
-        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
-        let delimiter = format!("BACKUP_SIDECAR_{}", &sha256(content)[..16]);
-        writeln!(
-            script,
-            "mkdir -p {dir}\ncat > {path}.new <<'{delimiter}'\n{content}{nl}{delimiter}\n\
-             chmod {mode} {path}.new\nmv -f {path}.new {path}",
-            dir = quote(dir),
-            path = quote(path),
-            nl = if content.ends_with('\n') { "" } else { "\n" },
-        )?;
-        println!("installing {path}");
     }
+    let script = install::install_script(&changed);
     let done = ssh.run("sh -s", Some(script.into_bytes()), cancel).await?;
     if !done.success() {
         bail!("installing the guard failed: {}", done.last_error_line());
@@ -485,9 +444,7 @@ async fn setup(config: &Config, ssh: &Ssh, cancel: &CancellationToken) -> Result
         .as_ref()
         .and_then(|b| b.passphrase.as_ref())
         .map(|p| p.expose().as_bytes().to_vec());
-    let done = ssh
-        .run(&format!("{GUARD_PATH} --setup"), passphrase, cancel)
-        .await?;
+    let done = ssh.run(&install::setup_line(), passphrase, cancel).await?;
     print!("{}", done.stdout);
     if !done.success() {
         bail!("guard --setup failed: {}", done.last_error_line());
@@ -502,11 +459,7 @@ async fn export_key(config: &Config, ssh: &Ssh, cancel: &CancellationToken) -> R
         return Ok(());
     };
     let done = ssh
-        .run(
-            &format!("borg key export --paper {}", quote(&borg.repo)),
-            None,
-            cancel,
-        )
+        .run(&install::key_export_line(&borg.repo), None, cancel)
         .await?;
     if !done.success() {
         bail!("borg key export failed: {}", done.last_error_line());
@@ -522,18 +475,7 @@ async fn export_key(config: &Config, ssh: &Ssh, cancel: &CancellationToken) -> R
 
 /// Replaces this key's authorized_keys line with the restricted one: the last step.
 async fn restrict(ssh: &Ssh, blob: &str, cancel: &CancellationToken) -> Result<()> {
-    let script = format!(
-        "set -eu\nkeys=\"$HOME/.ssh/authorized_keys\"\n\
-         awk -v blob={blob} -v opts={opts} '{{ n = split($0, w, \" \"); found = 0; \
-         for (i = 1; i <= n; i++) if (w[i] == blob) found = i; \
-         if (found) {{ line = opts; for (i = 1; i < found - 1; i++) \
-         line = line (i == 1 ? \",\" : \" \") w[i]; \
-         for (i = found - 1; i <= n; i++) line = line \" \" w[i]; print line }} \
-         else print }}' \"$keys\" > \"$keys.new\"\n\
-         chmod 600 \"$keys.new\"\nmv -f \"$keys.new\" \"$keys\"\n",
-        blob = quote(blob),
-        opts = quote(&format!("restrict,command=\"{GUARD_PATH}\"")),
-    );
+    let script = install::restrict_script(blob);
     let done = ssh.run("sh -s", Some(script.into_bytes()), cancel).await?;
     if !done.success() {
         bail!(

@@ -1,4 +1,4 @@
-//! Application-consistent database backups, the README's recipes: PostgreSQL, MariaDB, SQLite and
+//! Application-consistent database backups, the recipes in docs/labels.md: PostgreSQL, MariaDB, SQLite and
 //! Redis (Debian's, in an image built here) under a write load, with `backup.exec-pre` writing a
 //! dump into the volume. Each dump, taken from the archive, restores into a fresh server (or is
 //! opened), and its data satisfy the load's invariant: every move takes one unit from one account

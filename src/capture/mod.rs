@@ -24,7 +24,7 @@
 //! rsync listed that directory after the live pass started, so it sent the entry as it is now. A
 //! directory whose names changed has a new ctime, so it is among the copied directories, whose
 //! names are compared. The one sequence this cannot see is a directory renamed away and back to
-//! the same path while the live pass runs (see the README's notes).
+//! the same path while the live pass runs (see docs/capture.md).
 //!
 //! When the copy would exceed `BACKUP_STAGING_MAX`, or the live pass could not read everything, or
 //! anything fails while capturing, the group falls back to the network catch-up inside the freeze,

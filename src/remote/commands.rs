@@ -907,4 +907,162 @@ mod tests {
         assert_eq!(pull[5], "--dry-run");
         assert_eq!(&pull[8..], &["pi@backup:/m/app/", "/target/"]);
     }
+
+    /// The guard's verbs and their argument counts, read from the guard the binary embeds (its
+    /// `VERBS` table: `"name": (function, count),`).
+    fn guard_verb_table() -> std::collections::BTreeMap<String, usize> {
+        let source = crate::remote::guard::GUARD_SOURCE;
+        let start = source
+            .find("\nVERBS = {\n")
+            .expect("the guard has a VERBS table");
+        let table = &source[start..];
+        let table = &table[..table.find("\n}\n").expect("the VERBS table ends")];
+        table
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let (name, rest) = line.trim().split_once(':').expect("\"name\": (f, n),");
+                let count = rest
+                    .trim()
+                    .trim_end_matches("),")
+                    .rsplit(", ")
+                    .next()
+                    .unwrap();
+                (
+                    name.trim_matches('"').to_string(),
+                    count.parse().expect("a count"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_verb_the_sidecar_sends_is_the_guards_with_its_argument_count() {
+        let table = guard_verb_table();
+        assert!(table.len() >= 10, "{table:?}");
+        let b = borg_config(true, KEEP);
+        let g = Ssh::for_tests(Dialect::Guard(crate::remote::guard::Guard {
+            guard: "1".into(),
+            mirror: "/m".into(),
+            repository: Some("/r".into()),
+            writable: true,
+            append_only: Some(true),
+        }));
+        let sent = [
+            guard_hello(),
+            guard_versions(),
+            g.claim("/m/h", "h", true),
+            g.clear_stamp("/m"),
+            g.write_stamp("/m"),
+            g.is_directory("/m/a"),
+            g.size_and_mtime("/m/a"),
+            g.hook_line(Hook::Pre, None).unwrap(),
+            g.hook_line(Hook::Post, None).unwrap(),
+            g.borg_create(&b, "/m", "nas", "nas-1"),
+            g.break_stale_lock(&b),
+            g.borg_check(&b),
+            g.borg_list(&b),
+            g.borg_list_last(&b),
+            g.borg_info(&b),
+            g.borg_list_archive(&b, "nas-1"),
+            g.borg_list_root(&b, "nas-1", "a b"),
+            g.borg_compare(&b, "nas-1", "a/f", "/m/a/f"),
+        ];
+        let mut named = std::collections::BTreeSet::new();
+        for line in &sent {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words[0], crate::remote::guard::PROGRAM, "{line}");
+            let count = table
+                .get(words[1])
+                .unwrap_or_else(|| panic!("the guard has no verb {}: {line}", words[1]));
+            assert_eq!(words.len() - 2, *count, "{line}");
+            assert!(
+                words[2..]
+                    .iter()
+                    .all(|w| !w.is_empty() && !w.starts_with('-')),
+                "{line}"
+            );
+            named.insert(words[1].to_string());
+        }
+        // Every verb the remote module's code names is among those sent above.
+        for source in [
+            include_str!("commands.rs"),
+            include_str!("guard.rs"),
+            include_str!("claim.rs"),
+            include_str!("borg.rs"),
+        ] {
+            for piece in source.split("verb(\"").skip(1) {
+                let verb = &piece[..piece.find('"').unwrap()];
+                if table.contains_key(verb) {
+                    assert!(named.contains(verb), "{verb} is sent but not checked here");
+                } else {
+                    assert!(
+                        !source.contains(&format!("guard::verb(\"{verb}\"")),
+                        "the sidecar sends {verb}, which the guard does not know"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_local_borg_client_reads_through_this_remote() {
+        let b = borg_config(true, KEEP);
+        let shell = sh();
+        assert_eq!(
+            shell.borg_archive_url(&b, "nas-1"),
+            "ssh://pi@backup:22/mnt/backup/borg::nas-1"
+        );
+        let relative = Borg {
+            repo: "borg".into(),
+            ..borg_config(false, KEEP)
+        };
+        assert_eq!(
+            shell.borg_archive_url(&relative, "a"),
+            "ssh://pi@backup:22/./borg::a"
+        );
+        let env = shell.borg_client_env(Passphrase::Command("cat /run/p"));
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "BORG_RSH",
+                "BORG_RELOCATED_REPO_ACCESS_IS_OK",
+                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK",
+                "BORG_PASSCOMMAND"
+            ]
+        );
+        assert_eq!(env[3].1, "cat /run/p");
+        assert!(shell.borg_read_options().is_empty());
+        let g = Ssh::for_tests(Dialect::Guard(crate::remote::guard::Guard {
+            guard: "1".into(),
+            mirror: "/m".into(),
+            repository: Some("/mnt/backup/borg".into()),
+            writable: true,
+            append_only: Some(true),
+        }));
+        assert_eq!(g.borg_read_options(), ["--bypass-lock"]);
+        let extract = g.borg_extract_stdout(&b, "nas-1", "p/manifest.json", Path::new("/s"));
+        assert_eq!(extract.program, "env");
+        let args = argv(&extract);
+        assert!(
+            args.contains(&"BORG_PASSPHRASE_FD=0".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"BORG_BASE_DIR=/s".to_string()), "{args:?}");
+        assert_eq!(
+            &args[args.len() - 6..],
+            [
+                "borg",
+                "extract",
+                "--stdout",
+                "--bypass-lock",
+                "ssh://pi@backup:22/mnt/backup/borg::nas-1",
+                "p/manifest.json"
+            ]
+        );
+        // The passphrase goes on stdin, never in the argv.
+        assert!(!args.iter().any(|a| a.contains("pw")), "{args:?}");
+        assert_eq!(extract.stdin.as_deref(), Some(&b"pw"[..]));
+    }
 }

@@ -7,12 +7,14 @@
 //! - [`commands`]: every command line and rsync argv sent to the remote, built in one place.
 //! - [`transfer`]: one rsync pass of one volume.
 //! - [`borg`]: snapshot (`borg create`, `prune`, `compact`) and archive listings.
+//! - [`install`]: the scripts `init` sends to install the guard on a remote.
 
 pub mod borg;
 pub mod claim;
 pub mod commands;
 pub mod fault;
 pub mod guard;
+pub mod install;
 pub mod process;
 pub mod ssh;
 pub mod transfer;
