@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
 use crate::engine::freeze::{FreezeError, FreezeFault, Frozen};
@@ -116,6 +117,76 @@ pub struct GroupReport {
     pub frozen: Frozen,
 }
 
+/// How a run or a verification ended, as logs, history, metrics and status name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Everything it was asked to do was done.
+    Success,
+    /// It failed.
+    Failed,
+}
+
+impl Outcome {
+    /// `success` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// `Failed` when `failed`.
+    pub fn of(failed: bool) -> Outcome {
+        if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step a run is at: where it stopped, when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Not begun.
+    Start,
+    /// Discovery and the plan.
+    Discover,
+    /// The ssh connection.
+    Connect,
+    /// The remote's pre command.
+    PreCommand,
+    /// The mirror passes.
+    Mirror,
+    /// `borg create` and prune.
+    Snapshot,
+    /// The remote's post command.
+    PostCommand,
+}
+
+impl Stage {
+    /// Its name in notifications: `discover`, `connect`, `pre command`, `mirror`, `snapshot`,
+    /// `post command`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Start => "start",
+            Stage::Discover => "discover",
+            Stage::Connect => "connect",
+            Stage::PreCommand => "pre command",
+            Stage::Mirror => "mirror",
+            Stage::Snapshot => "snapshot",
+            Stage::PostCommand => "post command",
+        }
+    }
+}
+
 /// Everything a run did.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -133,9 +204,8 @@ pub struct RunReport {
     pub archive: Option<Created>,
     /// Why the run failed, if it did.
     pub failure: Option<Failure>,
-    /// The step the run was at: where it stopped, when it failed (`discover`, `connect`,
-    /// `pre command`, `mirror`, `snapshot`, `post command`).
-    pub stage: &'static str,
+    /// The step the run was at: where it stopped, when it failed.
+    pub stage: Stage,
     /// Wall time.
     pub duration: Duration,
 }
@@ -151,7 +221,7 @@ impl RunReport {
             groups: Vec::new(),
             archive: None,
             failure: None,
-            stage: "start",
+            stage: Stage::Start,
             duration: Duration::ZERO,
         }
     }
@@ -178,7 +248,7 @@ impl RunReport {
     pub fn failed_stage(&self) -> Option<&'static str> {
         self.failure.as_ref().map(|f| match f.kind {
             FailureKind::Freeze(_) => "freeze",
-            _ => self.stage,
+            _ => self.stage.as_str(),
         })
     }
 
@@ -238,8 +308,8 @@ impl RunReport {
             };
         }
         match self.failure {
-            None => finished!(info, "success"),
-            Some(_) => finished!(error, "failed"),
+            None => finished!(info, Outcome::Success.as_str()),
+            Some(_) => finished!(error, Outcome::Failed.as_str()),
         }
     }
 }
@@ -270,14 +340,14 @@ impl VerifyReport {
         match &self.outcome {
             Ok(v) if v.mismatches.is_empty() => info!(
                 message = events::VERIFICATION_FINISHED,
-                outcome = "success",
+                outcome = Outcome::Success.as_str(),
                 archive = v.archive.as_deref().unwrap_or(""),
                 compared = v.compared,
                 seconds,
             ),
             Ok(v) => error!(
                 message = events::VERIFICATION_FINISHED,
-                outcome = "failed",
+                outcome = Outcome::Failed.as_str(),
                 archive = v.archive.as_deref().unwrap_or(""),
                 compared = v.compared,
                 mismatches = v.mismatches.len(),
@@ -285,7 +355,7 @@ impl VerifyReport {
             ),
             Err(e) => error!(
                 message = events::VERIFICATION_FINISHED,
-                outcome = "failed",
+                outcome = Outcome::Failed.as_str(),
                 error = %e.message,
                 cause = e.kind.as_str(),
                 seconds,

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Report, RunReport, VerifyReport};
+use crate::report::{Outcome, Report, RunReport, VerifyReport};
 
 /// How many runs the history keeps.
 const KEPT_RUNS: usize = 50;
@@ -30,7 +30,7 @@ pub struct RunRecord {
     /// Whether it was to take a snapshot.
     pub snapshot: bool,
     /// `success` or `failed`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The failure's kind, when it failed.
     pub cause: Option<String>,
     /// The failure's message, when it failed.
@@ -101,7 +101,7 @@ pub struct VerificationRecord {
     /// When it ended.
     pub at: DateTime<Utc>,
     /// `success` or `failed`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// The archive it sampled.
     pub archive: Option<String>,
     /// Files compared.
@@ -145,17 +145,13 @@ impl History {
 
     fn record_run(&mut self, run: &RunReport, now: DateTime<Utc>) {
         let (volumes, bytes) = run.mirrored();
-        let outcome = if run.failure.is_some() {
-            "failed"
-        } else {
-            "success"
-        };
+        let outcome = Outcome::of(run.failure.is_some());
         self.runs.push(RunRecord {
             started: run.started,
             finished: now,
             trigger: run.trigger.kind.to_string(),
             snapshot: run.trigger.snapshot,
-            outcome: outcome.into(),
+            outcome,
             cause: run.failure.as_ref().map(|f| f.kind.as_str().to_string()),
             error: run.failure.as_ref().map(|f| f.message.clone()),
             volumes,
@@ -167,7 +163,7 @@ impl History {
         if self.runs.len() > KEPT_RUNS {
             self.runs.drain(..self.runs.len() - KEPT_RUNS);
         }
-        *self.runs_total.entry(outcome.into()).or_default() += 1;
+        *self.runs_total.entry(outcome.as_str().into()).or_default() += 1;
         if run.failure.is_none() {
             self.last_success = Some(now);
         }
@@ -215,12 +211,7 @@ impl History {
         let record = match &v.outcome {
             Ok(found) => VerificationRecord {
                 at: now,
-                outcome: if found.mismatches.is_empty() {
-                    "success"
-                } else {
-                    "failed"
-                }
-                .into(),
+                outcome: Outcome::of(!found.mismatches.is_empty()),
                 archive: found.archive.clone(),
                 compared: found.compared,
                 mismatches: found.mismatches.len(),
@@ -228,7 +219,7 @@ impl History {
             },
             Err(failure) => VerificationRecord {
                 at: now,
-                outcome: "failed".into(),
+                outcome: Outcome::Failed,
                 archive: None,
                 compared: 0,
                 mismatches: 0,
@@ -423,7 +414,7 @@ mod tests {
         // The failed run does not move the last success.
         assert_eq!(history.last_success, Some(at(4)));
         let last = history.last_run().unwrap();
-        assert_eq!(last.outcome, "failed");
+        assert_eq!(last.outcome, Outcome::Failed);
         assert_eq!(last.cause.as_deref(), Some("disk_full"));
         assert_eq!(history.volumes["app"].last_success, Some(at(5)));
         assert_eq!(history.volumes["db"].last_success, Some(at(4)));
@@ -461,7 +452,7 @@ mod tests {
         };
         history.record(&Report::Verification(report), at(6));
         let v = history.last_verification.unwrap();
-        assert_eq!(v.outcome, "failed");
+        assert_eq!(v.outcome, Outcome::Failed);
         assert_eq!((v.compared, v.mismatches), (20, 1));
     }
 

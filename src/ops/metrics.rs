@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::history::{History, Running, Store, VolumeRecord};
+use crate::report::Outcome;
 
 /// The media type of the text exposition format 0.0.4. Prometheus 3 fails a scrape whose
 /// Content-Type is missing or wrong.
@@ -254,7 +255,10 @@ pub fn render(history: &History, running: Option<&Running>, planned: &[String]) 
         running.map_or(0.0, |r| r.bytes as f64),
     );
 
-    let mut totals: BTreeMap<&str, u64> = BTreeMap::from([("failed", 0), ("success", 0)]);
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::from([
+        (Outcome::Failed.as_str(), 0),
+        (Outcome::Success.as_str(), 0),
+    ]);
     totals.extend(history.runs_total.iter().map(|(k, v)| (k.as_str(), *v)));
     out.labelled(
         "backup_sidecar_runs_total",
@@ -285,7 +289,7 @@ pub fn render(history: &History, running: Option<&Running>, planned: &[String]) 
         "backup_sidecar_last_run_success",
         Kind::Gauge,
         "Whether the last finished run succeeded (1) or failed (0); 0 before the first.",
-        flag(last.is_some_and(|r| r.outcome == "success")),
+        flag(last.is_some_and(|r| r.outcome == Outcome::Success)),
     );
     out.single(
         "backup_sidecar_last_success_timestamp_seconds",
@@ -388,7 +392,7 @@ pub fn render(history: &History, running: Option<&Running>, planned: &[String]) 
         Kind::Gauge,
         "Whether the last verification found the repository and the mirror sound (1) or not (0); \
          0 before the first.",
-        flag(verification.is_some_and(|v| v.outcome == "success")),
+        flag(verification.is_some_and(|v| v.outcome == Outcome::Success)),
     );
     out.single(
         "backup_sidecar_last_verification_timestamp_seconds",

@@ -24,7 +24,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::logging;
-use crate::report::{Report, RunReport, VerifyReport};
+use crate::report::{self, Report, RunReport, VerifyReport};
 use crate::schedule;
 use health::Verdict;
 use history::{History, Store};
@@ -109,7 +109,9 @@ impl Outputs {
     }
 
     fn run_message(&self, run: &RunReport, before: &History) -> Message {
-        let previous_failed = before.last_run().is_some_and(|r| r.outcome == "failed");
+        let previous_failed = before
+            .last_run()
+            .is_some_and(|r| r.outcome == report::Outcome::Failed);
         let kind = Outcome::of_run(run.failure.is_some(), previous_failed);
         let failed: Vec<String> = run
             .volumes

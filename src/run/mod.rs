@@ -29,7 +29,7 @@ use crate::remote::claim::claim;
 use crate::remote::commands::Hook;
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::ssh::{Session, Ssh};
-use crate::report::{Failure, FailureKind, GroupReport, RunReport, VolumeReport};
+use crate::report::{Failure, FailureKind, GroupReport, RunReport, Stage, VolumeReport};
 use crate::schedule::Trigger;
 use group::{VolumeResults, sync_group};
 
@@ -77,7 +77,7 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let config = &ctx.config;
-    report.stage = "discover";
+    report.stage = Stage::Discover;
     freeze::repair(&ctx.journal, &ctx.docker).await;
     let inventory = discover::inventory(&ctx.docker, config.host_root.as_deref()).await?;
     let plan = plan::plan(&inventory, config.projects.as_deref(), &config.exclude);
@@ -91,7 +91,7 @@ async fn run_inner(
     if plan.groups.is_empty() {
         warn!("no volumes selected: label a volume or a container backup.enable=true");
     }
-    report.stage = "connect";
+    report.stage = Stage::Connect;
     let session = with_retries(
         config.retry,
         "ssh connection",
@@ -108,7 +108,7 @@ async fn run_inner(
     warn_about_the_remote(config, &session.ssh);
     let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
     if result.is_ok() {
-        report.stage = "post command";
+        report.stage = Stage::PostCommand;
     }
     let post = match session
         .ssh
@@ -185,10 +185,10 @@ async fn mirror_and_snapshot(
 ) -> Result<()> {
     let config = &ctx.config;
     if let Some(command) = ssh.hook_line(Hook::Pre, config.pre_command.as_deref()) {
-        report.stage = "pre command";
+        report.stage = Stage::PreCommand;
         remote_hook(ssh, Hook::Pre, &command, cancel).await?;
     }
-    report.stage = "mirror";
+    report.stage = Stage::Mirror;
     claim(
         ssh,
         &config.remote_dir,
@@ -296,7 +296,7 @@ async fn mirror_and_snapshot(
     )
     .await?;
     if report.trigger.snapshot {
-        report.stage = "snapshot";
+        report.stage = Stage::Snapshot;
         match &config.borg {
             Some(borg) => {
                 // The daemon's configuration has it filled in (Config::for_host).

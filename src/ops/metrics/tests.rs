@@ -19,7 +19,7 @@ fn history() -> History {
             finished: at(29, 3, 2, 30),
             trigger: "schedule".into(),
             snapshot: true,
-            outcome: "success".into(),
+            outcome: crate::report::Outcome::Success,
             cause: None,
             error: None,
             volumes: 1,
@@ -39,7 +39,7 @@ fn history() -> History {
         }),
         last_verification: Some(VerificationRecord {
             at: at(29, 4, 0, 0),
-            outcome: "failed".into(),
+            outcome: crate::report::Outcome::Failed,
             archive: None,
             compared: 0,
             mismatches: 0,
