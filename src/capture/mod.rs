@@ -31,6 +31,7 @@
 //! and the `group thawed` line says why.
 
 pub mod exclude;
+pub mod group;
 pub mod scan;
 pub mod stage;
 

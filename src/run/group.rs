@@ -2,10 +2,8 @@
 //! staging area, or a network pass of each volume), the thaw, and a capture's upload; or a single
 //! pass of each volume when nothing is to be frozen.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
@@ -13,12 +11,13 @@ use tracing::{info, warn};
 
 use super::Sidecar;
 use super::files::stage;
+use crate::capture::group::{Captured, Job};
 use crate::capture::{self, Capture, LiveView};
 use crate::config::{CatchUp, Config};
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::plan::{Group, PlannedVolume};
 use crate::events;
-use crate::format::{human_bytes, millis};
+use crate::format::millis;
 use crate::layout::{self, source_path};
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::ssh::Ssh;
@@ -91,13 +90,8 @@ fn watcher(ctx: &Sidecar, volume: &PlannedVolume) -> Watcher {
 
 /// How a frozen group caught up.
 enum CaughtUp {
-    /// Copies in the staging area, one per volume, to upload after the thaw; how long the scans
-    /// and the copies took.
-    Captured {
-        captures: Vec<Capture>,
-        scan: Duration,
-        copy: Duration,
-    },
+    /// Copies in the staging area, one per volume, to upload after the thaw.
+    Captured(Captured),
     /// rsync passes over the network while frozen, one per volume; `reason`: why not a capture.
     Network {
         reason: String,
@@ -202,7 +196,7 @@ pub(super) async fn sync_group(
                 results.push((r.volume.name.clone(), result));
             }
         }
-        Ok(CaughtUp::Captured { captures, .. }) => {
+        Ok(CaughtUp::Captured(Captured { captures, .. })) => {
             for (r, capture) in ready.iter().zip(captures) {
                 let result = upload(ctx, &mirror, r.volume, &capture, cancel)
                     .await
@@ -255,96 +249,26 @@ fn why_not_capture(ready: &[Ready], views: &[Result<LiveView, String>]) -> Optio
         .or(incomplete)
 }
 
-/// Sets a flag when dropped: the freeze ended (timeout, cancellation) and the capture's threads
-/// should stop.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// While frozen: scans the group's volumes at once, and copies what changed into the staging
-/// area unless it would exceed `BACKUP_STAGING_MAX`. The error says why not, for the log.
+/// While frozen: the capture of the group's volumes (see [`capture::group`]).
 async fn capture_group(
     config: &Config,
     ready: &[Ready<'_>],
     views: Vec<LiveView>,
     staging: &Path,
 ) -> Result<CaughtUp, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop = StopOnDrop(stop.clone());
-    let jobs: Vec<(String, PathBuf, Vec<String>, LiveView)> = ready
+    let jobs = ready
         .iter()
         .zip(views)
-        .map(|(r, view)| {
-            let v = r.volume;
-            (
-                v.name.clone(),
-                source_path(config, v),
-                v.excludes.clone(),
-                view,
-            )
+        .map(|(r, view)| Job {
+            name: r.volume.name.clone(),
+            source: source_path(config, r.volume),
+            excludes: r.volume.excludes.clone(),
+            view,
         })
         .collect();
-    let staging = staging.to_path_buf();
-    let max = config.staging_max;
-    let work = move || -> Result<CaughtUp, String> {
-        let started = Instant::now();
-        let surveys = std::thread::scope(|scope| {
-            let threads: Vec<_> = jobs
-                .iter()
-                .map(|(_, source, excludes, view)| {
-                    scope.spawn(|| capture::survey(source, excludes, view, &stop))
-                })
-                .collect();
-            threads
-                .into_iter()
-                .map(|t| t.join().expect("scan thread panicked"))
-                .collect::<Vec<_>>()
-        });
-        let mut chosen = Vec::new();
-        for ((name, ..), survey) in jobs.iter().zip(surveys) {
-            chosen.push(survey.map_err(|e| format!("scanning {name}: {e}"))?);
-        }
-        let bytes: u64 = chosen.iter().map(|(_, choice)| choice.bytes).sum();
-        if bytes > max {
-            return Err(format!(
-                "{} changed while frozen, over BACKUP_STAGING_MAX ({})",
-                human_bytes(bytes),
-                human_bytes(max)
-            ));
-        }
-        let scan = started.elapsed();
-        let captures = std::thread::scope(|scope| {
-            let threads: Vec<_> = jobs
-                .iter()
-                .zip(chosen)
-                .map(|((name, source, ..), (entries, choice))| {
-                    let target = staging.join(name);
-                    let stop = &stop;
-                    scope.spawn(move || {
-                        capture::copy(source, &target, entries, choice, stop)
-                            .map_err(|e| format!("copying {name} into the staging area: {e}"))
-                    })
-                })
-                .collect();
-            threads
-                .into_iter()
-                .map(|t| t.join().expect("copy thread panicked"))
-                .collect::<Result<Vec<_>, String>>()
-        })?;
-        Ok(CaughtUp::Captured {
-            captures,
-            scan,
-            copy: started.elapsed() - scan,
-        })
-    };
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(e) => Err(format!("the capture failed: {e}")),
-    }
+    capture::group::capture_group(jobs, staging, config.staging_max)
+        .await
+        .map(CaughtUp::Captured)
 }
 
 /// Logs `group thawed`, with the catch-up path that was taken and what it moved.
@@ -353,11 +277,11 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
         return;
     }
     let (catch_up, reason, files, bytes, scan_ms, copy_ms) = match caught_up {
-        Some(CaughtUp::Captured {
+        Some(CaughtUp::Captured(Captured {
             captures,
             scan,
             copy,
-        }) => (
+        })) => (
             CatchUp::Capture,
             None,
             captures.iter().map(|c| c.choice.entries as u64).sum(),

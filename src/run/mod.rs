@@ -4,6 +4,7 @@
 
 mod files;
 mod group;
+mod steps;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Config, Retry};
 use crate::engine::discover;
@@ -19,19 +20,20 @@ use crate::engine::exec;
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
 use crate::engine::plan::HookStage;
-use crate::engine::plan::{self, Plan};
+use crate::engine::plan::{self, Group, Plan};
 use crate::events;
 use crate::format::millis;
 use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
-use crate::remote::borg::{self, CreateProgress};
+use crate::remote::borg::{self, CreateProgress, Created};
 use crate::remote::claim::claim;
 use crate::remote::commands::Hook;
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::ssh::{Session, Ssh};
-use crate::report::{Failure, FailureKind, GroupReport, RunReport, Stage, VolumeReport};
+use crate::report::{Failure, FailureKind, RunReport, Stage};
 use crate::schedule::Trigger;
 use group::{VolumeResults, sync_group};
+use steps::Steps;
 
 /// How long the post command may take once the sidecar is shutting down.
 const POST_COMMAND_GRACE: Duration = Duration::from_secs(3);
@@ -76,6 +78,23 @@ async fn run_inner(
     report: &mut RunReport,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    let (plan, session) = prepare(ctx, report, cancel).await?;
+    let mut live = Live {
+        ctx,
+        ssh: &session.ssh,
+    };
+    let result = steps::drive(&mut live, &plan, report, cancel).await;
+    session.close().await;
+    result
+}
+
+/// Before anything is copied: frozen containers a crash left are thawed, the plan is made (its
+/// warnings logged), and the connection opened, with retries.
+async fn prepare(
+    ctx: &Sidecar,
+    report: &mut RunReport,
+    cancel: &CancellationToken,
+) -> Result<(Plan, Session)> {
     let config = &ctx.config;
     report.stage = Stage::Discover;
     freeze::repair(&ctx.journal, &ctx.docker).await;
@@ -106,23 +125,7 @@ async fn run_inner(
     )
     .await?;
     warn_about_the_remote(config, &session.ssh);
-    let result = mirror_and_snapshot(ctx, &session.ssh, &plan, report, cancel).await;
-    if result.is_ok() {
-        report.stage = Stage::PostCommand;
-    }
-    let post = match session
-        .ssh
-        .hook_line(Hook::Post, config.post_command.as_deref())
-    {
-        Some(command) => remote_hook(&session.ssh, Hook::Post, &command, cancel).await,
-        None => Ok(()),
-    };
-    session.close().await;
-    match (result, post) {
-        (Ok(()), post) => post,
-        (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(post)) => Err(e.context(format!("and then {post:#}"))),
-    }
+    Ok((plan, session))
 }
 
 /// Says, once per process, what is wrong with how the remote is set up: a key that opens a shell
@@ -146,6 +149,115 @@ fn warn_about_the_remote(config: &Config, ssh: &Ssh) {
             "BACKUP_REMOTE_PRE_COMMAND and BACKUP_REMOTE_POST_COMMAND are not sent to a guarded \
              remote: it runs the pre_command and post_command of its own guard.conf"
         );
+    }
+}
+
+/// The steps of a run against the real engine and remote.
+struct Live<'a> {
+    ctx: &'a Sidecar,
+    ssh: &'a Ssh,
+}
+
+impl Steps for Live<'_> {
+    async fn pre_command(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let configured = self.ctx.config.pre_command.as_deref();
+        match self.ssh.hook_line(Hook::Pre, configured) {
+            Some(command) => remote_hook(self.ssh, Hook::Pre, &command, cancel).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn begin_mirror(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let config = &self.ctx.config;
+        let dir = &config.remote_dir;
+        claim(self.ssh, dir, &self.ctx.host, config.per_host(), cancel).await?;
+        let clear = self.ssh.clear_stamp(dir);
+        remote_step(self.ssh, "removing the completion stamp", &clear, cancel).await
+    }
+
+    /// The group's exec hooks around its passes, which are tried again on a network failure.
+    async fn group(
+        &mut self,
+        group: &Group,
+        cancel: &CancellationToken,
+    ) -> (VolumeResults, Frozen) {
+        let ctx = self.ctx;
+        let first_transient = |(results, _): &(VolumeResults, Frozen)| {
+            results
+                .iter()
+                .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
+                .map(|e| format!("{e:#}"))
+        };
+        let span = info_span!("group", group = %group.name);
+        let hooks = &group.hooks;
+        let pre = exec::run_stage(
+            &ctx.docker,
+            hooks,
+            HookStage::Pre,
+            POST_COMMAND_GRACE,
+            cancel,
+        )
+        .instrument(span.clone())
+        .await;
+        let done = match pre {
+            Ok(()) => {
+                with_retries(ctx.config.retry, "group", cancel, first_transient, || {
+                    sync_group(ctx, self.ssh, group, cancel)
+                })
+                .instrument(span.clone())
+                .await
+            }
+            // A dump that failed: nothing of the group is copied, so no snapshot is taken.
+            Err(e) => (steps::all_failed(group, &e), Frozen::default()),
+        };
+        // After the thaw, on every path.
+        let post = HookStage::Post;
+        let _ = exec::run_stage(&ctx.docker, hooks, post, POST_COMMAND_GRACE, cancel)
+            .instrument(span)
+            .await;
+        done
+    }
+
+    async fn write_stamp(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let write = self.ssh.write_stamp(&self.ctx.config.remote_dir);
+        remote_step(self.ssh, "writing the completion stamp", &write, cancel).await
+    }
+
+    async fn snapshot(
+        &mut self,
+        total: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Created>> {
+        let ctx = self.ctx;
+        let config = &ctx.config;
+        let Some(borg) = &config.borg else {
+            info!("no snapshot: BACKUP_BORG_REPO is not set");
+            return Ok(None);
+        };
+        // The daemon's configuration has it filled in (Config::for_host).
+        let prefix = borg.archive_prefix.as_ref().unwrap_or(&ctx.host);
+        let subject = Subject::Snapshot { total };
+        let mut watcher = Watcher::new(subject, config.progress_interval, ctx.store.clone());
+        let mut progress = |p: CreateProgress| watcher.snapshot(p);
+        let dir = &config.remote_dir;
+        let created = borg::snapshot(self.ssh, borg, prefix, dir, &mut progress, cancel).await?;
+        info!(
+            message = events::SNAPSHOT_CREATED,
+            archive = %created.archive,
+            seconds = millis(created.seconds),
+            borg_seconds = millis(created.borg_seconds),
+            original_bytes = created.original_bytes,
+            deduplicated_bytes = created.deduplicated_bytes,
+        );
+        Ok(Some(created))
+    }
+
+    async fn post_command(&mut self, cancel: &CancellationToken) -> Result<()> {
+        let configured = self.ctx.config.post_command.as_deref();
+        match self.ssh.hook_line(Hook::Post, configured) {
+            Some(command) => remote_hook(self.ssh, Hook::Post, &command, cancel).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -173,158 +285,6 @@ async fn remote_hook(
         );
     }
     info!(hook = variable, "remote command done");
-    Ok(())
-}
-
-async fn mirror_and_snapshot(
-    ctx: &Sidecar,
-    ssh: &Ssh,
-    plan: &Plan,
-    report: &mut RunReport,
-    cancel: &CancellationToken,
-) -> Result<()> {
-    let config = &ctx.config;
-    if let Some(command) = ssh.hook_line(Hook::Pre, config.pre_command.as_deref()) {
-        report.stage = Stage::PreCommand;
-        remote_hook(ssh, Hook::Pre, &command, cancel).await?;
-    }
-    report.stage = Stage::Mirror;
-    claim(
-        ssh,
-        &config.remote_dir,
-        &ctx.host,
-        config.per_host(),
-        cancel,
-    )
-    .await?;
-    // From here until every volume is mirrored, the mirror is incomplete.
-    remote_step(
-        ssh,
-        "removing the completion stamp",
-        &ssh.clear_stamp(&config.remote_dir),
-        cancel,
-    )
-    .await?;
-    for group in &plan.groups {
-        if cancel.is_cancelled() {
-            bail!("cancelled");
-        }
-        let first_transient = |(results, _): &(VolumeResults, Frozen)| {
-            results
-                .iter()
-                .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
-                .map(|e| format!("{e:#}"))
-        };
-        let span = info_span!("group", group = %group.name);
-        let pre = exec::run_stage(
-            &ctx.docker,
-            &group.hooks,
-            HookStage::Pre,
-            POST_COMMAND_GRACE,
-            cancel,
-        )
-        .instrument(span.clone())
-        .await;
-        let (results, frozen) = match pre {
-            Ok(()) => {
-                with_retries(config.retry, "group", cancel, first_transient, || {
-                    sync_group(ctx, ssh, group, cancel)
-                })
-                .instrument(span.clone())
-                .await
-            }
-            // A dump that failed: nothing of the group is copied, so no snapshot is taken.
-            Err(e) => {
-                let message = format!("{e:#}");
-                let failed = group
-                    .volumes
-                    .iter()
-                    .map(|v| (v.name.clone(), Err(anyhow!("{message}"))))
-                    .collect();
-                (failed, Frozen::default())
-            }
-        };
-        // After the thaw, on every path.
-        let _ = exec::run_stage(
-            &ctx.docker,
-            &group.hooks,
-            HookStage::Post,
-            POST_COMMAND_GRACE,
-            cancel,
-        )
-        .instrument(span)
-        .await;
-        report.groups.push(GroupReport {
-            name: group.name.clone(),
-            frozen,
-        });
-        for (name, result) in results {
-            let outcome = result.map_err(|e| {
-                let failure = Failure::of(&e);
-                error!(message = events::VOLUME_FAILED, volume = %name, error = %failure.message);
-                failure
-            });
-            report.volumes.push(VolumeReport {
-                name,
-                group: group.name.clone(),
-                outcome,
-            });
-        }
-    }
-    let failures: Vec<(&str, &Failure)> = report
-        .volumes
-        .iter()
-        .filter_map(|v| v.outcome.as_ref().err().map(|f| (v.name.as_str(), f)))
-        .collect();
-    if let Some((_, first)) = failures.first() {
-        let listed: Vec<String> = failures.iter().map(|(v, f)| format!("{v}: {f}")).collect();
-        return Err(Failure {
-            kind: first.kind,
-            message: format!(
-                "{} volume(s) failed, no snapshot taken: {}",
-                failures.len(),
-                listed.join("; ")
-            ),
-        }
-        .into());
-    }
-    remote_step(
-        ssh,
-        "writing the completion stamp",
-        &ssh.write_stamp(&config.remote_dir),
-        cancel,
-    )
-    .await?;
-    if report.trigger.snapshot {
-        report.stage = Stage::Snapshot;
-        match &config.borg {
-            Some(borg) => {
-                // The daemon's configuration has it filled in (Config::for_host).
-                let prefix = borg.archive_prefix.as_ref().unwrap_or(&ctx.host);
-                let mut watcher = Watcher::new(
-                    Subject::Snapshot {
-                        total: report.mirrored().1,
-                    },
-                    config.progress_interval,
-                    ctx.store.clone(),
-                );
-                let mut progress = |p: CreateProgress| watcher.snapshot(p);
-                let created =
-                    borg::snapshot(ssh, borg, prefix, &config.remote_dir, &mut progress, cancel)
-                        .await?;
-                info!(
-                    message = events::SNAPSHOT_CREATED,
-                    archive = %created.archive,
-                    seconds = millis(created.seconds),
-                    borg_seconds = millis(created.borg_seconds),
-                    original_bytes = created.original_bytes,
-                    deduplicated_bytes = created.deduplicated_bytes,
-                );
-                report.archive = Some(created);
-            }
-            None => info!("no snapshot: BACKUP_BORG_REPO is not set"),
-        }
-    }
     Ok(())
 }
 
@@ -384,3 +344,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
