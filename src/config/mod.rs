@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -467,3 +468,25 @@ pub(super) const RESERVED_SSH_OPTIONS: &[&str] = &[
     "identityfile",
     "port",
 ];
+
+/// The next run strictly after `after`: its time and whether it takes a snapshot. When a sync and a
+/// snapshot fall on the same minute, one run does both.
+pub fn next_run(
+    sync: &Cron,
+    snapshot: &Cron,
+    tz: Tz,
+    after: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, bool)> {
+    let local = after.with_timezone(&tz);
+    let next = |cron: &Cron| {
+        cron.find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    match (next(sync), next(snapshot)) {
+        (Some(s), Some(n)) if n <= s => Some((n, true)),
+        (Some(s), _) => Some((s, false)),
+        (None, Some(n)) => Some((n, true)),
+        (None, None) => None,
+    }
+}

@@ -333,7 +333,7 @@ mod tests {
     use crate::remote::borg::Created;
     use crate::remote::fault::Fault;
     use crate::report::{Failure, FailureKind, GroupReport, Synced, Verified, VolumeReport};
-    use crate::schedule::{Trigger, TriggerKind};
+    use crate::report::{Trigger, TriggerKind};
     use chrono::TimeZone;
     use std::time::Duration;
 

@@ -11,6 +11,7 @@
 
 pub mod health;
 pub mod history;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod progress;
@@ -23,9 +24,7 @@ use croner::Cron;
 use tracing::warn;
 
 use crate::config::Config;
-use crate::logging;
 use crate::report::{self, Report, RunReport, VerifyReport};
-use crate::schedule;
 use health::Verdict;
 use history::{History, Store};
 use notify::{Message, Notifier, Outcome};
@@ -105,7 +104,7 @@ impl Outputs {
 
     fn next_run(&self) -> Option<chrono::DateTime<Utc>> {
         let (sync, snapshot, tz) = &self.schedules;
-        schedule::next_run(sync, snapshot, *tz, Utc::now()).map(|(at, _)| at)
+        crate::config::next_run(sync, snapshot, *tz, Utc::now()).map(|(at, _)| at)
     }
 
     fn run_message(&self, run: &RunReport, before: &History) -> Message {

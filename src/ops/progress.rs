@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::events;
 use crate::format::human_bytes;
 use crate::ops::history::Store;
 use crate::remote::borg::CreateProgress;
 use crate::remote::transfer::Progress;
+use crate::report::events;
 
 /// What a [`Watcher`] watches.
 pub enum Subject {

@@ -21,7 +21,7 @@ use super::render::{self, HttpRequest, Method};
 use crate::config::Config;
 use crate::config::channel::NotifyOn;
 use crate::config::channel::{Channel, Kind, Security, Smtp, read_ca_file};
-use crate::events;
+use crate::report::events;
 
 /// The longest one try may take: connecting, sending and reading the answer.
 pub const TRY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,12 +15,12 @@ use super::{Request, create_volume};
 use crate::config::Config;
 use crate::engine::journal::Journal;
 use crate::engine::plan::{ProjectFiles, bind_name, project_dir_name};
-use crate::events;
 use crate::format::millis;
-use crate::layout::MANIFEST;
 use crate::remote::commands;
 use crate::remote::process;
 use crate::remote::ssh::{Session, Ssh};
+use crate::report::events;
+use crate::tasks::layout::MANIFEST;
 
 /// Below `--to-dir`, where the project's volumes go (binds and files go to their host paths
 /// below it).

@@ -21,7 +21,6 @@ use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
 use crate::engine::plan::HookStage;
 use crate::engine::plan::{self, Group, Plan};
-use crate::events;
 use crate::format::millis;
 use crate::ops::history::Store;
 use crate::ops::progress::{Subject, Watcher};
@@ -30,8 +29,9 @@ use crate::remote::claim::claim;
 use crate::remote::commands::Hook;
 use crate::remote::fault::{classify, is_transient};
 use crate::remote::ssh::{Session, Ssh};
+use crate::report::Trigger;
+use crate::report::events;
 use crate::report::{Failure, FailureKind, RunReport, Stage};
-use crate::schedule::Trigger;
 use group::{VolumeResults, sync_group};
 use steps::Steps;
 

@@ -1,6 +1,5 @@
-//! Schedule: when the next run is due, from the two cron expressions in `TZ`.
-
-use std::fmt;
+//! Schedule: a trigger each time a run is due, from the two cron expressions in `TZ`
+//! ([`next_run`]), and a tick for each verification.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -8,67 +7,8 @@ use croner::Cron;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TriggerKind {
-    /// A cron schedule.
-    Schedule,
-    /// `BACKUP_RUN_ON_START`.
-    Start,
-    /// SIGUSR1.
-    Signal,
-}
-
-impl fmt::Display for TriggerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TriggerKind::Schedule => "schedule",
-            TriggerKind::Start => "start",
-            TriggerKind::Signal => "signal",
-        })
-    }
-}
-
-/// A request for a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trigger {
-    /// What asked.
-    pub kind: TriggerKind,
-    /// Mirror + snapshot (true) or mirror only.
-    pub snapshot: bool,
-}
-
-impl Trigger {
-    /// Two requests made into one run: the first one's kind, a snapshot if either wants one.
-    pub fn merge(self, other: Trigger) -> Trigger {
-        Trigger {
-            kind: self.kind,
-            snapshot: self.snapshot || other.snapshot,
-        }
-    }
-}
-
-/// The next run strictly after `after`: its time and whether it takes a snapshot. When a sync and a
-/// snapshot fall on the same minute, one run does both.
-pub fn next_run(
-    sync: &Cron,
-    snapshot: &Cron,
-    tz: Tz,
-    after: DateTime<Utc>,
-) -> Option<(DateTime<Utc>, bool)> {
-    let local = after.with_timezone(&tz);
-    let next = |cron: &Cron| {
-        cron.find_next_occurrence(&local, false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    match (next(sync), next(snapshot)) {
-        (Some(s), Some(n)) if n <= s => Some((n, true)),
-        (Some(s), _) => Some((s, false)),
-        (None, Some(n)) => Some((n, true)),
-        (None, None) => None,
-    }
-}
+use crate::config::next_run;
+use crate::report::{Trigger, TriggerKind};
 
 /// Sends a trigger each time a schedule fires, until cancelled.
 pub async fn drive(

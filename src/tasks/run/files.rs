@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::plan::{Origin, PlannedVolume, ProjectFiles};
-use crate::layout::{FILES_DIR, MANIFEST, source_path};
 use crate::remote::process::{self, Cmd};
+use crate::tasks::layout::{FILES_DIR, MANIFEST, source_path};
 
 /// Copies a project's files afresh (nothing for other sources).
 pub async fn stage(

@@ -20,9 +20,9 @@ use crate::engine::discover;
 use crate::engine::journal::Journal;
 use crate::engine::plan::{BIND_PREFIX, PROJECT_PREFIX};
 use crate::format::human_bytes;
-use crate::lock::RunLock;
 use crate::remote::borg::{self, list_archives};
 use crate::remote::ssh::Session;
+use crate::tasks::lock::RunLock;
 use items::{Item, Origin, prepare, run_all, running_users};
 
 /// Where a restore reads from.

@@ -2,6 +2,8 @@
 //! its outputs (`ops::Outputs`): the log line, the run history that health, status and metrics
 //! read, and notifications. No output reaches into a run to find out what happened.
 
+pub mod events;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -10,11 +12,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
 use crate::engine::freeze::{FreezeError, FreezeFault, Frozen};
-use crate::events;
 use crate::format::{human_bytes, tenths};
 use crate::remote::borg::Created;
 use crate::remote::fault::{Fault, RemoteError};
-use crate::schedule::Trigger;
 
 /// Why something failed, as code branches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +115,46 @@ pub struct GroupReport {
     pub name: String,
     /// What its freeze did (zero and empty when nothing was frozen).
     pub frozen: Frozen,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// A cron schedule.
+    Schedule,
+    /// `BACKUP_RUN_ON_START`.
+    Start,
+    /// SIGUSR1.
+    Signal,
+}
+
+impl fmt::Display for TriggerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Start => "start",
+            TriggerKind::Signal => "signal",
+        })
+    }
+}
+
+/// A request for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    /// What asked.
+    pub kind: TriggerKind,
+    /// Mirror + snapshot (true) or mirror only.
+    pub snapshot: bool,
+}
+
+impl Trigger {
+    /// Two requests made into one run: the first one's kind, a snapshot if either wants one.
+    pub fn merge(self, other: Trigger) -> Trigger {
+        Trigger {
+            kind: self.kind,
+            snapshot: self.snapshot || other.snapshot,
+        }
+    }
 }
 
 /// How a run or a verification ended, as logs, history, metrics and status name it.
@@ -386,7 +426,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::TriggerKind;
+    use crate::report::TriggerKind;
 
     fn synced(bytes: u64) -> Result<Synced, Failure> {
         Ok(Synced {

@@ -16,13 +16,13 @@ use crate::capture::{self, Capture, LiveView};
 use crate::config::{CatchUp, Config};
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::plan::{Group, PlannedVolume};
-use crate::events;
 use crate::format::millis;
-use crate::layout::{self, source_path};
 use crate::ops::progress::{Subject, Watcher};
 use crate::remote::ssh::Ssh;
 use crate::remote::transfer::{self, Mirror, OnProgress, Pass, PassResult, Progress};
+use crate::report::events;
 use crate::report::{Failure, Synced};
+use crate::tasks::layout::{self, source_path};
 
 pub(super) type VolumeResults = Vec<(String, Result<Synced>)>;
 

@@ -10,8 +10,8 @@ use tracing::error;
 use super::group::VolumeResults;
 use crate::engine::freeze::Frozen;
 use crate::engine::plan::{Group, Plan};
-use crate::events;
 use crate::remote::borg::Created;
+use crate::report::events;
 use crate::report::{Failure, GroupReport, RunReport, Stage, VolumeReport};
 
 /// What a run does at each step.

@@ -9,7 +9,7 @@ use super::*;
 use crate::engine::plan::{Origin, PlannedVolume};
 use crate::remote::fault::{Fault, RemoteError};
 use crate::report::{FailureKind, Synced};
-use crate::schedule::{Trigger, TriggerKind};
+use crate::report::{Trigger, TriggerKind};
 
 /// A fake run: records each step; fails the steps it is told to; its groups fail the volumes
 /// named in `failing`; `cancel_after_group` cancels the run once that group is done.

@@ -61,7 +61,7 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
                         project
                             .files
                             .iter()
-                            .map(|f| crate::layout::host_path(config, f))
+                            .map(|f| crate::tasks::layout::host_path(config, f))
                             .filter(|path| std::fs::File::open(path).is_err())
                             .collect()
                     }
@@ -70,7 +70,7 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
                             Origin::Bind(_) => binds += 1,
                             _ => volumes += 1,
                         }
-                        let dir = crate::layout::source_path(config, volume);
+                        let dir = crate::tasks::layout::source_path(config, volume);
                         match std::fs::read_dir(&dir) {
                             Ok(_) => Vec::new(),
                             Err(_) => vec![dir],

@@ -17,12 +17,12 @@ use crate::engine::freeze;
 use crate::engine::helper::{HELPER_SCRIPT, Helper, PASSCOMMAND, RESTORE_ROOT, SECRETS};
 use crate::engine::journal::Journal;
 use crate::engine::plan::{Group, Member, Quiesce};
-use crate::events;
 use crate::format::millis;
 use crate::remote::borg::{self, list_archives, remote_borg};
 use crate::remote::commands::{self, Passphrase};
 use crate::remote::fault::last_line;
 use crate::remote::ssh::Ssh;
+use crate::report::events;
 
 /// How long a restore may hold the users stopped.
 const RESTORE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -168,7 +168,7 @@ pub(super) async fn prepare(
                     extra.extend(["--from0", list.as_str()]);
                     let cmd = commands::rsync_pull_listed(
                         &helper_ssh,
-                        &format!("{dir}/{}/", crate::layout::FILES_DIR),
+                        &format!("{dir}/{}/", crate::tasks::layout::FILES_DIR),
                         &format!("{mount}/"),
                         &extra,
                     );
@@ -187,7 +187,7 @@ pub(super) async fn prepare(
             let borg = borg::repository(config)?;
             let path = match item.files {
                 None => source.clone(),
-                Some(_) => format!("{source}/{}", crate::layout::FILES_DIR),
+                Some(_) => format!("{source}/{}", crate::tasks::layout::FILES_DIR),
             };
             let listing = remote_borg(
                 ssh,

@@ -17,18 +17,18 @@ use crate::engine::freeze;
 use crate::engine::freeze::FreezeFault;
 use crate::engine::journal::Journal;
 use crate::engine::plan;
-use crate::layout;
-use crate::lock::RunLock;
-use crate::logging;
 use crate::ops::health::BEAT_INTERVAL;
 use crate::ops::history::{Running, Store};
+use crate::ops::logging;
 use crate::ops::notify::{self, Notifier};
 use crate::ops::{self, Outputs, metrics};
 use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
-use crate::run::{self, Sidecar};
-use crate::schedule;
-use crate::schedule::{Trigger, TriggerKind};
-use crate::verify;
+use crate::report::{Trigger, TriggerKind};
+use crate::tasks::layout;
+use crate::tasks::lock::RunLock;
+use crate::tasks::run::{self, Sidecar};
+use crate::tasks::schedule;
+use crate::tasks::verify;
 
 /// `backup-sidecar run`: checks the state and volumes directories, connects to the engine and
 /// serves until `cancel` fires.
