@@ -614,6 +614,8 @@ def serve(command):
     if not command or any(not (32 <= ord(c) < 127) for c in command):
         fail("refused: the command must be printable ASCII")
     words = command.split()
+    if not words:
+        fail("refused: an empty command is not in this remote's vocabulary")
     config = load_config()
     try:
         if words[0] == "rsync":

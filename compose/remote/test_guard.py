@@ -262,6 +262,13 @@ class Vocabulary(GuardTest):
         self.assertRefused("", "the command must be printable ASCII")
         self.assertNothingRan()
 
+    def test_only_spaces_is_an_empty_command(self):
+        for command in (" ", "   "):
+            with self.subTest(command=command):
+                self.assertRefused(command, "refused: an empty command is not in this remote's "
+                                   "vocabulary")
+        self.assertNothingRan()
+
     def test_only_printable_ascii(self):
         for command in (
             f"{PROGRAM}\thello",  # split() would read a tab as a space
