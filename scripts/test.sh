@@ -3,6 +3,8 @@
 # sshd/rsync/borg remote and the sidecar image built from this tree. Provisions what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The remote guard's lint and unit tests first: a second, and no Docker.
+scripts/guard-tests.sh
 scripts/provision.sh --tests
 scripts/build-images.sh --tests
 # The end-to-end tests run one at a time: they time freezes, and this machine has two cores.

@@ -89,7 +89,8 @@ def load_config():
                 key, sep, value = line.partition("=")
                 key = key.strip()
                 if not sep or key not in DEFAULTS:
-                    raise SystemExit(f"backup-sidecar guard: {CONFIG}:{number}: unknown setting {key!r}")
+                    raise SystemExit(
+                        f"backup-sidecar guard: {CONFIG}:{number}: unknown setting {key!r}")
                 config[key] = value.strip()
     except FileNotFoundError:
         pass
@@ -144,7 +145,7 @@ def mirror_dir(config, word):
         return []
     if not raw.startswith(root + b"/"):
         raise Refused(f"{os.fsdecode(raw)!r} is not inside the mirror directory {config['mirror']}")
-    return hex_path(raw[len(root) + 1 :].rstrip(b"/").hex())
+    return hex_path(raw[len(root) + 1:].rstrip(b"/").hex())
 
 
 def number(word, low, high):
@@ -332,7 +333,7 @@ def verb_versions(config, args):
 def repository_append_only(repo):
     try:
         with open(os.path.join(repo, "config"), encoding="utf-8") as f:
-            return any(l.replace(" ", "").strip() == "append_only=1" for l in f)
+            return any(line.replace(" ", "").strip() == "append_only=1" for line in f)
     except OSError:
         return None
 
@@ -613,6 +614,8 @@ def serve(command):
     if not command or any(not (32 <= ord(c) < 127) for c in command):
         fail("refused: the command must be printable ASCII")
     words = command.split()
+    if not words:
+        fail("refused: an empty command is not in this remote's vocabulary")
     config = load_config()
     try:
         if words[0] == "rsync":
@@ -734,7 +737,8 @@ def rollback(config, to):
     # The cache and the manifest timestamp remember the rolled-back state: forget both (what
     # `borg delete --cache-only` and removing security/ID/manifest-timestamp do).
     with open(os.path.join(repo, "config"), encoding="utf-8") as f:
-        ids = [l.split("=", 1)[1].strip() for l in f if l.replace(" ", "").startswith("id=")]
+        ids = [line.split("=", 1)[1].strip() for line in f
+               if line.replace(" ", "").startswith("id=")]
     for repo_id in ids:
         shutil.rmtree(os.path.expanduser(f"~/.cache/borg/{repo_id}"), ignore_errors=True)
         try:
