@@ -160,6 +160,12 @@ def archive(word):
     return word
 
 
+def own_archives(name_prefix):
+    """borg's glob for the archives this prefix names: PREFIX-YYYY-MM-DDT..., and not those of a
+    prefix that begins with this one (nas-2-2026-... is not nas's)."""
+    return f"{name_prefix}-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*"
+
+
 def prefix(word):
     if not PREFIX.match(word):
         raise Refused("an archive prefix holds only letters, digits and ._-")
@@ -200,14 +206,21 @@ def repository(config):
     return config["repository"]
 
 
+# The longest passphrase taken: it is written into a pipe before borg reads it, and a pipe holds
+# 64 KiB; a longer one would block the guard for good.
+MAX_PASSPHRASE = 4096
+
+
 def read_passphrase():
     """The client's stdin: the passphrase, or nothing (a file's final newline is not part of it)."""
     data = b""
-    while len(data) < 65536:
+    while len(data) <= MAX_PASSPHRASE:
         chunk = os.read(0, 65536)
         if not chunk:
             break
         data += chunk
+    if len(data) > MAX_PASSPHRASE:
+        raise Refused(f"a passphrase is at most {MAX_PASSPHRASE} bytes")
     return data.rstrip(b"\r\n")
 
 
@@ -361,6 +374,19 @@ def verb_stamp_write(config, args):
     return 0
 
 
+def open_regular(name, dir_fd):
+    """Opens NAME in DIR_FD for reading if it is a regular file, and refuses anything else
+    without opening it: a fifo would hang the guard, and opening a device node can do something
+    (a watchdog arms). The path is looked at through an O_PATH descriptor, which opens nothing."""
+    path = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(path).st_mode):
+            raise Refused(f"{name} is not a regular file")
+        return os.open(f"/proc/self/fd/{path}", os.O_RDONLY | os.O_NONBLOCK)
+    finally:
+        os.close(path)
+
+
 def verb_claim(config, args):
     """Which host the sidecar's mirror directory belongs to, by the name in its HOST_MARKER:
     HOST's (exit 0; the name is written there when there is none), another host's (its name on
@@ -373,7 +399,7 @@ def verb_claim(config, args):
     except FileNotFoundError:
         return 6
     try:
-        marker = os.open(HOST_MARKER, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+        marker = open_regular(HOST_MARKER, fd)
     except FileNotFoundError:
         out = os.open(HOST_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
                       dir_fd=fd)
@@ -432,7 +458,7 @@ def verb_unlock_stale(config, args):
 
 def verb_snapshot(config, args):
     """`borg create` of the mirror directory, named PREFIX-<this machine's UTC time>, then
-    `borg prune` of PREFIX-* with this side's retention."""
+    `borg prune` of PREFIX-<time> (own_archives) with this side's retention."""
     name_prefix, wait, where = prefix(args[0]), number(args[1], 1, 86400), args[2]
     repo = repository(config)
     fd = walk(config, mirror_dir(config, where))
@@ -462,7 +488,7 @@ def verb_snapshot(config, args):
     if rules:
         sys.stdout.flush()
         pruned = borg_locked(
-            ["prune", "--log-json", "--glob-archives", f"{name_prefix}-*"] + rules + [repo],
+            ["prune", "--log-json", "--glob-archives", own_archives(name_prefix)] + rules + [repo],
             passphrase,
             wait,
             stdout=subprocess.DEVNULL,
@@ -509,11 +535,11 @@ def verb_sample(config, args):
         raise Refused("sample needs two files")
     try:
         fd = walk(config, mirror[:-1])
-        file = os.open(mirror[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        file = open_regular(mirror[-1], fd)
+    except Refused:
+        fail("the mirror's copy is not a regular file")
     except OSError as e:
         fail(f"cannot open the mirror's copy: {e.strerror}")
-    if not stat.S_ISREG(os.fstat(file).st_mode):
-        fail("the mirror's copy is not a regular file")
     child = start_borg(
         ["extract", "--stdout", f"{repository(config)}::{name}", b"--", b"/".join(parts)],
         read_passphrase(),

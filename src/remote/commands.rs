@@ -94,6 +94,12 @@ fn archive(config: &Borg, name: &str) -> String {
     quote(&format!("{}::{name}", config.repo))
 }
 
+/// borg's glob for the archives `prefix` names, `PREFIX-YYYY-MM-DDT...`, and not those of a
+/// prefix that begins with it: another host's `nas-2-2026-...` is not `nas`'s to prune.
+pub fn own_archives(prefix: &str) -> String {
+    format!("{prefix}-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*")
+}
+
 /// The remote's commands, each in the dialect this remote speaks.
 impl Ssh {
     /// A hook's name in messages: the variable, or the guard's setting.
@@ -175,7 +181,7 @@ impl Ssh {
     /// `borg create` of the mirror root, as the archive `name`. It refuses a mirror without the
     /// completion stamp. Its stderr is JSON lines (`--log-json`), with its progress
     /// (`--progress`): see `borg::read_stderr`. The guard names the archive by its own clock,
-    /// `PREFIX-<UTC time>`, and then prunes `PREFIX-*` with its own retention.
+    /// `PREFIX-<UTC time>`, and then prunes `PREFIX-<time>` with its own retention.
     pub fn borg_create(&self, config: &Borg, remote_dir: &str, prefix: &str, name: &str) -> String {
         if let Dialect::Guard(_) = &self.dialect {
             let args = [prefix.to_string(), wait_seconds(config), hex(remote_dir)];
@@ -220,7 +226,7 @@ impl Ssh {
         )
     }
 
-    /// `borg prune` of the archives named `PREFIX-*`, or `None` when every retention rule is off or
+    /// `borg prune` of the archives named `PREFIX-<time>` ([`own_archives`]), or `None` when every retention rule is off or
     /// the remote is guarded (its snapshot verb prunes with the remote's own retention).
     pub fn borg_prune(&self, config: &Borg, prefix: &str) -> Option<String> {
         if let Dialect::Guard(_) = &self.dialect {
@@ -243,7 +249,7 @@ impl Ssh {
             &format!(
                 "prune {} --glob-archives {} {} {}",
                 lock_wait(config),
-                quote(&format!("{prefix}-*")),
+                quote(&own_archives(prefix)),
                 rules.join(" "),
                 repo(config)
             ),
@@ -662,7 +668,7 @@ mod tests {
         assert_eq!(
             sh().borg_prune(&b, "nas").unwrap(),
             format!(
-                "{ENV}borg prune --lock-wait 120 --glob-archives 'nas-*' --keep-daily 7 \
+                "{ENV}borg prune --lock-wait 120 --glob-archives 'nas-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*' --keep-daily 7 \
                  --keep-weekly 4 --keep-monthly 6 /mnt/backup/borg"
             )
         );
@@ -788,7 +794,7 @@ mod tests {
         let line = sh().borg_prune(&some, "nas").unwrap();
         assert!(
             line.ends_with(
-                "--glob-archives 'nas-*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
+                "--glob-archives 'nas-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*' --keep-daily 7 --keep-monthly 6 /mnt/backup/borg"
             ),
             "{line}"
         );
