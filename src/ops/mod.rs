@@ -295,3 +295,6 @@ pub async fn notify_test_command(config: &Config) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -228,9 +228,9 @@ async fn serve(
             break;
         }
         // Whatever arrived meanwhile becomes one more run (and one verification).
-        while let Ok(t) = requests.try_recv().or_else(|_| scheduled.try_recv()) {
-            pending = Some(pending.map_or(t, |p| p.merge(t)));
-        }
+        let arrived =
+            std::iter::from_fn(|| requests.try_recv().or_else(|_| scheduled.try_recv()).ok());
+        pending = coalesce(pending, arrived);
         while checks.try_recv().is_ok() {
             check_pending = true;
         }
@@ -243,6 +243,17 @@ async fn serve(
     scheduler.abort();
     info!("backup-sidecar stopped");
     Ok(())
+}
+
+/// One run for everything that arrived while another ran: the pending trigger merged with each
+/// (the first one's kind; a snapshot if any asked for one).
+fn coalesce(
+    pending: Option<Trigger>,
+    arrived: impl IntoIterator<Item = Trigger>,
+) -> Option<Trigger> {
+    arrived
+        .into_iter()
+        .fold(pending, |p, t| Some(p.map_or(t, |p| p.merge(t))))
 }
 
 /// Runs `job` in a task of its own, holding the run lock (a restore started with `docker exec`
@@ -327,5 +338,50 @@ async fn beat(store: Store, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(BEAT_INTERVAL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(kind: TriggerKind, snapshot: bool) -> Trigger {
+        Trigger { kind, snapshot }
+    }
+
+    #[test]
+    fn triggers_during_a_run_become_one_run() {
+        let sync = trigger(TriggerKind::Schedule, false);
+        let signal = trigger(TriggerKind::Signal, true);
+        assert_eq!(coalesce(None, []), None);
+        assert_eq!(coalesce(Some(sync), []), Some(sync));
+        assert_eq!(coalesce(None, [sync, sync]), Some(sync));
+        // The first one's kind, a snapshot when any asks for one.
+        assert_eq!(
+            coalesce(Some(sync), [signal, sync]),
+            Some(trigger(TriggerKind::Schedule, true))
+        );
+        assert_eq!(coalesce(None, [signal, sync]), Some(signal));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heart_beats_until_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let cancel = CancellationToken::new();
+        let heart = tokio::spawn(beat(store.clone(), cancel.clone()));
+        tokio::time::sleep(BEAT_INTERVAL / 2).await;
+        assert!(store.heartbeat().is_some(), "a beat at once");
+        // Gone, and back after the next interval.
+        std::fs::remove_file(dir.path().join("heartbeat")).unwrap();
+        tokio::time::sleep(BEAT_INTERVAL / 4).await;
+        assert!(store.heartbeat().is_none());
+        tokio::time::sleep(BEAT_INTERVAL).await;
+        assert!(store.heartbeat().is_some(), "a beat each interval");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), heart)
+            .await
+            .expect("the heart stops when cancelled")
+            .unwrap();
     }
 }

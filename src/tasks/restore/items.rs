@@ -82,12 +82,9 @@ impl Origin {
             Source::Latest => {
                 let borg = borg::repository(config)?;
                 let prefix = borg.archive_prefix.as_deref();
-                let newest = list_archives(ssh, borg, cancel).await?;
-                let name = newest
-                    .into_iter()
-                    .find(|a| prefix.is_none_or(|p| borg::of_prefix(&a.name, p)))
-                    .map(|a| a.name)
-                    .ok_or_else(|| {
+                let newest_first = list_archives(ssh, borg, cancel).await?;
+                let name =
+                    latest(newest_first.into_iter().map(|a| a.name), prefix).ok_or_else(|| {
                         anyhow!(
                             "the repository {} holds no archive of {}",
                             borg.repo,
@@ -106,6 +103,26 @@ impl Origin {
             Origin::Archive(name) => format!("archive {name}"),
         }
     }
+}
+
+/// The first of `newest_first` (archive names) that `prefix` names, or the first of all without
+/// one: a shared repository holds other hosts' archives too.
+fn latest(newest_first: impl IntoIterator<Item = String>, prefix: Option<&str>) -> Option<String> {
+    newest_first
+        .into_iter()
+        .find(|name| prefix.is_none_or(|p| borg::of_prefix(name, p)))
+}
+
+/// The entries and bytes the helper's last `RESTORED <entries> <bytes>` line gives, if any.
+fn restored(output: &str) -> Option<(u64, u64)> {
+    output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESTORED "))
+        .and_then(|rest| {
+            let mut parts = rest.split_whitespace().map(|p| p.parse::<u64>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
 }
 
 /// An item's own directory in an archive: that it is there says the archive holds the item.
@@ -347,15 +364,7 @@ async fn run_one(
     }
     let (files, bytes) = match &item.files {
         Some(files) => (files.len() as u64, 0),
-        None => output
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("RESTORED "))
-            .and_then(|rest| {
-                let mut parts = rest.split_whitespace().map(|p| p.parse::<u64>().ok());
-                Some((parts.next()??, parts.next()??))
-            })
-            .unwrap_or((0, 0)),
+        None => restored(&output).unwrap_or((0, 0)),
     };
     let seconds = started.elapsed().as_secs_f64();
     info!(
@@ -369,4 +378,59 @@ async fn run_one(
         mib_per_second = ((bytes as f64 / 1048576.0 / seconds) * 10.0).round() / 10.0,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_archive_is_this_hosts_newest() {
+        let names = || {
+            [
+                "nas-2-2026-11-30T03:00:00",
+                "nas-2026-11-29T03:00:00",
+                "nas-2026-11-28T03:00:00",
+            ]
+            .map(String::from)
+        };
+        assert_eq!(
+            latest(names(), Some("nas")).as_deref(),
+            Some("nas-2026-11-29T03:00:00")
+        );
+        assert_eq!(
+            latest(names(), Some("nas-2")).as_deref(),
+            Some("nas-2-2026-11-30T03:00:00")
+        );
+        assert_eq!(
+            latest(names(), None).as_deref(),
+            Some("nas-2-2026-11-30T03:00:00")
+        );
+        assert_eq!(latest(names(), Some("pi")), None);
+    }
+
+    #[test]
+    fn the_helpers_count_is_its_last_restored_line() {
+        assert_eq!(restored("x\nRESTORED 12 3456\n"), Some((12, 3456)));
+        assert_eq!(restored("RESTORED 1 2\nRESTORED 3 4\nbye\n"), Some((3, 4)));
+        assert_eq!(restored("RESTORED x 2\n"), None);
+        assert_eq!(restored("RESTORED 5\n"), None);
+        assert_eq!(restored(""), None);
+    }
+
+    #[test]
+    fn a_target_is_a_volume_unless_it_is_a_path() {
+        let item = |target: &str| Item {
+            source: "s".into(),
+            target: target.into(),
+            files: None,
+        };
+        assert!(item("app_db").is_volume());
+        assert_eq!(item("app_db").target_desc(), "volume app_db");
+        assert!(!item("/srv/app/data").is_volume());
+        assert_eq!(
+            item("/srv/app/data").target_desc(),
+            "host directory /srv/app/data"
+        );
+    }
 }
