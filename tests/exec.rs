@@ -66,15 +66,7 @@ fn exec_commands_run_around_the_backup_and_a_failing_one_fails_the_group() {
     );
     let archive = run["fields"]["archive"].as_str().unwrap().to_string();
     assert_eq!(
-        env.borg(
-            &remote,
-            &[
-                "extract",
-                "--stdout",
-                &format!("/backup/borg::{archive}"),
-                &format!("{volume}/dump.txt")
-            ]
-        ),
+        env.archive_file(&remote, &archive, &format!("{volume}/dump.txt")),
         dump
     );
     // The post command ran after the thaw (so its file is not in this run's mirror).

@@ -238,15 +238,7 @@ fn a_stolen_key_cannot_destroy_history() {
     env.borg(&remote, &["check", "/backup/borg"]);
     let restored = env.archives(&remote);
     assert_eq!(restored, before, "the rollback brings back every archive");
-    let file = env.borg(
-        &remote,
-        &[
-            "extract",
-            "--stdout",
-            &format!("/backup/borg::{archive}"),
-            &format!("{volume}/file"),
-        ],
-    );
+    let file = env.archive_file(&remote, archive, &format!("{volume}/file"));
     assert_eq!(file, "precious\n");
     table.push((
         "(the owner's rollback: guard --rollback N on the remote)".into(),

@@ -30,20 +30,8 @@ fn socket_b() -> String {
 
 /// docker against the second engine; panics on failure, returns stdout.
 fn docker_b(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(socket_b())
-        .args(args)
-        .output()
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker -H {} {} failed: {}",
-        socket_b(),
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let socket = socket_b();
+    docker(&[&["-H", socket.as_str()], args].concat())
 }
 
 /// The second engine, stopped and removed (with everything in it) when dropped.
@@ -70,33 +58,11 @@ impl Drop for EngineB {
     }
 }
 
-/// JSON events of a container on the second engine.
-fn events_b(container: &str) -> Vec<Value> {
-    let out = Command::new("docker")
-        .args(["-H", &socket_b(), "logs", container])
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
-}
-
-/// Waits for `count` events `name` from `logs`.
-fn wait_events(what: &str, name: &str, count: usize, logs: impl Fn() -> Vec<Value>) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
-        let found: Vec<Value> = logs().into_iter().filter(|e| message(e) == name).collect();
-        if found.len() >= count {
-            return found;
-        }
-        assert!(
-            started.elapsed() < RUN_TIMEOUT,
-            "{what}: no {count} {name:?} within {RUN_TIMEOUT:?}: {:?}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// The first event `name` of a container on the second engine, waited for.
+fn first_event_b(container: &str, name: &str) -> Value {
+    let what = format!("{container} on host B");
+    let logs = || docker_output(&["-H", &socket_b(), "logs", container]);
+    wait_for_events_in(&what, logs, name, 1, RUN_TIMEOUT).remove(0)
 }
 
 fn field_f64(event: &Value, field: &str) -> f64 {
@@ -106,13 +72,9 @@ fn field_f64(event: &Value, field: &str) -> f64 {
 /// The top-level entries of an archive (its volumes, and the host's marker).
 fn archive_top(env: &Env, remote: &Remote, archive: &str) -> Vec<String> {
     let mut top: Vec<String> = env
-        .borg(
-            remote,
-            &["list", "--short", &format!("/backup/borg::{archive}")],
-        )
-        .lines()
+        .archive_items(remote, archive)
+        .into_iter()
         .filter(|l| !l.contains('/'))
-        .map(String::from)
         .collect();
     top.sort();
     top
@@ -247,12 +209,12 @@ fn two_hosts_share_one_remote_and_one_repository() {
     let b = sidecar_b("sidecar-b", &[]);
     let run_a = wait_for_run(&sidecar_a, RUN_TIMEOUT);
     let a_done = started.elapsed();
-    let run_b = wait_events("host B", "run finished", 1, || events_b(&b)).remove(0);
+    let run_b = first_event_b(&b, "run finished");
     let b_done = started.elapsed();
     assert_eq!(run_a["fields"]["outcome"], "success", "{run_a}");
     assert_eq!(run_b["fields"]["outcome"], "success", "{run_b}");
     let snap_a = events_named(&sidecar_a, "snapshot created").remove(0);
-    let snap_b = wait_events("host B", "snapshot created", 1, || events_b(&b)).remove(0);
+    let snap_b = first_event_b(&b, "snapshot created");
     let archive_a = snap_a["fields"]["archive"].as_str().unwrap().to_string();
     let archive_b = snap_b["fields"]["archive"].as_str().unwrap().to_string();
     assert!(archive_a.starts_with(&format!("{host_a}-")), "{archive_a}");
@@ -279,15 +241,7 @@ fn two_hosts_share_one_remote_and_one_repository() {
         "{top_b:?}"
     );
     assert_eq!(
-        env.borg(
-            &remote,
-            &[
-                "extract",
-                "--stdout",
-                &format!("/backup/borg::{archive_b}"),
-                &format!("{volume_b}/own")
-            ]
-        ),
+        env.archive_file(&remote, &archive_b, &format!("{volume_b}/own")),
         format!("{HOST_B}\n")
     );
 
@@ -470,8 +424,7 @@ fn two_hosts_share_one_remote_and_one_repository() {
     // is as it was.
     let before = remote_digest(&env, &remote, &mirror_a);
     let wrong = sidecar_b("sidecar-b-wrong", &[("BACKUP_REMOTE_DIR", &mirror_a)]);
-    let refused =
-        wait_events("host B, wrong dir", "run finished", 1, || events_b(&wrong)).remove(0);
+    let refused = first_event_b(&wrong, "run finished");
     assert_ne!(refused["fields"]["outcome"], "success", "{refused}");
     let said = refused.to_string();
     assert!(said.contains("mirror_taken"), "{said}");

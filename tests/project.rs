@@ -115,30 +115,6 @@ fn mirror_file(remote: &Remote, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The item paths of an archive.
-fn archive_items(env: &Env, remote: &Remote, archive: &str) -> Vec<String> {
-    env.borg(
-        remote,
-        &["list", "--short", &format!("/backup/borg::{archive}")],
-    )
-    .lines()
-    .map(String::from)
-    .collect()
-}
-
-/// One file of an archive.
-fn archive_file(env: &Env, remote: &Remote, archive: &str, path: &str) -> String {
-    env.borg(
-        remote,
-        &[
-            "extract",
-            "--stdout",
-            &format!("/backup/borg::{archive}"),
-            path,
-        ],
-    )
-}
-
 /// The names of the mirrored bind directories.
 fn mirrored_binds(env: &Env, remote: &Remote) -> Vec<String> {
     env.mirrored(remote)
@@ -161,23 +137,6 @@ fn host_root_sidecar(env: &Env, remote: &Remote, extra: &[(&str, &str)]) -> Stri
     let mut vars = vec![("BACKUP_HOST_ROOT", "/host")];
     vars.extend_from_slice(extra);
     env.sidecar_with(remote, &vars, &["-v", "/:/host:ro"])
-}
-
-/// `backup-sidecar restore ARGS` in the sidecar; asserts it succeeded and returns its log events.
-fn restore(sidecar: &str, args: &[&str]) -> Vec<Value> {
-    let mut argv = vec!["exec", sidecar, "backup-sidecar", "restore"];
-    argv.extend(args);
-    let out = docker_output(&argv);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "restore {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
 }
 
 /// A compose project run with the real `docker-compose` (v1), `-p` given, the other options
@@ -251,6 +210,12 @@ impl Drop for Compose {
     }
 }
 
+/// Writes `page` into the named volume's `page.txt` through the web container.
+fn write_vol_page(web: &str, page: &str) {
+    let script = "printf %s \"$1\" > /srv/vol/page.txt";
+    docker(&["exec", web, "sh", "-c", script, "sh", page]);
+}
+
 /// What the app shows: its HTTP answers for these paths and its `GREETING`.
 fn served(web: &str, paths: &[&str]) -> Vec<Option<String>> {
     let mut seen: Vec<Option<String>> = paths
@@ -300,11 +265,7 @@ fn bind_names_escape_every_byte_outside_the_safe_set() {
 
 #[test]
 fn a_dead_server_comes_back_with_one_restore_per_project() {
-    let out = docker_output(&["image", "inspect", "--format", "{{.Id}}", WEB_IMAGE]);
-    assert!(
-        out.status.success(),
-        "image {WEB_IMAGE} is missing: run scripts/test.sh, which builds it"
-    );
+    require_image(WEB_IMAGE);
     let env = Env::new("disaster");
     let project = env.name.clone();
     let remote = env.remote();
@@ -331,15 +292,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     let compose = Compose::with_file(&project, &compose_file);
     compose.run(&["up", "-d"]);
     let web = compose.container("web");
-    docker(&[
-        "exec",
-        &web,
-        "sh",
-        "-c",
-        "printf %s \"$1\" > /srv/vol/page.txt",
-        "sh",
-        &vol_page,
-    ]);
+    write_vol_page(&web, &vol_page);
     let paths = ["/vol/page.txt", "/data/page.txt", "/app.conf"];
     let expected = vec![
         Some(vol_page.clone()),
@@ -384,7 +337,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
         .expect("the project's manifest is in the mirror");
     serde_json::from_str::<Value>(&manifest)
         .unwrap_or_else(|e| panic!("the manifest is JSON: {e}: {manifest}"));
-    let items = archive_items(&env, &remote, &archive);
+    let items = env.archive_items(&remote, &archive);
     for path in in_mirror
         .iter()
         .map(|(p, _)| p.clone())
@@ -396,11 +349,11 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
         );
     }
     assert_eq!(
-        archive_file(&env, &remote, &archive, &format!("{files}/app.conf")),
+        env.archive_file(&remote, &archive, &format!("{files}/app.conf")),
         conf
     );
     assert_eq!(
-        archive_file(&env, &remote, &archive, &format!("{bind}/page.txt")),
+        env.archive_file(&remote, &archive, &format!("{bind}/page.txt")),
         data_page
     );
 
@@ -423,7 +376,8 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     let said = restore(
         &sidecar,
         &["--project", &project, "--from", "latest", "--yes"],
-    );
+    )
+    .events;
     let restore_done = t0.elapsed();
     let done: Vec<&Value> = said
         .iter()
@@ -601,7 +555,7 @@ fn bind_mounts_follow_the_container_labels() {
         excluded.trim().is_empty(),
         "excluded files mirrored: {excluded}"
     );
-    let items = archive_items(&env, &remote, &archive);
+    let items = env.archive_items(&remote, &archive);
     assert!(items.contains(&format!("{bx}/keep.txt")), "{items:?}");
     assert!(
         !items.iter().any(|i| i.ends_with(".tmp")),
@@ -932,15 +886,7 @@ fn compose_v1_projects_come_back_with_their_compose_files() {
         let before = tree(&top);
         compose.run(&["up", "-d"]);
         let web = compose.container("web");
-        docker(&[
-            "exec",
-            &web,
-            "sh",
-            "-c",
-            "printf %s \"$1\" > /srv/vol/page.txt",
-            "sh",
-            &vol_page,
-        ]);
+        write_vol_page(&web, &vol_page);
         let shown = if case.with_override {
             format!("overridden-{greeting}")
         } else {

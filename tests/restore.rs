@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -222,21 +222,6 @@ fn assert_same(original: &Tree, restored: &Tree, what: &str) {
     );
 }
 
-fn restore(sidecar: &str, args: &[&str]) -> (String, Duration) {
-    let mut argv = vec!["exec", sidecar, "backup-sidecar", "restore"];
-    argv.extend(args);
-    let started = Instant::now();
-    let out = docker_output(&argv);
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "restore {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (stdout, took)
-}
-
 #[test]
 fn round_trips_keep_everything_a_volume_holds() {
     let env = Env::new("fidelity");
@@ -263,11 +248,11 @@ fn round_trips_keep_everything_a_volume_holds() {
     assert!(listed.contains(&archive), "{listed}");
 
     // Without --yes: says what it would do, changes nothing.
-    let (said, _) = restore(&sidecar, &[&volume]);
+    let said = restore(&sidecar, &[&volume]).stdout;
     assert!(said.contains("would overwrite"), "{said}");
     // Dry run lists changes, changes nothing.
     env.in_volume(&volume, "rm /data/hl2");
-    let (listed, _) = restore(&sidecar, &[&volume, "--dry-run"]);
+    let listed = restore(&sidecar, &[&volume, "--dry-run"]).stdout;
     assert!(listed.contains("hl2"), "{listed}");
     assert!(!tree(&volume).entries.contains_key(b"hl2".as_slice()));
 
@@ -276,26 +261,31 @@ fn round_trips_keep_everything_a_volume_holds() {
         &volume,
         "find /data -mindepth 1 -delete && chown 0:0 /data && chmod 755 /data",
     );
-    let (mirror_out, mirror_took) = restore(&sidecar, &[&volume, "--from", "mirror", "--yes"]);
+    let from_mirror = restore(&sidecar, &[&volume, "--from", "mirror", "--yes"]);
     assert_same(&original, &tree(&volume), "restore from the mirror");
 
     // From the archive into a new volume, compare.
     let copy = format!("{}-copy", env.name);
     env.track_volume(&copy);
-    let (archive_out, archive_took) = restore(
+    let from_archive = restore(
         &sidecar,
         &[&volume, "--from", &archive, "--to", &copy, "--yes"],
     );
     assert_same(&original, &tree(&copy), "restore from the archive");
     // `docker exec` shows the restore's own log lines.
-    let restored: Vec<serde_json::Value> = [&mirror_out, &archive_out]
+    let restored: Vec<&serde_json::Value> = [&from_mirror, &from_archive]
         .iter()
-        .flat_map(|out| out.lines())
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|r| &r.events)
         .filter(|e| message(e) == "volume restored")
         .collect();
-    assert_eq!(restored.len(), 2, "{mirror_out}{archive_out}");
-    for (event, took) in restored.iter().zip([mirror_took, archive_took]) {
+    assert_eq!(
+        restored.len(),
+        2,
+        "{}{}",
+        from_mirror.stdout,
+        from_archive.stdout
+    );
+    for (event, took) in restored.iter().zip([from_mirror.took, from_archive.took]) {
         eprintln!(
             "restore from {}: {} files, {} bytes in {:.1} s ({} MiB/s apparent; docker exec {:.1} s)",
             event["fields"]["source"].as_str().unwrap_or(""),

@@ -245,6 +245,17 @@ fn names(journal: &Journal) -> Vec<String> {
     names
 }
 
+/// Asserts that the containers `ids` run (none is left paused or stopped) and that the journal
+/// holds nothing: what a freeze leaves behind once it has thawed.
+#[track_caller]
+fn assert_all_thawed(fake: &Fake, journal: &Journal, ids: &[&str]) {
+    for id in ids {
+        assert_eq!(fake.state(id), Some(RUNNING), "{id}");
+    }
+    let left = journal.entries();
+    assert!(left.is_empty(), "left in the journal: {left:?}");
+}
+
 fn fault(error: &anyhow::Error) -> Option<FreezeFault> {
     error
         .chain()
@@ -278,9 +289,7 @@ async fn success_freezes_during_the_work_and_thaws_after() {
     assert_eq!(result.unwrap(), 42);
     assert_eq!(frozen.containers, ["a", "b"]);
     assert!(frozen.thawed);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -312,10 +321,7 @@ async fn stop_members_are_stopped_and_started_and_none_members_untouched() {
     assert!(frozen.thawed);
     assert_eq!(fake.calls_about("db-id"), ["stop db-id", "start db-id"]);
     assert!(fake.calls_about("hands-off-id").is_empty());
-    for id in ["app-id", "db-id", "hands-off-id"] {
-        assert_eq!(fake.state(id), Some(RUNNING), "{id}");
-    }
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["app-id", "db-id", "hands-off-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -390,9 +396,7 @@ async fn work_past_the_timeout_is_abandoned_and_thawed() {
     assert!(token.unwrap().is_cancelled());
     assert_eq!(frozen.containers, ["a", "b"]);
     assert!(frozen.thawed);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -421,9 +425,7 @@ async fn cancellation_while_frozen_thaws() {
     assert!(token.unwrap().is_cancelled());
     assert_eq!(frozen.containers, ["a", "b"]);
     assert!(frozen.thawed);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -472,9 +474,7 @@ async fn a_panic_in_the_work_thaws() {
     assert_eq!(fault(&result.unwrap_err()), Some(FreezeFault::Panicked));
     assert_eq!(frozen.containers, ["a", "b"]);
     assert!(frozen.thawed);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 /// A closure that panics before it returns its future (synchronous setup) must not unwind out
@@ -492,9 +492,7 @@ async fn a_panic_before_the_work_future_exists_thaws() {
     .await;
     // Whether or not the panic escapes, nothing may stay frozen.
     let _ = outcome;
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -527,9 +525,7 @@ async fn a_member_that_cannot_be_frozen_thaws_the_others_and_skips_the_work() {
     assert_eq!(fake.calls_about("a-id"), ["pause a-id", "unpause a-id"]);
     // Never paused, so never unpaused.
     assert_eq!(fake.calls_about("b-id"), ["pause b-id"]);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -599,8 +595,7 @@ async fn a_refused_thaw_stays_in_the_journal_until_repair() {
     // The next run or start, once the engine answers again.
     fake.accept_thaws("b-id");
     assert_eq!(repair(&journal, &fake).await, ["b"]);
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -623,9 +618,7 @@ async fn a_thaw_refused_twice_is_retried() {
         fake.calls_about("a-id"),
         ["pause a-id", "unpause a-id", "unpause a-id", "unpause a-id"]
     );
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -654,9 +647,8 @@ async fn a_member_removed_while_frozen_fails_the_freeze() {
     assert!(frozen.thawed);
     // Gone is final: no retries.
     assert_eq!(fake.calls_about("b-id"), ["pause b-id", "unpause b-id"]);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
     assert_eq!(fake.state("b-id"), None);
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -685,9 +677,7 @@ async fn a_member_thawed_by_someone_else_fails_the_freeze() {
             "{error:#}"
         );
         assert!(frozen.thawed);
-        assert_eq!(fake.state("a-id"), Some(RUNNING));
-        assert_eq!(fake.state("db-id"), Some(RUNNING));
-        assert!(journal.entries().is_empty());
+        assert_all_thawed(&fake, &journal, &["a-id", "db-id"]);
     }
 }
 
@@ -734,9 +724,7 @@ async fn the_works_own_error_passes_through_and_thaws() {
     assert_eq!(format!("{error:#}"), "rsync exited 23");
     assert_eq!(fault(&error), None);
     assert!(frozen.thawed);
-    assert_eq!(fake.state("a-id"), Some(RUNNING));
-    assert_eq!(fake.state("b-id"), Some(RUNNING));
-    assert!(journal.entries().is_empty());
+    assert_all_thawed(&fake, &journal, &["a-id", "b-id"]);
 }
 
 /// When the work failed and a thaw failed too, the work's failure names the error; the thaw
@@ -794,13 +782,11 @@ async fn repair_thaws_only_what_is_still_frozen() {
     let mut repaired = repair(&journal, &fake).await;
     repaired.sort();
     assert_eq!(repaired, ["paused", "stopped"]);
-    assert_eq!(fake.state("paused-id"), Some(RUNNING));
-    assert_eq!(fake.state("stopped-id"), Some(RUNNING));
+    assert_all_thawed(&fake, &journal, &["paused-id", "stopped-id"]);
     // Looked at, never thawed.
     assert_eq!(fake.calls_about("unpaused-id"), ["inspect unpaused-id"]);
     assert_eq!(fake.calls_about("started-id"), ["inspect started-id"]);
     assert_eq!(fake.calls_about("gone-id"), ["inspect gone-id"]);
-    assert!(journal.entries().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
