@@ -28,6 +28,7 @@
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
 pub(crate) mod capture;
+pub(crate) mod catalog;
 pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod format;
@@ -43,6 +44,7 @@ pub use ops::{
 };
 pub use report::{Trigger, TriggerKind};
 pub use tasks::app::{daemon, on_this_host};
+pub use tasks::browse::ls;
 pub use tasks::check::{check, print_plan};
 pub use tasks::init::{InitRequest, init};
 pub use tasks::restore::{

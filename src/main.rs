@@ -47,6 +47,15 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// One folder of an archive: its entries with mode, owner, size and time, from the archive's
+    /// index (built on first use; after that, any folder opens at once).
+    Ls {
+        /// The archive's name (`backup-sidecar snapshots` lists them).
+        archive: String,
+        /// The folder, as a path in the archive (`VOLUME/dir`); the top when left out.
+        #[arg(default_value = "")]
+        path: String,
+    },
     /// Per volume: last mirrored, size, files, last freeze; the last run, archive and
     /// verification; the next runs; health. From the state directory: instant, no network.
     Status {
@@ -155,6 +164,12 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
                 .await
                 .unwrap_or(config);
             backup_sidecar::snapshots(&config, host.as_deref(), &cancel).await
+        }
+        Command::Ls { archive, path } => {
+            let config = backup_sidecar::on_this_host(config.clone())
+                .await
+                .unwrap_or(config);
+            backup_sidecar::ls(&config, &archive, &path, &cancel).await
         }
         Command::Init { host_key, yes } => {
             let request = backup_sidecar::InitRequest { host_key, yes };

@@ -91,6 +91,32 @@ pub async fn remote_borg(
     Ok(done.stdout)
 }
 
+/// Streams an archive's listing (`borg list --json-lines`, one item per line) to `line` as it
+/// comes, without keeping it: an archive of a million files lists a quarter of a gigabyte.
+pub async fn stream_archive(
+    ssh: &Ssh,
+    borg_config: &Borg,
+    archive: &str,
+    line: &mut (dyn FnMut(&str) + Send),
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let watch = process::Watch {
+        stdout: &mut |text| {
+            line(text);
+            true
+        },
+        stderr: &mut |text| Some(text.to_string()),
+    };
+    let command = ssh.borg_list_archive(borg_config, archive);
+    let done = ssh
+        .run_watched(&command, stdin_for(borg_config), cancel, watch)
+        .await?;
+    if !done.success() {
+        return Err(classify("borg list", done.code, &done.stderr).into());
+    }
+    Ok(())
+}
+
 /// How far `borg create` has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreateProgress {

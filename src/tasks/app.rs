@@ -22,8 +22,10 @@ use crate::ops::history::{Running, Store};
 use crate::ops::logging;
 use crate::ops::notify::{self, Notifier};
 use crate::ops::{self, Outputs, metrics};
+use crate::remote::ssh::Session;
 use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::report::{Trigger, TriggerKind};
+use crate::tasks::browse;
 use crate::tasks::layout;
 use crate::tasks::lock::RunLock;
 use crate::tasks::run::{self, Sidecar};
@@ -192,9 +194,11 @@ async fn serve(
         snapshot: true,
     });
     let mut check_pending = false;
+    // Archives the last runs made, to index once nothing else waits.
+    let mut to_index: Vec<String> = Vec::new();
     loop {
         if let Some(trigger) = pending.take() {
-            exclusive(&ctx, &outputs, &cancel, Some(trigger), move |ctx, cancel| async move {
+            let done = exclusive(&ctx, &outputs, &cancel, Some(trigger), move |ctx, cancel| async move {
                 let now = Utc::now();
                 let running = Running {
                     started: now,
@@ -206,13 +210,28 @@ async fn serve(
                 }
                 let report = run::run(&ctx, trigger, &cancel).await;
                 ctx.store.clear_running();
-                Report::Run(report)
+                Some(Report::Run(report))
             })
             .await;
+            if let Some(Report::Run(RunReport {
+                archive: Some(created),
+                ..
+            })) = done
+            {
+                to_index.push(created.archive);
+            }
         } else if check_pending {
             check_pending = false;
             exclusive(&ctx, &outputs, &cancel, None, |ctx, cancel| async move {
-                Report::Verification(verify::verify(&ctx.config, &cancel).await)
+                Some(Report::Verification(
+                    verify::verify(&ctx.config, &cancel).await,
+                ))
+            })
+            .await;
+        } else if let Some(archive) = to_index.pop() {
+            exclusive(&ctx, &outputs, &cancel, None, |ctx, cancel| async move {
+                index_new_archive(&ctx.config, &archive, &cancel).await;
+                None
             })
             .await;
         } else {
@@ -266,9 +285,10 @@ async fn exclusive<F, Fut>(
     cancel: &CancellationToken,
     run: Option<Trigger>,
     job: F,
-) where
+) -> Option<Report>
+where
     F: FnOnce(Arc<Sidecar>, CancellationToken) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Report> + Send + 'static,
+    Fut: std::future::Future<Output = Option<Report>> + Send + 'static,
 {
     let run_id = notify::new_run_id();
     let log_mark = logging::mark();
@@ -284,7 +304,7 @@ async fn exclusive<F, Fut>(
                 _ = cancel.cancelled() => return None,
             };
             match lock {
-                Ok(_lock) => Some(job(ctx, cancel).await),
+                Ok(_lock) => job(ctx, cancel).await,
                 Err(e) => {
                     error!(error = %format!("{e:#}"), "cannot take the run lock");
                     None
@@ -293,8 +313,11 @@ async fn exclusive<F, Fut>(
         }
     });
     match task.await {
-        Ok(Some(report)) => outputs.publish(&report, &run_id, log_mark),
-        Ok(None) => {}
+        Ok(Some(report)) => {
+            outputs.publish(&report, &run_id, log_mark);
+            Some(report)
+        }
+        Ok(None) => None,
         Err(e) => {
             let failure = Failure {
                 kind: FailureKind::Other,
@@ -318,7 +341,27 @@ async fn exclusive<F, Fut>(
                     log_mark,
                 ),
             }
+            None
         }
+    }
+}
+
+/// After a snapshot: its archive's index for browsing, and the indexes of pruned archives gone.
+/// Trouble is a warning: browsing builds a missing index itself.
+async fn index_new_archive(config: &Config, archive: &str, cancel: &CancellationToken) {
+    let done = async {
+        let session = Session::open(config, cancel).await?;
+        let result = async {
+            browse::ensure_index(config, &session.ssh, archive, |_| {}, cancel).await?;
+            browse::forget_pruned(config, &session.ssh, cancel).await
+        }
+        .await;
+        session.close().await;
+        result
+    }
+    .await;
+    if let Err(e) = done {
+        warn!(archive = %archive, error = %format!("{e:#}"), "cannot index the archive");
     }
 }
 

@@ -2,6 +2,7 @@
 //! sidecar does, and hands its report to the outputs. Nothing below imports them.
 //!
 //! - [`app`]: the daemon: repairs what a crash left frozen, then runs on schedule and on request.
+//! - [`browse`]: archive indexes, built after each snapshot or on first open, and `ls`.
 //! - [`schedule`]: a trigger when a run is due, a tick when a verification is.
 //! - [`run`]: one backup run, in steps (prepare, each group, finish).
 //! - [`restore`]: a volume, a bind directory or a whole compose project back, and the archive
@@ -14,6 +15,7 @@
 //!   project's mirror directory.
 
 pub mod app;
+pub mod browse;
 pub mod check;
 pub mod init;
 pub mod layout;

@@ -1,0 +1,218 @@
+//! Browsing archives: each archive's index ([`crate::catalog`]) is built once, from the guard's
+//! streamed listing, after the snapshot that made it or when it is first opened; `ls` and the web
+//! page read folders from it. Indexes of pruned archives are removed.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::catalog::{self, Builder, Built, Catalog, Kind, RUN_BYTES};
+use crate::config::Config;
+use crate::format::human_bytes;
+use crate::remote::borg;
+use crate::remote::ssh::{Session, Ssh};
+
+/// What the listing's reader is told.
+enum Listed {
+    Line(String),
+    /// The listing ended well: the index may be written.
+    End,
+}
+
+/// The index of `archive`, built now when there is none (`progress` hears the items read).
+pub async fn ensure_index(
+    config: &Config,
+    ssh: &Ssh,
+    archive: &str,
+    progress: impl FnMut(u64) + Send + 'static,
+    cancel: &CancellationToken,
+) -> Result<PathBuf> {
+    let target = catalog::index_path(&config.state_dir, archive);
+    if target.exists() {
+        return Ok(target);
+    }
+    let built = build_index(config, ssh, archive, progress, cancel).await?;
+    info!(
+        archive = %archive,
+        entries = built.entries,
+        dirs = built.dirs,
+        bytes = built.bytes,
+        "archive indexed"
+    );
+    Ok(target)
+}
+
+/// Streams the listing into a builder on a thread of its own; a bounded queue between them keeps
+/// memory bounded whichever is faster.
+async fn build_index(
+    config: &Config,
+    ssh: &Ssh,
+    archive: &str,
+    mut progress: impl FnMut(u64) + Send + 'static,
+    cancel: &CancellationToken,
+) -> Result<Built> {
+    let borg_config = borg::repository(config)?;
+    let target = catalog::index_path(&config.state_dir, archive);
+    let scratch = target
+        .parent()
+        .context("the index has a directory")?
+        .to_path_buf();
+    let (send, receive) = mpsc::sync_channel::<Listed>(4096);
+    let builder = tokio::task::spawn_blocking(move || -> Result<Option<Built>> {
+        let mut builder = Builder::new(&scratch, RUN_BYTES)?;
+        for listed in receive {
+            match listed {
+                Listed::Line(line) => {
+                    builder.line(&line)?;
+                    if builder.read % 100_000 == 0 {
+                        progress(builder.read);
+                    }
+                }
+                Listed::End => return builder.finish(&target).map(Some),
+            }
+        }
+        // The listing failed: nothing is written.
+        Ok(None)
+    });
+    let streamed = {
+        let send = send.clone();
+        let mut line = move |text: &str| {
+            // A builder that failed says why when it is awaited.
+            let _ = send.send(Listed::Line(text.to_string()));
+        };
+        borg::stream_archive(ssh, borg_config, archive, &mut line, cancel).await
+    };
+    if streamed.is_ok() {
+        let _ = send.send(Listed::End);
+    }
+    drop(send);
+    let built = builder
+        .await
+        .map_err(|e| anyhow!("the index builder failed: {e}"))?;
+    streamed.with_context(|| format!("listing archive {archive}"))?;
+    match built? {
+        Some(built) => Ok(built),
+        None => bail!("the listing of {archive} ended early"),
+    }
+}
+
+/// Removes the indexes of archives the repository no longer holds.
+pub async fn forget_pruned(config: &Config, ssh: &Ssh, cancel: &CancellationToken) -> Result<()> {
+    let borg_config = borg::repository(config)?;
+    let archives: Vec<String> = borg::list_archives(ssh, borg_config, cancel)
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let removed = catalog::remove_others(&config.state_dir, &archives);
+    if !removed.is_empty() {
+        info!(archives = %removed.join(","), "removed the indexes of pruned archives");
+    }
+    Ok(())
+}
+
+/// `backup-sidecar ls ARCHIVE [PATH]`: the folder's entries, one line each (mode, owner, size,
+/// time, name), read from the archive's index, which is built first if it is missing.
+pub async fn ls(
+    config: &Config,
+    archive: &str,
+    path: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let index = catalog::index_path(&config.state_dir, archive);
+    if !index.exists() {
+        eprintln!("indexing archive {archive} (once; later listings are instant) ...");
+        let session = Session::open(config, cancel).await?;
+        let built = ensure_index(
+            config,
+            &session.ssh,
+            archive,
+            |n| eprintln!("  {n} items read"),
+            cancel,
+        )
+        .await;
+        session.close().await;
+        built?;
+    }
+    let catalog = Catalog::open(&index)?;
+    let folder = catalog
+        .folder(path, 0, u64::MAX)?
+        .ok_or_else(|| anyhow!("archive {archive} has no directory {path:?}"))?;
+    for entry in &folder.entries {
+        let owner = |id: u32, names: &std::collections::BTreeMap<u32, String>| {
+            names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+        };
+        let time = chrono::DateTime::from_timestamp_micros(entry.mtime_us)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default();
+        let suffix = match (&entry.kind, &entry.target) {
+            (Kind::Dir, _) => "/".to_string(),
+            (Kind::Link, Some(target)) => format!(" -> {target}"),
+            _ => String::new(),
+        };
+        println!(
+            "{} {:>8} {:>8} {:>10} {time} {}{suffix}",
+            mode_text(entry.mode),
+            owner(entry.uid, &catalog.names.users),
+            owner(entry.gid, &catalog.names.groups),
+            human_bytes(entry.size),
+            entry.name,
+        );
+    }
+    println!(
+        "{} entries, {} in {} file(s) below /{} (of {} items in {archive})",
+        folder.total,
+        human_bytes(folder.size),
+        folder.files,
+        folder.path,
+        catalog.len()
+    );
+    Ok(())
+}
+
+/// `drwxr-xr-x` from `st_mode`.
+pub fn mode_text(mode: u32) -> String {
+    let kind = match mode & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        0o020000 => 'c',
+        0o060000 => 'b',
+        0o010000 => 'p',
+        0o140000 => 's',
+        _ => '-',
+    };
+    let mut text = String::from(kind);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        let bit = 0o400 >> i;
+        let special = match i {
+            2 => (mode & 0o4000 != 0).then_some('s'),
+            5 => (mode & 0o2000 != 0).then_some('s'),
+            8 => (mode & 0o1000 != 0).then_some('t'),
+            _ => None,
+        };
+        text.push(match (mode & bit != 0, special) {
+            (true, Some(s)) => s,
+            (false, Some(s)) => s.to_ascii_uppercase(),
+            (true, None) => c,
+            (false, None) => '-',
+        });
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_as_ls_writes_them() {
+        assert_eq!(mode_text(0o040755), "drwxr-xr-x");
+        assert_eq!(mode_text(0o100640), "-rw-r-----");
+        assert_eq!(mode_text(0o104750 | 0o1000), "-rwsr-x--T");
+        assert_eq!(mode_text(0o120777), "lrwxrwxrwx");
+        assert_eq!(mode_text(0o102644), "-rw-r-Sr--");
+    }
+}
