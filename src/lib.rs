@@ -50,3 +50,9 @@ pub use tasks::init::{InitRequest, init};
 pub use tasks::restore::{
     Request as RestoreRequest, Source as RestoreSource, What as RestoreWhat, restore, snapshots,
 };
+
+/// The archive index, for its benchmark (`benches/catalog.rs`); not an API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::catalog::{Builder, Catalog, RUN_BYTES};
+}
