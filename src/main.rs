@@ -88,6 +88,11 @@ enum Command {
         /// in place.
         #[arg(long, conflicts_with = "project")]
         to: Option<String>,
+        /// Only this file or directory of the volume (a path inside it), added or replaced at
+        /// the same path with its owner, mode and times; the rest is left as it is, and its
+        /// containers keep running.
+        #[arg(long, conflicts_with = "project")]
+        path: Option<String>,
         /// With --project: everything below this host directory instead of in place (volumes
         /// in _volumes/), to look at first.
         #[arg(long, requires = "project")]
@@ -184,6 +189,7 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
             from,
             host,
             to,
+            path,
             to_dir,
             dry_run,
             yes,
@@ -191,7 +197,7 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
             let config = backup_sidecar::on_this_host(config).await?;
             let what = match (volume, project) {
                 (_, Some(name)) => RestoreWhat::Project { name, to_dir },
-                (Some(name), None) => RestoreWhat::Volume { name, to },
+                (Some(name), None) => RestoreWhat::Volume { name, to, path },
                 (None, None) => unreachable!("clap requires a volume or --project"),
             };
             let request = RestoreRequest {

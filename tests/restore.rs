@@ -389,3 +389,121 @@ fn verification_finds_a_file_that_rotted_in_the_mirror() {
     assert_eq!(found[0]["level"], "ERROR");
     assert_eq!(found[0]["fields"]["archive"], run["fields"]["archive"]);
 }
+
+/// Owner, mode, size, modification time (to the second) and content of a file in a volume.
+fn file_state(volume: &str, path: &str) -> Option<(u32, u32, u32, u64, i64, String)> {
+    let path = PathBuf::from(format!("/var/lib/docker/volumes/{volume}/_data/{path}"));
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    let content = std::fs::read_to_string(&path).unwrap_or_default();
+    Some((
+        meta.uid(),
+        meta.gid(),
+        meta.mode(),
+        meta.size(),
+        meta.mtime(),
+        content,
+    ))
+}
+
+#[test]
+fn one_path_comes_back_from_an_archive_or_the_mirror_with_the_app_running() {
+    let env = Env::new("path");
+    let remote = env.remote();
+    let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    env.in_volume(
+        &volume,
+        "mkdir -p /data/photos/2026 && echo a > /data/photos/2026/a.jpg \
+         && echo b > /data/photos/2026/b.jpg && echo notes > /data/notes.txt \
+         && chown 1000:1000 /data/photos/2026/a.jpg && chmod 640 /data/photos/2026/a.jpg \
+         && touch -d '2021-05-06 07:08:09' /data/photos/2026/a.jpg /data/notes.txt",
+    );
+    let app = env.app("app", &volume, "sleep infinity");
+    let sidecar = env.sidecar(&remote, &[]);
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let a = file_state(&volume, "photos/2026/a.jpg").unwrap();
+    let notes = file_state(&volume, "notes.txt").unwrap();
+    let b = file_state(&volume, "photos/2026/b.jpg").unwrap();
+
+    // The accident: a photo and the notes deleted; another photo changed, a new one added.
+    env.in_volume(
+        &volume,
+        "rm /data/photos/2026/a.jpg /data/notes.txt && echo changed > /data/photos/2026/b.jpg \
+         && echo c > /data/photos/2026/c.jpg",
+    );
+    let since = engine_time();
+
+    // A dry run lists what it would write, and writes nothing.
+    let dry = restore(
+        &sidecar,
+        &[
+            &volume,
+            "--path",
+            "photos/2026/a.jpg",
+            "--from",
+            "latest",
+            "--dry-run",
+        ],
+    );
+    assert!(dry.stdout.contains("a.jpg"), "{}", dry.stdout);
+    assert_eq!(file_state(&volume, "photos/2026/a.jpg"), None);
+
+    // From the archive: the file as it was, owner, mode and time included.
+    restore(
+        &sidecar,
+        &[
+            &volume,
+            "--path",
+            "photos/2026/a.jpg",
+            "--from",
+            "latest",
+            "--yes",
+        ],
+    );
+    assert_eq!(file_state(&volume, "photos/2026/a.jpg").as_ref(), Some(&a));
+    // From the mirror, a file at the top.
+    restore(&sidecar, &[&volume, "--path", "/notes.txt", "--yes"]);
+    assert_eq!(file_state(&volume, "notes.txt").as_ref(), Some(&notes));
+    // Nothing else was touched.
+    assert_eq!(
+        file_state(&volume, "photos/2026/b.jpg").map(|s| s.5),
+        Some("changed\n".into())
+    );
+    assert!(file_state(&volume, "photos/2026/c.jpg").is_some());
+
+    // A directory: what it held comes back, what was added since stays.
+    restore(
+        &sidecar,
+        &[&volume, "--path", "photos", "--from", "latest", "--yes"],
+    );
+    assert_eq!(file_state(&volume, "photos/2026/b.jpg").as_ref(), Some(&b));
+    assert!(file_state(&volume, "photos/2026/c.jpg").is_some());
+
+    // The app was never stopped.
+    let events = engine_events(&since, &format!("container={app}"), "{{.Action}}");
+    assert!(
+        !events.iter().any(|a| a == "stop" || a == "kill"),
+        "{events:?}"
+    );
+    assert_running_not_paused(&app);
+
+    // Nothing outside the volume can be named.
+    for path in ["../other", "photos/../../x", "."] {
+        let out = docker_output(&[
+            "exec",
+            &sidecar,
+            "backup-sidecar",
+            "restore",
+            &volume,
+            "--path",
+            path,
+            "--yes",
+        ]);
+        assert!(!out.status.success(), "--path {path} was taken");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--path"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

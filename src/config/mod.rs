@@ -14,6 +14,7 @@ mod raw;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod web;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub use raw::RawConfig;
 use sections::{
     CatchUpSection, HealthSection, NotifySection, Paths, RemoteSection, RunSection, ScheduleSection,
 };
+pub use web::{Network, Web};
 
 use channel::{Channel, NotifyOn};
 
@@ -322,6 +324,8 @@ pub struct Config {
     /// A private CA for notification servers, trusted besides the public roots
     /// (`BACKUP_NOTIFY_CA_FILE`, PEM).
     pub notify_ca_file: Option<PathBuf>,
+    /// The web page (`BACKUP_WEB_*`); `None` (`BACKUP_WEB_ADDR` unset) serves none.
+    pub web: Option<Web>,
 }
 
 impl Config {
@@ -403,6 +407,7 @@ impl Config {
             progress_interval,
         } = sections::health_section(&raw, &sync_schedule)?;
         let metrics_addr = sections::metrics_addr(&raw)?;
+        let web = web::web_section(&raw)?;
         let NotifySection {
             urls: notify_urls,
             on: notify_on,
@@ -441,6 +446,7 @@ impl Config {
             max_age,
             progress_interval,
             metrics_addr,
+            web,
             notify_urls,
             notify_on,
             notify_ca_file,

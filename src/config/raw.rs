@@ -22,6 +22,7 @@ const FILE_CAPABLE: &[&str] = &[
     "BACKUP_EXCLUDE",
     "BACKUP_PROJECTS",
     "BACKUP_NOTIFY_URLS",
+    "BACKUP_WEB_PASSWORD",
 ];
 
 /// Stage one: every variable of the specification, as the environment gave it.
@@ -67,6 +68,11 @@ pub struct RawConfig {
     pub backup_notify_urls: Option<String>,
     pub backup_notify_on: Option<String>,
     pub backup_notify_ca_file: Option<String>,
+    pub backup_web_addr: Option<String>,
+    pub backup_web_password: Option<String>,
+    pub backup_web_auth_header: Option<String>,
+    pub backup_web_trusted_proxies: Option<String>,
+    pub backup_web_hosts: Option<String>,
 }
 
 impl RawConfig {

@@ -223,7 +223,8 @@ impl<'a> Helper<'a> {
 /// The helper's script. `$1` is the mode, `$2` dry-run (`0`/`1`), `$3` the target's mount; the
 /// rest are the mode's arguments. A whole source (`mirror`, `archive`) replaces the target's
 /// content and prints `RESTORED <entries> <bytes>`; a project's files (`files`, `archive-files`)
-/// are added or replaced below the target, and nothing else there is touched or read.
+/// and one path of a source (`path`, `archive-path`) are added or replaced below the target, and
+/// nothing else there is touched or read.
 pub const HELPER_SCRIPT: &str = r#"set -eu
 mode=$1; dry=$2; dir=$3; shift 3
 count() {
@@ -236,18 +237,29 @@ mirror)
   # $@: the rsync argv
   "$@"
   count ;;
+path)
+  # $@: the rsync argv of one path (its own count is in its --stats)
+  "$@" ;;
 files)
   # $@: the files (relative paths), --, the rsync argv that reads their list
   : > /tmp/restore-files
   while [ "$1" != -- ]; do printf '%s\0' "$1" >> /tmp/restore-files; shift; done
   shift
   "$@" ;;
-archive|archive-files)
+archive|archive-files|archive-path)
   # $1 repository::archive  $2 the item's path in the archive; then the borg client's
   # environment (NAME=VALUE words), --, and its options for reading
   repo=$1 item=$2; shift 2
   while [ "$1" != -- ]; do export "$1"; shift; done
   shift
+  if [ "$mode" = archive-path ]; then
+    # <source>/<path>: the path below the mount, with its subtree, nothing else touched.
+    cd "$dir"
+    if [ "$dry" = 1 ]; then
+      exec borg extract "$@" --dry-run --list --strip-components 1 "$repo" "$item"
+    fi
+    exec borg extract "$@" --numeric-ids --sparse --strip-components 1 "$repo" "$item"
+  fi
   if [ "$mode" = archive-files ]; then
     # <project>/files/<host path>: the host paths, below the mount, the mount itself untouched.
     cd "$dir"

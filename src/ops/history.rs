@@ -45,6 +45,15 @@ pub struct RunRecord {
     pub archive: Option<String>,
     /// Every container it froze runs again.
     pub thawed: bool,
+    /// Each frozen group's freeze, in milliseconds.
+    #[serde(default)]
+    pub freezes: BTreeMap<String, u64>,
+    /// What rsync sent over the link, all volumes.
+    #[serde(default)]
+    pub sent_bytes: u64,
+    /// Its last log lines.
+    #[serde(default)]
+    pub log: Vec<String>,
 }
 
 /// One volume, across runs.
@@ -159,6 +168,19 @@ impl History {
             max_pause_ms: run.longest_freeze().as_millis() as u64,
             archive: run.archive.as_ref().map(|a| a.archive.clone()),
             thawed: run.all_thawed(),
+            freezes: run
+                .groups
+                .iter()
+                .filter(|g| !g.frozen.containers.is_empty())
+                .map(|g| (g.name.clone(), g.frozen.duration.as_millis() as u64))
+                .collect(),
+            sent_bytes: run
+                .volumes
+                .iter()
+                .filter_map(|v| v.outcome.as_ref().ok())
+                .map(|s| s.sent_bytes)
+                .sum(),
+            log: Vec::new(),
         });
         if self.runs.len() > KEPT_RUNS {
             self.runs.drain(..self.runs.len() - KEPT_RUNS);

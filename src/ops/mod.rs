@@ -29,6 +29,9 @@ use health::Verdict;
 use history::{History, Store};
 use notify::{Message, Notifier, Outcome};
 
+/// The log lines kept with each run in the history, for the web page's run detail.
+const KEPT_LOG_LINES: usize = 60;
+
 /// Where the daemon's reports go: the log, the history (which health, status and the metrics
 /// read) and the notification channels. Outputs never fail or delay the work: notifications go
 /// out in tasks of their own, and trouble is only a warning.
@@ -68,9 +71,14 @@ impl Outputs {
     /// which also get the lines logged since `log_mark`.
     pub fn publish(&self, report: &Report, run_id: &str, log_mark: u64) {
         report.log();
+        let log_tail = logging::lines_since(log_mark);
         let mut history = self.store.load();
         let before = history.clone();
         history.record(report, Utc::now());
+        if let (Report::Run(_), Some(run)) = (report, history.runs.last_mut()) {
+            let skip = log_tail.len().saturating_sub(KEPT_LOG_LINES);
+            run.log = log_tail[skip..].to_vec();
+        }
         if let Err(e) = self.store.save(&history) {
             warn!(error = %format!("{e:#}"), "cannot write the run history in BACKUP_STATE_DIR");
         }
@@ -85,7 +93,7 @@ impl Outputs {
             },
         };
         let message = Message {
-            log_tail: logging::lines_since(log_mark),
+            log_tail,
             run_id: run_id.to_string(),
             ..message
         };

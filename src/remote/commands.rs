@@ -411,6 +411,18 @@ impl Ssh {
         }
     }
 
+    /// `borg export-tar` of `path` (a directory) in `archive` to stdout, run here: the folder as
+    /// a tar stream, never staged. As for [`Ssh::borg_extract_stdout`] otherwise.
+    pub fn borg_export_tar(
+        &self,
+        config: &Borg,
+        archive: &str,
+        path: &str,
+        base_dir: &Path,
+    ) -> Cmd {
+        self.local_borg(config, base_dir, &["export-tar"], archive, &["-", path])
+    }
+
     /// `borg extract --stdout` of `path` in `archive`, run here, with the passphrase on stdin
     /// and `base_dir` as borg's own directory (a scratch one: nothing of it is kept).
     pub fn borg_extract_stdout(
@@ -420,6 +432,19 @@ impl Ssh {
         path: &str,
         base_dir: &Path,
     ) -> Cmd {
+        self.local_borg(config, base_dir, &["extract", "--stdout"], archive, &[path])
+    }
+
+    /// A borg on this side reading `archive` through this remote: `borg COMMAND OPTIONS URL
+    /// AFTER`, the passphrase on stdin.
+    fn local_borg(
+        &self,
+        config: &Borg,
+        base_dir: &Path,
+        command: &[&str],
+        archive: &str,
+        after: &[&str],
+    ) -> Cmd {
         let mut cmd = Cmd::new("env")
             .args(
                 self.borg_client_env(Passphrase::Stdin)
@@ -427,10 +452,11 @@ impl Ssh {
                     .map(|(k, v)| format!("{k}={v}")),
             )
             .arg(format!("BORG_BASE_DIR={}", base_dir.display()))
-            .args(["borg", "extract", "--stdout"])
+            .arg("borg")
+            .args(command)
             .args(self.borg_read_options())
             .arg(self.borg_archive_url(config, archive))
-            .arg(path);
+            .args(after);
         cmd.stdin = Some(
             config
                 .passphrase
@@ -554,6 +580,20 @@ pub fn rsync_pull_listed(ssh: &Ssh, remote: &str, local: &str, extra: &[&str]) -
         .arg("-e")
         .arg(ssh.rsh())
         .arg(ssh.rsync_target(remote))
+        .arg(local)
+}
+
+/// rsync of one file or directory `path` (relative) of the remote directory `root` to the same
+/// path below the local directory `local`, with its parent directories and its subtree: added or
+/// replaced, nothing else touched (no `--delete`).
+pub fn rsync_pull_path(ssh: &Ssh, root: &str, path: &str, local: &str, extra: &[&str]) -> Cmd {
+    Cmd::new("rsync")
+        .args(ARCHIVE)
+        .arg("--relative")
+        .args(extra)
+        .arg("-e")
+        .arg(ssh.rsh())
+        .arg(ssh.rsync_target(&format!("{root}/./{path}")))
         .arg(local)
 }
 

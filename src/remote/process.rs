@@ -306,6 +306,48 @@ impl Background {
     }
 }
 
+/// A child whose stdout is read as it comes (a download's bytes), its group killed when it is
+/// dropped before its end (the reader went away).
+pub struct Streaming {
+    /// Its stdout.
+    pub stdout: tokio::process::ChildStdout,
+    child: Child,
+    guard: GroupGuard,
+}
+
+impl Streaming {
+    /// Starts `cmd` (its stdin bytes written and closed), stdout piped, stderr dropped.
+    pub fn spawn(cmd: &Cmd) -> Result<Self> {
+        let mut command = cmd.command();
+        command.stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", cmd.program))?;
+        let guard = GroupGuard {
+            pgid: child.id().map(|id| id as i32),
+        };
+        if let (Some(bytes), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(Streaming {
+            stdout,
+            child,
+            guard,
+        })
+    }
+
+    /// Waits for the end: whether the command succeeded.
+    pub async fn success(mut self) -> bool {
+        let ok = self.child.wait().await.is_ok_and(|s| s.success());
+        self.guard.disarm();
+        ok
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,9 +38,21 @@ pub(super) struct Item {
     pub source: String,
     /// Where it goes: a volume's name, or an absolute host path.
     pub target: String,
+    /// What of the source.
+    pub part: Part,
+}
+
+/// What of a source a restore brings back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Part {
+    /// All of it, which replaces the target's content.
+    Whole,
     /// A project's files, by path relative to its `files/` directory: added or replaced, nothing
-    /// else touched. `None`: the whole source, which replaces the target's content.
-    pub files: Option<Vec<String>>,
+    /// else touched.
+    Files(Vec<String>),
+    /// One file or directory by its path in the source, with its subtree: added or replaced at
+    /// the same path in the target, nothing else touched.
+    Path(String),
 }
 
 impl Item {
@@ -165,12 +177,20 @@ pub(super) async fn prepare(
             if !done.success() {
                 bail!("the mirror holds no {source} (no directory {dir} on the remote)");
             }
+            if let Part::Path(path) = &item.part {
+                let at = format!("{dir}/{path}");
+                let file = ssh.run(&ssh.size_and_mtime(&at), None, cancel).await?;
+                let dir = ssh.run(&ssh.is_directory(&at), None, cancel).await?;
+                if !file.success() && !dir.success() {
+                    bail!("the mirror's {source} holds no {path}");
+                }
+            }
             let mut extra = vec![];
             if dry_run {
                 extra.extend(["--dry-run", "--itemize-changes"]);
             }
-            let (mode, cmd, mut args) = match &item.files {
-                None => (
+            let (mode, cmd, mut args) = match &item.part {
+                Part::Whole => (
                     "mirror",
                     commands::rsync_pull(
                         &helper_ssh,
@@ -180,7 +200,18 @@ pub(super) async fn prepare(
                     ),
                     vec![],
                 ),
-                Some(files) => {
+                Part::Path(path) => (
+                    "path",
+                    commands::rsync_pull_path(
+                        &helper_ssh,
+                        &dir,
+                        path,
+                        &format!("{mount}/"),
+                        &extra,
+                    ),
+                    vec![],
+                ),
+                Part::Files(files) => {
                     let list = format!("--files-from={FILES_LIST}");
                     extra.extend(["--from0", list.as_str()]);
                     let cmd = commands::rsync_pull_listed(
@@ -202,9 +233,10 @@ pub(super) async fn prepare(
         }
         Origin::Archive(archive) => {
             let borg = borg::repository(config)?;
-            let path = match item.files {
-                None => source.clone(),
-                Some(_) => format!("{source}/{}", crate::tasks::layout::FILES_DIR),
+            let path = match &item.part {
+                Part::Whole => source.clone(),
+                Part::Files(_) => format!("{source}/{}", crate::tasks::layout::FILES_DIR),
+                Part::Path(path) => format!("{source}/{path}"),
             };
             let listing = remote_borg(
                 ssh,
@@ -223,10 +255,10 @@ pub(super) async fn prepare(
                 None => Passphrase::None,
             };
             let mut args = vec![
-                if item.files.is_some() {
-                    "archive-files"
-                } else {
-                    "archive"
+                match item.part {
+                    Part::Whole => "archive",
+                    Part::Files(_) => "archive-files",
+                    Part::Path(_) => "archive-path",
                 }
                 .to_string(),
                 dry.to_string(),
@@ -362,9 +394,9 @@ async fn run_one(
             last_line(&output)
         );
     }
-    let (files, bytes) = match &item.files {
-        Some(files) => (files.len() as u64, 0),
-        None => restored(&output).unwrap_or((0, 0)),
+    let (files, bytes) = match &item.part {
+        Part::Files(files) => (files.len() as u64, 0),
+        _ => restored(&output).unwrap_or((0, 0)),
     };
     let seconds = started.elapsed().as_secs_f64();
     info!(
@@ -423,7 +455,7 @@ mod tests {
         let item = |target: &str| Item {
             source: "s".into(),
             target: target.into(),
-            files: None,
+            part: Part::Whole,
         };
         assert!(item("app_db").is_volume());
         assert_eq!(item("app_db").target_desc(), "volume app_db");

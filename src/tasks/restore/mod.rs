@@ -23,7 +23,7 @@ use crate::format::human_bytes;
 use crate::remote::borg::{self, list_archives};
 use crate::remote::ssh::Session;
 use crate::tasks::lock::RunLock;
-use items::{Item, Origin, prepare, run_all, running_users};
+use items::{Item, Origin, Part, prepare, run_all, running_users};
 
 /// Where a restore reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,9 @@ pub enum What {
         name: String,
         /// Where it goes instead.
         to: Option<String>,
+        /// Only this file or directory of it (a relative path), added or replaced at the same
+        /// path; the rest of the target is left as it is.
+        path: Option<String>,
     },
     /// Every volume, bind-mounted directory and file of a compose project, in place, or below
     /// `to_dir` (a host path) to look at first.
@@ -129,13 +132,17 @@ pub async fn restore(config: &Config, request: &Request, cancel: &CancellationTo
         None => config,
     };
     match &request.what {
-        What::Volume { name, to } => {
+        What::Volume { name, to, path } => {
+            let part = match path {
+                Some(path) => Part::Path(inside(path)?),
+                None => Part::Whole,
+            };
             restore_one(
                 config,
                 &docker,
                 &journal,
                 request,
-                name,
+                (name, part),
                 to.as_deref(),
                 cancel,
             )
@@ -168,20 +175,34 @@ fn home_of(source: &str) -> Result<String> {
     }
 }
 
+/// `path` as a path inside a source: relative, without `.` or `..` (nothing outside the source
+/// can be named), its components joined by one `/`.
+pub fn inside(path: &str) -> Result<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        bail!("--path {path:?}: name a file or directory inside the volume");
+    }
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        bail!("--path {path:?}: a path inside the volume has no . or .. in it");
+    }
+    Ok(parts.join("/"))
+}
+
 async fn restore_one(
     config: &Config,
     docker: &Docker,
     journal: &Journal,
     request: &Request,
-    name: &str,
+    (name, part): (&str, Part),
     to: Option<&str>,
     cancel: &CancellationToken,
 ) -> Result<()> {
     let home = home_of(name)?;
+    let whole = part == Part::Whole;
     let item = Item {
         source: name.to_string(),
         target: to.map_or(home.clone(), String::from),
-        files: None,
+        part,
     };
     if let Some(to) = to.filter(|t| t.contains('/'))
         && (!to.starts_with('/') || to.trim_end_matches('/').is_empty())
@@ -199,7 +220,13 @@ async fn restore_one(
     let prepared = prepared?;
     let item = &prepared.item;
 
-    let users = running_users(docker, &[&item.target], None).await?;
+    // One path is added or replaced under the running app, as a user would copy it back; the
+    // whole source replaces everything, with its users stopped.
+    let users = if whole {
+        running_users(docker, &[&item.target], None).await?
+    } else {
+        Vec::new()
+    };
     if !in_place && !users.is_empty() {
         let names: Vec<&str> = users.iter().map(|m| m.name.as_str()).collect();
         bail!(
@@ -211,9 +238,17 @@ async fn restore_one(
     let exists = !item.is_volume() || docker.inspect_volume(&item.target).await.is_ok();
     if !request.yes && !request.dry_run {
         let names: Vec<&str> = users.iter().map(|m| m.name.as_str()).collect();
+        let what = match &item.part {
+            Part::Path(path) => format!("{path} in"),
+            _ => String::new(),
+        };
         println!(
-            "restore would {} {} with {}{}.",
-            if exists { "overwrite" } else { "create" },
+            "restore would {} {what}{} with {}{}.",
+            match (exists, whole) {
+                (true, true) => "overwrite",
+                (true, false) => "add or replace",
+                (false, _) => "create",
+            },
             item.target_desc(),
             prepared.from,
             if names.is_empty() {

@@ -10,7 +10,7 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::items::{Item, Origin, Prepared, prepare, run_all, running_users};
+use super::items::{Item, Origin, Part, Prepared, prepare, run_all, running_users};
 use super::{Request, create_volume};
 use crate::config::Config;
 use crate::engine::journal::Journal;
@@ -128,21 +128,21 @@ fn items(manifest: &ProjectFiles, dir_name: &str, to_dir: Option<&str>) -> Vec<I
                 Some(_) => below(&format!("{VOLUMES_BELOW}/{volume}")),
                 None => volume.clone(),
             },
-            files: None,
+            part: Part::Whole,
         });
     }
     for path in &manifest.binds {
         items.push(Item {
             source: bind_name(path),
             target: below(path),
-            files: None,
+            part: Part::Whole,
         });
     }
     if !manifest.files.is_empty() {
         items.push(Item {
             source: dir_name.to_string(),
             target: below("/"),
-            files: Some(
+            part: Part::Files(
                 manifest
                     .files
                     .iter()
@@ -157,15 +157,15 @@ fn items(manifest: &ProjectFiles, dir_name: &str, to_dir: Option<&str>) -> Vec<I
 fn print_plan(name: &str, prepared: &[Prepared], users: &[crate::engine::plan::Member]) {
     println!("restore of compose project {name} would write:");
     for p in prepared {
-        match &p.item.files {
-            Some(files) => println!(
+        match &p.item.part {
+            Part::Files(files) => println!(
                 "  {} file(s) ({}) below {}, from {}",
                 files.len(),
                 files.join(", "),
                 p.item.target,
                 p.from
             ),
-            None => println!("  {} with {}", p.item.target_desc(), p.from),
+            _ => println!("  {} with {}", p.item.target_desc(), p.from),
         }
     }
     if !users.is_empty() {
@@ -232,19 +232,19 @@ mod tests {
     #[test]
     fn in_place_everything_goes_home() {
         let items = items(&manifest(), "_project-app", None);
-        let got: Vec<(&str, &str, Option<Vec<String>>)> = items
+        let got: Vec<(&str, &str, Part)> = items
             .iter()
-            .map(|i| (i.source.as_str(), i.target.as_str(), i.files.clone()))
+            .map(|i| (i.source.as_str(), i.target.as_str(), i.part.clone()))
             .collect();
         assert_eq!(
             got,
             vec![
-                ("app_db", "app_db", None),
-                ("_bind-srv-app-data", "/srv/app/data", None),
+                ("app_db", "app_db", Part::Whole),
+                ("_bind-srv-app-data", "/srv/app/data", Part::Whole),
                 (
                     "_project-app",
                     "/",
-                    Some(vec!["srv/app/.env".into(), "srv/app/compose.yaml".into()])
+                    Part::Files(vec!["srv/app/.env".into(), "srv/app/compose.yaml".into()])
                 ),
             ]
         );
