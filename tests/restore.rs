@@ -499,11 +499,12 @@ fn one_path_comes_back_from_an_archive_or_the_mirror_with_the_app_running() {
             path,
             "--yes",
         ]);
-        assert!(!out.status.success(), "--path {path} was taken");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("--path"),
-            "{}",
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        assert!(!out.status.success(), "--path {path} was taken: {said}");
+        assert!(said.contains("--path"), "{said}");
     }
 }

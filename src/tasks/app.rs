@@ -30,6 +30,7 @@ use crate::tasks::layout;
 use crate::tasks::lock::RunLock;
 use crate::tasks::run::{self, Sidecar};
 use crate::tasks::schedule;
+use crate::tasks::browse::Indexer;
 use crate::tasks::verify;
 
 /// `backup-sidecar run`: checks the state and volumes directories, connects to the engine and
@@ -90,7 +91,8 @@ pub async fn daemon(
         store,
         host,
     };
-    let served = serve(ctx, outputs, requests, cancel).await;
+    let indexer = Indexer::start(ctx.config.clone(), cancel.clone());
+    let served = serve(ctx, outputs, requests, indexer, cancel).await;
     if let Some(metrics) = metrics {
         metrics.abort();
     }
@@ -121,6 +123,7 @@ async fn serve(
     ctx: Sidecar,
     outputs: Outputs,
     mut requests: mpsc::UnboundedReceiver<Trigger>,
+    indexer: Indexer,
     cancel: CancellationToken,
 ) -> Result<()> {
     let ctx = Arc::new(ctx);
@@ -194,8 +197,6 @@ async fn serve(
         snapshot: true,
     });
     let mut check_pending = false;
-    // Archives the last runs made, to index once nothing else waits.
-    let mut to_index: Vec<String> = Vec::new();
     loop {
         if let Some(trigger) = pending.take() {
             let done = exclusive(&ctx, &outputs, &cancel, Some(trigger), move |ctx, cancel| async move {
@@ -218,7 +219,7 @@ async fn serve(
                 ..
             })) = done
             {
-                to_index.push(created.archive);
+                indexer.index(&created.archive);
             }
         } else if check_pending {
             check_pending = false;
@@ -226,12 +227,6 @@ async fn serve(
                 Some(Report::Verification(
                     verify::verify(&ctx.config, &cancel).await,
                 ))
-            })
-            .await;
-        } else if let Some(archive) = to_index.pop() {
-            exclusive(&ctx, &outputs, &cancel, None, |ctx, cancel| async move {
-                index_new_archive(&ctx.config, &archive, &cancel).await;
-                None
             })
             .await;
         } else {
@@ -343,25 +338,6 @@ where
             }
             None
         }
-    }
-}
-
-/// After a snapshot: its archive's index for browsing, and the indexes of pruned archives gone.
-/// Trouble is a warning: browsing builds a missing index itself.
-async fn index_new_archive(config: &Config, archive: &str, cancel: &CancellationToken) {
-    let done = async {
-        let session = Session::open(config, cancel).await?;
-        let result = async {
-            browse::ensure_index(config, &session.ssh, archive, |_| {}, cancel).await?;
-            browse::forget_pruned(config, &session.ssh, cancel).await
-        }
-        .await;
-        session.close().await;
-        result
-    }
-    .await;
-    if let Err(e) = done {
-        warn!(archive = %archive, error = %format!("{e:#}"), "cannot index the archive");
     }
 }
 

@@ -2,12 +2,13 @@
 //! streamed listing, after the snapshot that made it or when it is first opened; `ls` and the web
 //! page read folders from it. Indexes of pruned archives are removed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::catalog::{self, Builder, Built, Catalog, Kind, RUN_BYTES};
 use crate::config::Config;
@@ -112,6 +113,108 @@ pub async fn forget_pruned(config: &Config, ssh: &Ssh, cancel: &CancellationToke
         info!(archives = %removed.join(","), "removed the indexes of pruned archives");
     }
     Ok(())
+}
+
+/// Where an archive's index build stands, for the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Indexing {
+    /// Waiting for the builds before it.
+    Queued,
+    /// Reading the listing: items so far.
+    Reading(u64),
+    /// It failed; a later request tries again.
+    Failed(String),
+}
+
+/// Builds indexes one at a time in the background: after each snapshot, and when the page opens
+/// an archive that has none. Outside the run lock: it only reads the repository (through the
+/// guard's listing) and writes its own files, so runs and restores never wait for it.
+#[derive(Clone)]
+pub struct Indexer {
+    send: tokio::sync::mpsc::UnboundedSender<String>,
+    state: Arc<Mutex<BTreeMap<String, Indexing>>>,
+}
+
+impl Indexer {
+    /// Starts the worker, until `cancel` fires.
+    pub fn start(config: Config, cancel: CancellationToken) -> Indexer {
+        let (send, mut receive) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let state: Arc<Mutex<BTreeMap<String, Indexing>>> = Arc::default();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let archive = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = receive.recv() => match next {
+                        Some(archive) => archive,
+                        None => return,
+                    },
+                };
+                set(&shared, &archive, Some(Indexing::Reading(0)));
+                let progress = {
+                    let shared = shared.clone();
+                    let archive = archive.clone();
+                    move |n| set(&shared, &archive, Some(Indexing::Reading(n)))
+                };
+                match index_and_forget(&config, &archive, progress, &cancel).await {
+                    Ok(()) => set(&shared, &archive, None),
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        warn!(archive = %archive, error = %message, "cannot index the archive");
+                        set(&shared, &archive, Some(Indexing::Failed(message)));
+                    }
+                }
+            }
+        });
+        Indexer { send, state }
+    }
+
+    /// Asks for `archive`'s index (nothing when it is queued or being built already).
+    pub fn index(&self, archive: &str) {
+        let mut state = self.state.lock().expect("the indexer's state");
+        if matches!(
+            state.get(archive),
+            Some(Indexing::Queued | Indexing::Reading(_))
+        ) {
+            return;
+        }
+        state.insert(archive.to_string(), Indexing::Queued);
+        let _ = self.send.send(archive.to_string());
+    }
+
+    /// Where `archive`'s build stands; `None` when none was asked for or it is done.
+    pub fn state(&self, archive: &str) -> Option<Indexing> {
+        self.state
+            .lock()
+            .expect("the indexer's state")
+            .get(archive)
+            .cloned()
+    }
+}
+
+fn set(state: &Mutex<BTreeMap<String, Indexing>>, archive: &str, to: Option<Indexing>) {
+    let mut state = state.lock().expect("the indexer's state");
+    match to {
+        Some(to) => state.insert(archive.to_string(), to),
+        None => state.remove(archive),
+    };
+}
+
+/// One archive indexed, and the indexes of pruned archives removed, over one connection.
+async fn index_and_forget(
+    config: &Config,
+    archive: &str,
+    progress: impl FnMut(u64) + Send + 'static,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let session = Session::open(config, cancel).await?;
+    let result = async {
+        ensure_index(config, &session.ssh, archive, progress, cancel).await?;
+        forget_pruned(config, &session.ssh, cancel).await
+    }
+    .await;
+    session.close().await;
+    result
 }
 
 /// `backup-sidecar ls ARCHIVE [PATH]`: the folder's entries, one line each (mode, owner, size,
