@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Removes every container, volume and network that the tests or the demo left behind, the
-# metrics test's Prometheus directories, the proxy test's HAProxy, the second engine and the swarm.
+# metrics test's Prometheus directories, the proxy test's HAProxy, the web page tests' browsers,
+# the second engine and the swarm.
 set -uo pipefail
 # That Prometheus dies with its test process, but a test killed outright leaves its directory.
 rm -rf "${TMPDIR:-/tmp}"/bs-test-prometheus-*
+# The browser of a web page test killed outright: its chromedriver dies with the test, the
+# browser it started does not (tests/common/browser.rs); then its profile and logs.
+pkill -KILL -f -- "--user-data-dir=${TMPDIR:-/tmp}/bs-test-browser-" 2>/dev/null
+sleep 0.2
+rm -rf "${TMPDIR:-/tmp}"/bs-test-browser-* "${TMPDIR:-/tmp}"/bs-test-chromedriver-*
 # The socket proxy test's HAProxy, should its test process have been killed outright.
 pkill -f 'haproxy -db -f .*compose/socket-proxy/haproxy.cfg' 2>/dev/null
 # The second engine of the two-host test (tests/hosts.rs), should its test have been killed.

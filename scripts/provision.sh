@@ -29,10 +29,15 @@ fi
 # package). Without its recommends: the node exporter is not needed, and the test starts its own
 # Prometheus on a free port.
 # The socket proxy test runs Debian's HAProxy on the host with compose/socket-proxy/haproxy.cfg.
+# The web page's tests drive Debian's Chromium, headless, through its chromedriver
+# (tests/common/browser.rs); without its recommends: the sandbox helper is not needed, the tests
+# run it with --no-sandbox as root.
 lean=()
 if $tests; then
   command -v haproxy >/dev/null || lean+=(haproxy)
   command -v promtool >/dev/null || lean+=(prometheus)
+  command -v chromium >/dev/null || lean+=(chromium)
+  command -v chromedriver >/dev/null || lean+=(chromium-driver)
 fi
 if [ ${#lean[@]} -gt 0 ]; then
   echo "provision: installing ${lean[*]}"

@@ -12,6 +12,7 @@
 // Each test file is a crate of its own that uses some of these helpers.
 #![allow(dead_code)]
 
+pub mod browser;
 mod engine;
 pub mod prometheus;
 pub mod receivers;
