@@ -43,10 +43,11 @@ struct Line<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     mode: &'a str,
+    /// A name, or the id again when the id has no name where borg ran.
     #[serde(default)]
-    user: String,
+    user: serde_json::Value,
     #[serde(default)]
-    group: String,
+    group: serde_json::Value,
     uid: u32,
     gid: u32,
     path: String,
@@ -295,11 +296,17 @@ impl Builder {
         }
         let parsed: Line = serde_json::from_str(line)
             .with_context(|| format!("a line of the listing is not an item: {line}"))?;
-        if !parsed.user.is_empty() && !self.names.users.contains_key(&parsed.uid) {
-            self.names.users.insert(parsed.uid, parsed.user.clone());
+        if let Some(user) = parsed.user.as_str().filter(|u| !u.is_empty()) {
+            self.names
+                .users
+                .entry(parsed.uid)
+                .or_insert_with(|| user.to_string());
         }
-        if !parsed.group.is_empty() && !self.names.groups.contains_key(&parsed.gid) {
-            self.names.groups.insert(parsed.gid, parsed.group.clone());
+        if let Some(group) = parsed.group.as_str().filter(|g| !g.is_empty()) {
+            self.names
+                .groups
+                .entry(parsed.gid)
+                .or_insert_with(|| group.to_string());
         }
         for item in items(&parsed).into_iter().flatten() {
             self.weight += item.weight();

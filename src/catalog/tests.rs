@@ -48,19 +48,21 @@ fn small() -> Vec<String> {
         line("-", "-rwsr-x--T", "vol/odd", 7, ""),
         line("d", "drwxr-xr-x", "vol-2", 0, ""),
         line("-", "-rw-------", "vol-2/x", 100, ""),
+        // An owner without a name where borg ran: borg writes the ids as numbers.
+        r#"{"type": "-", "mode": "-rw-r-----", "user": 1000, "group": 1000, "uid": 1000, "gid": 1000, "path": "vol-2/y", "healthy": true, "source": "", "linktarget": "", "flags": 0, "size": 0, "mtime": "2021-05-06T07:08:09.000000"}"#.to_string(),
     ]
 }
 
 #[test]
 fn folders_list_their_entries_by_name_with_their_subtrees_totals() {
     let (_dir, catalog, built) = index(&small(), RUN_BYTES_FOR_TESTS);
-    assert_eq!((built.entries, built.dirs), (10, 5));
-    assert_eq!(catalog.len(), 10);
+    assert_eq!((built.entries, built.dirs), (11, 5));
+    assert_eq!(catalog.len(), 11);
     let top = catalog.folder("", 0, 100).unwrap().unwrap();
     assert_eq!(names(&top), ["vol", "vol-2"]);
-    assert_eq!((top.size, top.files), (114, 5));
+    assert_eq!((top.size, top.files), (114, 6));
     assert_eq!((top.entries[0].size, top.entries[0].files), (14, 4));
-    assert_eq!((top.entries[1].size, top.entries[1].files), (100, 1));
+    assert_eq!((top.entries[1].size, top.entries[1].files), (100, 2));
     let vol = catalog.folder("/vol/", 0, 100).unwrap().unwrap();
     assert_eq!(names(&vol), ["a.txt", "b.txt", "link", "odd", "sub"]);
     assert_eq!(vol.total, 5);
@@ -86,6 +88,9 @@ fn folders_list_their_entries_by_name_with_their_subtrees_totals() {
     assert!(catalog.folder("vol/b.txt", 0, 10).unwrap().is_none());
     assert_eq!(catalog.names.users[&0], "root");
     assert_eq!(catalog.names.groups[&50], "staff");
+    assert!(!catalog.names.users.contains_key(&1000));
+    let y = &catalog.folder("vol-2", 0, 10).unwrap().unwrap().entries[1];
+    assert_eq!((y.name.as_str(), y.uid, y.gid), ("y", 1000, 1000));
 }
 
 /// Small enough that the small listing is sorted in several runs.

@@ -252,8 +252,8 @@ pub fn health_command(config: &Config) -> bool {
     }
 }
 
-/// `backup-sidecar status [--json]`.
-pub fn status_command(config: &Config, json: bool) -> Result<()> {
+/// The status now, from the state directory: what `status` prints and the page shows.
+pub fn current_status(config: &Config) -> status::Status {
     let store = Store::new(&config.state_dir);
     let schedules = status::Schedules {
         sync: &config.sync_schedule,
@@ -262,12 +262,17 @@ pub fn status_command(config: &Config, json: bool) -> Result<()> {
     };
     // One read of the history for the table and the verdict alike.
     let history = store.load();
-    let status = status::status(
+    status::status(
         Utc::now(),
         &history,
         verdict(config, &store, &history),
         &schedules,
-    );
+    )
+}
+
+/// `backup-sidecar status [--json]`.
+pub fn status_command(config: &Config, json: bool) -> Result<()> {
+    let status = current_status(config);
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -309,10 +309,10 @@ impl Background {
 /// A child whose stdout is read as it comes (a download's bytes), its group killed when it is
 /// dropped before its end (the reader went away).
 pub struct Streaming {
-    /// Its stdout.
-    pub stdout: tokio::process::ChildStdout,
-    child: Child,
-    guard: GroupGuard,
+    stdout: Option<tokio::process::ChildStdout>,
+    // Held for its lifetime: dropping them reaps the child and kills its group.
+    _child: Child,
+    _guard: GroupGuard,
 }
 
 impl Streaming {
@@ -332,19 +332,17 @@ impl Streaming {
                 let _ = stdin.write_all(&bytes).await;
             });
         }
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let stdout = child.stdout.take();
         Ok(Streaming {
             stdout,
-            child,
-            guard,
+            _child: child,
+            _guard: guard,
         })
     }
 
-    /// Waits for the end: whether the command succeeded.
-    pub async fn success(mut self) -> bool {
-        let ok = self.child.wait().await.is_ok_and(|s| s.success());
-        self.guard.disarm();
-        ok
+    /// Its stdout, to read (once).
+    pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.stdout.take()
     }
 }
 

@@ -126,6 +126,8 @@ pub enum TriggerKind {
     Start,
     /// SIGUSR1.
     Signal,
+    /// The web page's button.
+    Web,
 }
 
 impl fmt::Display for TriggerKind {
@@ -134,6 +136,7 @@ impl fmt::Display for TriggerKind {
             TriggerKind::Schedule => "schedule",
             TriggerKind::Start => "start",
             TriggerKind::Signal => "signal",
+            TriggerKind::Web => "web",
         })
     }
 }

@@ -22,24 +22,26 @@ use crate::ops::history::{Running, Store};
 use crate::ops::logging;
 use crate::ops::notify::{self, Notifier};
 use crate::ops::{self, Outputs, metrics};
-use crate::remote::ssh::Session;
 use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::report::{Trigger, TriggerKind};
-use crate::tasks::browse;
+use crate::tasks::browse::Indexer;
 use crate::tasks::layout;
 use crate::tasks::lock::RunLock;
 use crate::tasks::run::{self, Sidecar};
 use crate::tasks::schedule;
-use crate::tasks::browse::Indexer;
 use crate::tasks::verify;
+use crate::tasks::web;
 
 /// `backup-sidecar run`: checks the state and volumes directories, connects to the engine and
 /// serves until `cancel` fires.
 pub async fn daemon(
     config: Config,
-    requests: mpsc::UnboundedReceiver<Trigger>,
+    mut requests: mpsc::UnboundedReceiver<Trigger>,
     cancel: CancellationToken,
 ) -> Result<()> {
+    // The web page's password is hashed and dropped before the configuration is copied around.
+    let mut config = config;
+    let web_password = config.web.as_mut().and_then(|w| w.password.take());
     let journal = Journal::open(&config.state_dir).map_err(|e| ConfigError {
         variable: "BACKUP_STATE_DIR".into(),
         message: format!("{e:#}"),
@@ -84,6 +86,38 @@ pub async fn daemon(
         }
         None => None,
     };
+    let web_listener = match &config.web {
+        Some(web) => Some(web::bind(web.addr).await.map_err(|e| ConfigError {
+            variable: "BACKUP_WEB_ADDR".into(),
+            message: format!("{e:#}"),
+        })?),
+        None => None,
+    };
+    let indexer = Indexer::start(config.clone(), cancel.clone());
+    // Runs and verifications are asked for by signals, the schedules and the page alike.
+    let (run_tx, runs) = mpsc::unbounded_channel();
+    let forward = run_tx.clone();
+    tokio::spawn(async move {
+        while let Some(trigger) = requests.recv().await {
+            if forward.send(trigger).is_err() {
+                return;
+            }
+        }
+    });
+    let (check_tx, checks) = mpsc::unbounded_channel();
+    let page = web_listener.map(|listener| {
+        let app = web::App::new(
+            config.clone(),
+            web_password,
+            store.clone(),
+            run_tx,
+            check_tx.clone(),
+            indexer.clone(),
+            host.clone(),
+        );
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the web page");
+        tokio::spawn(web::serve(listener, Arc::new(app), cancel.clone()))
+    });
     let ctx = Sidecar {
         config,
         docker,
@@ -91,8 +125,10 @@ pub async fn daemon(
         store,
         host,
     };
-    let indexer = Indexer::start(ctx.config.clone(), cancel.clone());
-    let served = serve(ctx, outputs, requests, indexer, cancel).await;
+    let served = serve(ctx, outputs, (runs, check_tx, checks), indexer, cancel).await;
+    if let Some(page) = page {
+        page.abort();
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }
@@ -122,7 +158,11 @@ async fn planned_volumes(docker: &bollard::Docker, config: &Config) -> Vec<Strin
 async fn serve(
     ctx: Sidecar,
     outputs: Outputs,
-    mut requests: mpsc::UnboundedReceiver<Trigger>,
+    (mut requests, check_tx, mut checks): (
+        mpsc::UnboundedReceiver<Trigger>,
+        mpsc::UnboundedSender<()>,
+        mpsc::UnboundedReceiver<()>,
+    ),
     indexer: Indexer,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -184,7 +224,6 @@ async fn serve(
         "backup-sidecar started"
     );
 
-    let (check_tx, mut checks) = mpsc::unbounded_channel();
     let checker = tokio::spawn(schedule::ticks(
         config.check_schedule.clone(),
         config.tz,

@@ -11,6 +11,7 @@
 //! - [`check`]: preflight, and the printed plan.
 //! - [`init`]: the remote prepared once, and its key narrowed to the guard.
 //! - [`lock`]: one run, verification or restore at a time.
+//! - [`web`]: the web page, a reader of all of the above and a way to ask for runs and restores.
 //! - [`layout`]: where things live in the state directory, below the host root and in a
 //!   project's mirror directory.
 
@@ -24,3 +25,4 @@ pub mod restore;
 pub mod run;
 pub mod schedule;
 pub mod verify;
+pub mod web;
