@@ -47,6 +47,7 @@ pub use tasks::app::{daemon, on_this_host};
 pub use tasks::browse::ls;
 pub use tasks::check::{check, print_plan};
 pub use tasks::init::{InitRequest, init};
+pub use tasks::request::backup;
 pub use tasks::restore::{
     Request as RestoreRequest, Source as RestoreSource, What as RestoreWhat, restore, snapshots,
 };

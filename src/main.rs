@@ -8,7 +8,7 @@ use backup_sidecar::{
 };
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,15 @@ enum Command {
         /// Only this host's archives (its archive prefix).
         #[arg(long)]
         host: Option<String>,
+    },
+    /// Ask the daemon for a run now (as SIGUSR1 or the page's button does).
+    Backup {
+        /// Mirror + snapshot (without it: a mirror).
+        #[arg(long)]
+        snapshot: bool,
+        /// Wait for the run, print its outcome, and exit 1 when it failed.
+        #[arg(long)]
+        wait: bool,
     },
     /// One folder of an archive: its entries with mode, owner, size and time, from the archive's
     /// index (built on first use; after that, any folder opens at once).
@@ -150,7 +159,7 @@ fn config_error(e: &ConfigError) -> ExitCode {
 async fn start(command: Command, config: Config) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let (requests, received) = mpsc::unbounded_channel();
-    let signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
+    let signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGUSR2])?;
     let handle = signals.handle();
     let watcher = tokio::spawn(watch_signals(signals, cancel.clone(), requests));
 
@@ -169,6 +178,9 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
                 .await
                 .unwrap_or(config);
             backup_sidecar::snapshots(&config, host.as_deref(), &cancel).await
+        }
+        Command::Backup { snapshot, wait } => {
+            backup_sidecar::backup(&config, snapshot, wait, &cancel).await
         }
         Command::Ls { archive, path } => {
             let config = backup_sidecar::on_this_host(config.clone())
@@ -216,7 +228,8 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
     result
 }
 
-/// Signals become cancellation (SIGTERM, SIGINT) or a run request (SIGUSR1).
+/// Signals become cancellation (SIGTERM, SIGINT) or a run request (SIGUSR1 with a snapshot,
+/// SIGUSR2 without).
 async fn watch_signals(
     mut signals: signal_hook_tokio::Signals,
     cancel: CancellationToken,
@@ -224,11 +237,17 @@ async fn watch_signals(
 ) {
     while let Some(signal) = signals.next().await {
         match signal {
-            SIGUSR1 => {
-                tracing::info!("SIGUSR1: a mirror + snapshot run was requested");
+            SIGUSR1 | SIGUSR2 => {
+                let snapshot = signal == SIGUSR1;
+                tracing::info!(
+                    snapshot,
+                    "{}: a {} run was requested",
+                    if snapshot { "SIGUSR1" } else { "SIGUSR2" },
+                    if snapshot { "mirror + snapshot" } else { "mirror" }
+                );
                 let _ = requests.send(Trigger {
                     kind: TriggerKind::Signal,
-                    snapshot: true,
+                    snapshot,
                 });
             }
             _ => {

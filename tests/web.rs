@@ -211,8 +211,17 @@ fn the_page_shows_backups_and_brings_one_file_back() {
     assert!(browser.text("#health").contains("Backups are current"));
     assert!(browser.text("#last-run").contains("success"));
 
+    // A run asked for from a shell, waited for: its outcome is the exit status.
+    let asked = docker_output(&[
+        "exec", &sidecar, "backup-sidecar", "backup", "--wait",
+    ]);
+    let said = String::from_utf8_lossy(&asked.stdout).into_owned();
+    assert!(asked.status.success(), "{said}{}", String::from_utf8_lossy(&asked.stderr));
+    assert!(said.contains("run success"), "{said}");
+    let second = wait_for_events(&sidecar, "run finished", 2, RUN_TIMEOUT).remove(1);
+    assert_eq!(second["fields"]["archive"], "", "a mirror only: {second}");
+
     // History: one point per run.
-    run_now(&sidecar, 1, RUN_TIMEOUT);
     browser.goto(&format!("{base}/history"));
     let points = browser
         .find_all("figure.chart:first-of-type circle.point.s0")

@@ -29,6 +29,7 @@ use crate::tasks::layout;
 use crate::tasks::lock::RunLock;
 use crate::tasks::run::{self, Sidecar};
 use crate::tasks::schedule;
+use crate::tasks::request::PidFile;
 use crate::tasks::verify;
 use crate::tasks::web;
 
@@ -56,6 +57,10 @@ pub async fn daemon(
         }
         .into());
     }
+    let _pid = PidFile::write(&config.state_dir).map_err(|e| ConfigError {
+        variable: "BACKUP_STATE_DIR".into(),
+        message: format!("{e:#}"),
+    })?;
     let notifier = Notifier::from_config(&config)?;
     let docker = match discover::connect().await {
         Ok(docker) => docker,

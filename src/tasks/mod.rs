@@ -5,6 +5,7 @@
 //! - [`browse`]: archive indexes, built after each snapshot or on first open, and `ls`.
 //! - [`schedule`]: a trigger when a run is due, a tick when a verification is.
 //! - [`run`]: one backup run, in steps (prepare, each group, finish).
+//! - [`request`]: `backup [--wait]`, a run asked for from a shell.
 //! - [`restore`]: a volume, a bind directory or a whole compose project back, and the archive
 //!   listing.
 //! - [`verify`]: `borg check` and a spot check of the newest archive against the mirror.
@@ -22,6 +23,7 @@ pub mod init;
 pub mod layout;
 pub mod lock;
 pub mod restore;
+pub mod request;
 pub mod run;
 pub mod schedule;
 pub mod verify;
