@@ -40,7 +40,8 @@ ssh=$demo/.ssh
 [ -s "$ssh/remote/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$ssh/remote/ssh_host_ed25519_key"
 echo "remote $(cut -d' ' -f1,2 "$ssh/remote/ssh_host_ed25519_key.pub")" > "$ssh/known_hosts"
 [ -s "$ssh/borg_passphrase" ] || head -c 18 /dev/urandom | base64 > "$ssh/borg_passphrase"
-chmod 600 "$ssh/id_ed25519" "$ssh/borg_passphrase"
+[ -s "$ssh/web_password" ] || head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$ssh/web_password"
+chmod 600 "$ssh/id_ed25519" "$ssh/borg_passphrase" "$ssh/web_password"
 
 step "starting the app, its database and the remote" compose up -d app db remote
 for _ in $(seq 1 30); do
@@ -62,6 +63,7 @@ echo "---- docker logs backup-sidecar"
 docker logs backup-sidecar 2>&1
 echo "----"
 echo "demo: ready in $(($(date +%s) - started)) s. The sidecar now mirrors every minute. Next:"
+echo "  The web page:       http://localhost:8080/  (password: $(cat "$ssh/web_password"))"
 cat <<'NEXT'
   What it backs up:   docker exec backup-sidecar backup-sidecar plan
   Preflight:          docker exec backup-sidecar backup-sidecar check
