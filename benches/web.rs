@@ -101,9 +101,19 @@ fn sign_in(base: &str) -> String {
 /// Time and bytes of a command whose stdout is counted.
 fn timed(argv: &[&str]) -> (f64, u64) {
     let started = Instant::now();
-    let out = Command::new(argv[0]).args(&argv[1..]).output().expect("runs");
-    assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let bytes: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (started.elapsed().as_secs_f64(), bytes)
 }
 
@@ -114,12 +124,27 @@ fn main() {
     let state = env.volume("state", &[]);
     let seed = format!("{state}:/s");
     let mut writer = Command::new("docker")
-        .args(["run", "--rm", "-i", "-v", &seed, APP_IMAGE, "sh", "-c", "cat > /s/history.json"])
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "-v",
+            &seed,
+            APP_IMAGE,
+            "sh",
+            "-c",
+            "cat > /s/history.json",
+        ])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    writer.stdin.take().unwrap().write_all(history().as_bytes()).unwrap();
+    writer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(history().as_bytes())
+        .unwrap();
     assert!(writer.wait().unwrap().success());
     // A volume with a 1 GiB file (random: nothing to compress or deduplicate).
     let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
@@ -153,10 +178,16 @@ fn main() {
     for (page, path) in [
         ("overview", "/".to_string()),
         ("history (50 runs, plots)", "/history".to_string()),
-        ("a run's detail (60 log lines)", format!("/runs/{}", RUNS - 1)),
+        (
+            "a run's detail (60 log lines)",
+            format!("/runs/{}", RUNS - 1),
+        ),
         ("sources (500)", "/sources".to_string()),
         ("archives (cached listing)", "/archives".to_string()),
-        ("an archive's folder (indexed)", format!("/archives/{archive}?path={volume}")),
+        (
+            "an archive's folder (indexed)",
+            format!("/archives/{archive}?path={volume}"),
+        ),
         ("settings", "/settings".to_string()),
     ] {
         let (median, worst) = times(&format!("{base}{path}"), &cookie, REQUESTS);
@@ -196,7 +227,10 @@ fn main() {
          The page adds the connection to the remote and HTTP to borg's own extraction: {:.2}x its \
          time. Neither is staged: the bytes go to the browser as borg reads them.\n",
         Utc::now().format("%Y-%m-%d"),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         rows.join("\n"),
         mib(page_s),
         mib(borg_s),
@@ -213,7 +247,9 @@ fn write_section(section: &str) {
     let new = match old.find(&format!("\n{HEADING}\n")) {
         Some(start) => {
             let after = start + 1 + HEADING.len();
-            let end = old[after..].find("\n## ").map_or(old.len(), |i| after + i + 1);
+            let end = old[after..]
+                .find("\n## ")
+                .map_or(old.len(), |i| after + i + 1);
             format!("{}\n{section}\n{}", &old[..start], &old[end..])
         }
         None => format!("{}\n\n{section}", old.trim_end()),

@@ -243,7 +243,11 @@ async fn watch_signals(
                     snapshot,
                     "{}: a {} run was requested",
                     if snapshot { "SIGUSR1" } else { "SIGUSR2" },
-                    if snapshot { "mirror + snapshot" } else { "mirror" }
+                    if snapshot {
+                        "mirror + snapshot"
+                    } else {
+                        "mirror"
+                    }
                 );
                 let _ = requests.send(Trigger {
                     kind: TriggerKind::Signal,

@@ -212,11 +212,13 @@ fn the_page_shows_backups_and_brings_one_file_back() {
     assert!(browser.text("#last-run").contains("success"));
 
     // A run asked for from a shell, waited for: its outcome is the exit status.
-    let asked = docker_output(&[
-        "exec", &sidecar, "backup-sidecar", "backup", "--wait",
-    ]);
+    let asked = docker_output(&["exec", &sidecar, "backup-sidecar", "backup", "--wait"]);
     let said = String::from_utf8_lossy(&asked.stdout).into_owned();
-    assert!(asked.status.success(), "{said}{}", String::from_utf8_lossy(&asked.stderr));
+    assert!(
+        asked.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
     assert!(said.contains("run success"), "{said}");
     let second = wait_for_events(&sidecar, "run finished", 2, RUN_TIMEOUT).remove(1);
     assert_eq!(second["fields"]["archive"], "", "a mirror only: {second}");
@@ -228,6 +230,15 @@ fn the_page_shows_backups_and_brings_one_file_back() {
         .len();
     assert_eq!(points, 2, "one point per run");
     assert_eq!(browser.find_all("#runs tbody tr").len(), 2);
+
+    // Sources: the volume with its last success, and what freezes together.
+    browser.goto(&format!("{base}/sources"));
+    assert!(browser.text("#sources").contains(&volume));
+    let groups = browser.text("#groups");
+    assert!(
+        groups.contains(&app) && groups.contains("pause"),
+        "{groups}"
+    );
 
     // Browse the archive three levels down (its index is built on the way).
     browser.goto(&format!("{base}/archives"));

@@ -27,9 +27,9 @@ use crate::report::{Trigger, TriggerKind};
 use crate::tasks::browse::Indexer;
 use crate::tasks::layout;
 use crate::tasks::lock::RunLock;
+use crate::tasks::request::PidFile;
 use crate::tasks::run::{self, Sidecar};
 use crate::tasks::schedule;
-use crate::tasks::request::PidFile;
 use crate::tasks::verify;
 use crate::tasks::web;
 
@@ -119,6 +119,7 @@ pub async fn daemon(
             check_tx.clone(),
             indexer.clone(),
             host.clone(),
+            docker.clone(),
         );
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the web page");
         tokio::spawn(web::serve(listener, Arc::new(app), cancel.clone()))

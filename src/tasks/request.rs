@@ -49,7 +49,12 @@ fn daemon_pid(state_dir: &Path) -> Option<i32> {
 const POLL: Duration = Duration::from_millis(500);
 
 /// Asks for a run; with `wait`, waits for it and fails when it failed.
-pub async fn backup(config: &Config, snapshot: bool, wait: bool, cancel: &CancellationToken) -> Result<()> {
+pub async fn backup(
+    config: &Config,
+    snapshot: bool,
+    wait: bool,
+    cancel: &CancellationToken,
+) -> Result<()> {
     let Some(pid) = daemon_pid(&config.state_dir) else {
         bail!(
             "the daemon does not run (no live process in {}/{PID_FILE}): run this inside the \
@@ -59,14 +64,25 @@ pub async fn backup(config: &Config, snapshot: bool, wait: bool, cancel: &Cancel
     };
     // A second before now: the history's times are the daemon's clock, to the nanosecond.
     let asked = Utc::now() - chrono::Duration::seconds(1);
-    let signal = if snapshot { libc::SIGUSR1 } else { libc::SIGUSR2 };
+    let signal = if snapshot {
+        libc::SIGUSR1
+    } else {
+        libc::SIGUSR2
+    };
     // SAFETY: sends a signal to the daemon's process.
     if unsafe { libc::kill(pid, signal) } != 0 {
-        bail!("cannot signal the daemon (process {pid}): {}", std::io::Error::last_os_error());
+        bail!(
+            "cannot signal the daemon (process {pid}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     println!(
         "asked for a {} run",
-        if snapshot { "mirror + snapshot" } else { "mirror" }
+        if snapshot {
+            "mirror + snapshot"
+        } else {
+            "mirror"
+        }
     );
     if !wait {
         return Ok(());

@@ -55,6 +55,8 @@ pub struct App {
     pub indexer: Indexer,
     /// The engine's host name.
     pub host: String,
+    /// The Docker engine, for the plan the sources page shows.
+    pub docker: bollard::Docker,
     /// The repository's archives, as last listed, and when.
     archives: Mutex<Option<(Instant, Vec<ArchiveEntry>)>>,
 }
@@ -69,6 +71,7 @@ impl App {
         checks: mpsc::UnboundedSender<()>,
         indexer: Indexer,
         host: String,
+        docker: bollard::Docker,
     ) -> App {
         let auth = Auth::new(
             config.web.as_ref().expect("the page is configured"),
@@ -82,6 +85,7 @@ impl App {
             checks,
             indexer,
             host,
+            docker,
             archives: Mutex::default(),
         }
     }

@@ -262,6 +262,18 @@ pub struct SourceRow {
     pub freeze: String,
     /// Why its last attempt failed.
     pub error: String,
+    /// Its exclude patterns, as the plan has them now.
+    pub excludes: String,
+}
+
+/// A group of the plan as it stands now: what freezes together.
+pub struct GroupRow {
+    /// Its name.
+    pub name: String,
+    /// Its containers and how each is held still.
+    pub members: String,
+    /// Its sources.
+    pub sources: String,
 }
 
 #[derive(Template)]
@@ -269,12 +281,57 @@ pub struct SourceRow {
 struct Sources {
     layout: Layout,
     sources: Vec<SourceRow>,
+    groups: Vec<GroupRow>,
+    plan_error: String,
 }
 
 /// Every source ever backed up (volumes, bind directories, projects' files).
 pub async fn sources(State(app): State<Arc<App>>, Extension(user): Extension<User>) -> Response {
     let status = crate::ops::current_status(&app.config);
     let now = Utc::now();
+    // The plan as a run would make it now: the same discovery and plan as `backup-sidecar plan`.
+    let config = &app.config;
+    let (plan, plan_error) =
+        match crate::engine::discover::inventory(&app.docker, config.host_root.as_deref()).await {
+            Ok(inventory) => (
+                Some(crate::engine::plan::plan(
+                    &inventory,
+                    config.projects.as_deref(),
+                    &config.exclude,
+                )),
+                String::new(),
+            ),
+            Err(e) => (None, format!("{e:#}")),
+        };
+    let excludes = |name: &str| {
+        plan.iter()
+            .flat_map(|p| p.groups.iter().flat_map(|g| &g.volumes))
+            .find(|v| v.name == name)
+            .map(|v| v.excludes.join(", "))
+            .unwrap_or_default()
+    };
+    let groups = plan
+        .iter()
+        .flat_map(|p| &p.groups)
+        .map(|g| GroupRow {
+            name: g.name.clone(),
+            members: if g.members.is_empty() {
+                "nothing (one pass)".into()
+            } else {
+                g.members
+                    .iter()
+                    .map(|m| format!("{} ({})", m.name, m.quiesce))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            sources: g
+                .volumes
+                .iter()
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect();
     let sources = status
         .volumes
         .iter()
@@ -295,21 +352,27 @@ pub async fn sources(State(app): State<Arc<App>>, Extension(user): Extension<Use
                 .map(|ms| format!("{ms} ms"))
                 .unwrap_or_default(),
             error: v.last_error.clone().unwrap_or_default(),
+            excludes: excludes(&v.volume),
         })
         .collect();
     render(Sources {
         layout: Layout::new(&app, &user, "Sources", "sources"),
         sources,
+        groups,
+        plan_error,
     })
 }
 
 /// How long the repository's listing is kept before it is read again.
 const ARCHIVES_FRESH: Duration = Duration::from_secs(60);
 
-/// The repository's archives, newest first, from the cache or the remote.
+/// The repository's archives, newest first, from the cache or the remote. The cache is read
+/// again when it is a minute old, or lacks the archive the last run made.
 pub async fn list_archives(app: &App) -> anyhow::Result<Vec<ArchiveEntry>> {
+    let newest = app.store.load().last_archive.map(|a| a.name);
     if let Some((at, list)) = app.archives.lock().expect("archives").clone()
         && at.elapsed() < ARCHIVES_FRESH
+        && newest.is_none_or(|n| list.iter().any(|a| a.name == n))
     {
         return Ok(list);
     }
