@@ -14,11 +14,14 @@
 //! - [`remote`]: the ssh side, behind one object ([`remote::ssh::Ssh`]) that owns how the remote
 //!   is spoken to: child processes, the connection, fault kinds, the guard's vocabulary, every
 //!   command line, rsync passes, borg. It never touches the engine.
+//! - [`catalog`]: an archive's index, built once from borg's listing into a file and read by
+//!   seeking, so any folder of a million-file archive opens at once. It touches neither side.
 //! - [`report`]: one value out of each run and verification, and the log events' names.
 //! - [`ops`]: what tells the user how backups go, read from reports: log output,
 //!   notifications, history, health, status, metrics, progress.
 //! - [`tasks`]: the use cases that tie the sides together: one run, restore, verification,
-//!   preflight, init, the schedule and the daemon loop; and where things live ([`tasks::layout`]).
+//!   preflight, init, browsing archives, the web page, the schedule and the daemon loop; and where
+//!   things live ([`tasks::layout`]).
 //! - [`format`]: byte and duration formatting, shared by all.
 //!
 //! Arrows run down that list: neither side imports the other or a use case, and nothing imports
