@@ -115,11 +115,9 @@ pub async fn daemon(
             config.clone(),
             web_password,
             store.clone(),
-            run_tx,
-            check_tx.clone(),
+            (run_tx, check_tx.clone()),
             indexer.clone(),
-            host.clone(),
-            docker.clone(),
+            (host.clone(), docker.clone()),
         );
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the web page");
         tokio::spawn(web::serve(listener, Arc::new(app), cancel.clone()))

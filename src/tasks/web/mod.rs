@@ -62,16 +62,15 @@ pub struct App {
 }
 
 impl App {
-    /// The page's state.
+    /// The page's state: what asks the daemon for runs and verifications, the index builder, and
+    /// the engine's name and client.
     pub fn new(
         config: Config,
         password: Option<Secret>,
         store: Store,
-        runs: mpsc::UnboundedSender<Trigger>,
-        checks: mpsc::UnboundedSender<()>,
+        (runs, checks): (mpsc::UnboundedSender<Trigger>, mpsc::UnboundedSender<()>),
         indexer: Indexer,
-        host: String,
-        docker: bollard::Docker,
+        (host, docker): (String, bollard::Docker),
     ) -> App {
         let auth = Auth::new(
             config.web.as_ref().expect("the page is configured"),
