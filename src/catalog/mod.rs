@@ -270,6 +270,24 @@ pub struct Names {
     pub groups: BTreeMap<u32, String>,
 }
 
+impl Names {
+    /// The user's name, or the id when borg gave none.
+    pub fn user(&self, id: u32) -> String {
+        self.users
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// The group's name, or the id when borg gave none.
+    pub fn group(&self, id: u32) -> String {
+        self.groups
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+}
+
 /// An archive's index, open for reading.
 pub struct Catalog {
     file: File,

@@ -158,8 +158,8 @@ fn strings(value: &Yaml) -> Vec<String> {
     }
 }
 
-/// The absolute `base` joined with `path`, `.` and `..` taken away.
-fn join(base: &str, path: &str) -> String {
+/// The absolute `base` joined with `path`, `.` and `..` taken away; `..` stops at the root.
+pub fn join(base: &str, path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for part in base.split('/').chain(path.split('/')) {
         match part {

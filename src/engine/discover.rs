@@ -156,20 +156,10 @@ fn relative_parts(path: &str) -> (usize, Vec<&str>) {
     (ups, rest)
 }
 
-/// The absolute path `base` followed by `components` (then by nothing), with `.` and `..` taken
-/// away; `..` stops at the root.
+/// The absolute path `base` followed by `components`, with `.` and `..` taken away; `..` stops at
+/// the root.
 fn normalize(components: &[&str], base: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in base.split('/').chain(components.iter().copied()) {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            part => out.push(part),
-        }
-    }
-    format!("/{}", out.join("/"))
+    compose_file::join(base, &components.join("/"))
 }
 
 /// What the host has at a path, seen through `BACKUP_HOST_ROOT`.

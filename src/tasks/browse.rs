@@ -245,9 +245,6 @@ pub async fn ls(
         .folder(path, 0, u64::MAX)?
         .ok_or_else(|| anyhow!("archive {archive} has no directory {path:?}"))?;
     for entry in &folder.entries {
-        let owner = |id: u32, names: &std::collections::BTreeMap<u32, String>| {
-            names.get(&id).cloned().unwrap_or_else(|| id.to_string())
-        };
         let time = chrono::DateTime::from_timestamp_micros(entry.mtime_us)
             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default();
@@ -259,8 +256,8 @@ pub async fn ls(
         println!(
             "{} {:>8} {:>8} {:>10} {time} {}{suffix}",
             mode_text(entry.mode),
-            owner(entry.uid, &catalog.names.users),
-            owner(entry.gid, &catalog.names.groups),
+            catalog.names.user(entry.uid),
+            catalog.names.group(entry.gid),
             human_bytes(entry.size),
             entry.name,
         );

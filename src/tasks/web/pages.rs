@@ -588,9 +588,6 @@ pub async fn browse(
             return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response();
         }
     };
-    let name = |id: u32, names: &std::collections::BTreeMap<u32, String>| {
-        names.get(&id).cloned().unwrap_or_else(|| id.to_string())
-    };
     let entries = folder
         .entries
         .iter()
@@ -609,8 +606,8 @@ pub async fn browse(
                 mode: view::mode(e.mode),
                 owner: format!(
                     "{}:{}",
-                    name(e.uid, &catalog.names.users),
-                    name(e.gid, &catalog.names.groups)
+                    catalog.names.user(e.uid),
+                    catalog.names.group(e.gid)
                 ),
                 size: view::bytes(e.size),
                 files: e.files,
