@@ -1,0 +1,901 @@
+//! The chaos soak: a seeded random schedule of runs and faults over a real engine, the real guarded
+//! remote and an app whose every state can be checked ([`app`]), with the four promises checked
+//! after every step:
+//! 1. no container is left paused or stopped by us (after at most one restart of the sidecar);
+//! 2. every archive equals the app's volumes at one frozen instant of its run;
+//! 3. nothing is lost: a restore of the newest archive passes the app's own invariant;
+//! 4. the sidecar recovers without a person: once a fault is healed, the next run succeeds.
+//!
+//! `soak_smoke` (about 20 runs) is in the normal suite; the long soak is ignored by default:
+//! `SOAK_RUNS=300 cargo test --test soak -- --ignored --nocapture soak`. It prints the seed first
+//! (`SOAK_SEED=N` replays the same schedule of faults) and one line per step. `SOAK_FAULTS=external`
+//! draws only the faults that leave the sidecar's process running, to measure its memory and
+//! descriptors over hundreds of runs. docs/faults.md says what it checks and what it cannot fake.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod app;
+mod faults;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use app::Copy;
+use common::*;
+use faults::{Fault, LoopDisk, Moment};
+use watch::{Log, Pauses, Rng, Stream, count, now_ns};
+
+/// Longest any step may take before the soak calls it hung.
+const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest the app may stay paused: BACKUP_PAUSE_TIMEOUT (60 s) and a restart of the sidecar.
+const PAUSE_BOUND: Duration = Duration::from_secs(90);
+/// A restore of the newest archive every this many runs.
+const RESTORE_EVERY: usize = 10;
+/// The sidecar's state directory (on a small disk of its own here).
+const STATE_DIR: &str = "/var/lib/backup-sidecar";
+
+fn seed() -> u64 {
+    match std::env::var("SOAK_SEED") {
+        Ok(seed) => seed.parse().expect("SOAK_SEED is a whole number"),
+        Err(_) => now_ns() as u64,
+    }
+}
+
+fn runs(default: usize) -> usize {
+    std::env::var("SOAK_RUNS")
+        .map(|r| r.parse().expect("SOAK_RUNS is a whole number"))
+        .unwrap_or(default)
+}
+
+/// About 20 runs with faults, in `.ci/run`: a new seed every time, printed first.
+#[test]
+fn soak_smoke() {
+    Soak::new("smoke", seed()).go(runs(20));
+}
+
+/// The long soak (300 runs unless SOAK_RUNS says).
+#[test]
+#[ignore]
+fn soak() {
+    Soak::new("soak", seed()).go(runs(300));
+}
+
+/// What the soak counts for its tables.
+#[derive(Default)]
+struct Tally {
+    /// (fault, the moment aimed at, the moment it landed in) -> times.
+    faults: BTreeMap<(Fault, Moment, Moment), usize>,
+    started: usize,
+    succeeded: usize,
+    failed: usize,
+    interrupted: usize,
+    longest_freeze_ms: u64,
+    longest_paused: Duration,
+    archives_checked: usize,
+    archives_unfrozen: usize,
+    restores_checked: usize,
+    restores_with_fault: usize,
+    /// (runs of one daemon process, resident kB, descriptors) when it reached 50 runs, and last.
+    memory_at_50: Option<(usize, u64, usize)>,
+    memory_last: Option<(usize, u64, usize)>,
+}
+
+struct Soak {
+    // Dropped first: removes the containers and volumes before the loop devices go.
+    env: Env,
+    _remote_disk: LoopDisk,
+    _state_disk: LoopDisk,
+    remote: Remote,
+    sidecar: String,
+    app: String,
+    ledger: String,
+    balances: String,
+    static_digest: String,
+    seed: u64,
+    rng: Rng,
+    drawn_from: &'static [Fault],
+    log: Log,
+    pauses: Pauses,
+    streams: Vec<Stream>,
+    tally: Tally,
+    violations: Vec<String>,
+    /// The newest archive a run made, and the runs since the last restore check.
+    newest: Option<String>,
+    since_restore: usize,
+    /// The daemon process being measured and how many runs it finished.
+    daemon: Option<(u32, usize)>,
+}
+
+impl Drop for Soak {
+    fn drop(&mut self) {
+        for stream in &self.streams {
+            stream.stop();
+        }
+    }
+}
+
+impl Soak {
+    fn new(test: &str, seed: u64) -> Soak {
+        println!("soak: seed {seed} (SOAK_SEED={seed} replays this schedule)");
+        let env = Env::new(test);
+        let remote_disk = LoopDisk::new(&env, "remote-disk", 1024);
+        env.with_volume(&remote_disk.volume, &[APP_IMAGE, "mkdir", "-p", "/data/mirror"]);
+        let remote_mount = format!("{}:/backup", remote_disk.volume);
+        let remote = env.remote_with(&["-v", &remote_mount]);
+        let state_disk = LoopDisk::new(&env, "state", 64);
+        let project = env.project_label();
+        let ledger = env.volume("ledger", &["backup.enable=true", &project]);
+        let balances = env.volume("balances", &["backup.enable=true", &project]);
+        env.in_volume(&ledger, app::STATIC_FILES);
+        let static_digest = env.in_volume(&ledger, "cd /data/static && sha256sum f* | sort");
+        let app = format!("{}-app", env.name);
+        start_app(&env, &app, &ledger, &balances);
+        let state_mount = format!("{}:{STATE_DIR}", state_disk.volume);
+        let sidecar = env.sidecar_with(
+            &remote,
+            &[
+                ("BACKUP_RUN_ON_START", "false"),
+                ("BACKUP_BWLIMIT", "400"),
+                ("BACKUP_RETRY_ATTEMPTS", "2"),
+                ("BACKUP_RETRY_DELAY", "2s"),
+                ("BACKUP_BORG_LOCK_WAIT", "10s"),
+            ],
+            &["-v", &state_mount],
+        );
+        let (log, log_stream) = Log::follow(&sidecar);
+        let (pauses, pause_stream) = Pauses::follow(&app);
+        let mut soak = Soak {
+            _remote_disk: remote_disk,
+            _state_disk: state_disk,
+            remote,
+            sidecar,
+            app,
+            ledger,
+            balances,
+            static_digest: normalize(&static_digest),
+            seed,
+            rng: Rng::new(seed),
+            drawn_from: if std::env::var("SOAK_FAULTS").as_deref() == Ok("external") {
+                &Fault::EXTERNAL
+            } else {
+                &Fault::ALL
+            },
+            log,
+            pauses,
+            streams: vec![log_stream, pause_stream],
+            tally: Tally::default(),
+            violations: Vec::new(),
+            newest: None,
+            since_restore: 0,
+            daemon: None,
+            env,
+        };
+        soak.wait_started(0);
+        soak
+    }
+
+    /// Starts the app again after it was removed.
+    fn start_app(&self) {
+        start_app(&self.env, &self.app, &self.ledger, &self.balances);
+    }
+
+    fn go(mut self, runs: usize) {
+        let kinds: Vec<&str> = self.drawn_from.iter().map(|f| f.name()).collect();
+        println!("soak: {runs} runs, faults drawn from: {}", kinds.join(", "));
+        let began = Instant::now();
+        while self.tally.started < runs {
+            let faults = self.draw();
+            self.step(&faults);
+            if !faults.is_empty() {
+                // Promise 4: once healed, the next run succeeds.
+                self.step(&[]);
+            }
+            if self.since_restore >= RESTORE_EVERY {
+                let fault = self
+                    .rng
+                    .chance(50)
+                    .then(|| *self.rng.pick(&Fault::DURING_RESTORE));
+                self.restore_check(fault);
+            }
+        }
+        // The end: no fault, one run, health, a last restore.
+        let before = self.violations.len();
+        self.step(&[]);
+        let health = docker_output(&["exec", &self.sidecar, "backup-sidecar", "health"]);
+        if !health.status.success() {
+            self.violation(format!(
+                "not healthy after the faults stopped: {}",
+                String::from_utf8_lossy(&health.stdout)
+            ));
+        }
+        self.restore_check(None);
+        println!(
+            "soak: done in {:.0} s; the end run, health and restore {}",
+            began.elapsed().as_secs_f64(),
+            if self.violations.len() == before {
+                "held"
+            } else {
+                "FAILED"
+            }
+        );
+        self.report();
+        assert!(
+            self.violations.is_empty(),
+            "seed {}: {} promise(s) broken:\n{}",
+            self.seed,
+            self.violations.len(),
+            self.violations.join("\n")
+        );
+        assert!(self.tally.archives_checked > 0, "no archive was checked");
+        assert!(self.tally.restores_checked > 0, "no restore was checked");
+    }
+
+    fn violation(&mut self, what: String) {
+        println!("soak: run {}: BROKEN: {what}", self.tally.started);
+        self.violations
+            .push(format!("run {}: {what}", self.tally.started));
+    }
+
+    /// The faults of the next step: none (a quarter), one, or two at different moments (at most
+    /// one that ends the sidecar's process).
+    fn draw(&mut self) -> Vec<(Fault, Moment)> {
+        let n = match self.rng.below(100) {
+            0..25 => 0,
+            25..85 => 1,
+            _ => 2,
+        };
+        let mut drawn: Vec<(Fault, Moment)> = Vec::new();
+        while drawn.len() < n {
+            let fault = *self.rng.pick(self.drawn_from);
+            let moment = *self.rng.pick(&Moment::IN_A_RUN);
+            let clash = drawn
+                .iter()
+                .any(|(f, m)| *m == moment || (f.ends_sidecar() && fault.ends_sidecar()));
+            if !clash {
+                drawn.push((fault, moment));
+            }
+        }
+        drawn.sort_by_key(|(_, m)| *m);
+        drawn
+    }
+
+    /// One step: asks for a run, injects `faults` at their moments, heals them after a random
+    /// while, waits until the sidecar is idle, then checks everything.
+    fn step(&mut self, faults: &[(Fault, Moment)]) {
+        let t0 = now_ns();
+        let pauses_before = self.pauses.now().0;
+        let mut injected = Vec::new();
+        for &(fault, moment) in faults.iter().filter(|(_, m)| *m == Moment::BetweenRuns) {
+            self.inject(fault);
+            injected.push((fault, moment, Moment::BetweenRuns));
+        }
+        let mut healed = 0;
+        if injected.iter().any(|(f, _, _)| f.ends_sidecar()) {
+            // A sidecar stopped between runs is started again before the run is asked for.
+            self.heal(&injected);
+            healed = injected.len();
+        }
+        self.ensure_running();
+        let from = self.log.len();
+        docker(&["kill", "-s", "USR1", &self.sidecar]);
+        self.tally.started += 1;
+        for &(fault, moment) in faults.iter().filter(|(_, m)| *m != Moment::BetweenRuns) {
+            self.reach(moment, from, pauses_before);
+            let landed = self.moment_now(from);
+            self.inject(fault);
+            injected.push((fault, moment, landed));
+        }
+        if injected.len() > healed {
+            std::thread::sleep(self.rng.millis(6000));
+            let pending = injected[healed..].to_vec();
+            self.heal(&pending);
+        }
+        self.ensure_running();
+        self.wait_idle(from);
+        for &(fault, moment, landed) in &injected {
+            *self.tally.faults.entry((fault, moment, landed)).or_default() += 1;
+        }
+        self.check_step(t0, from, &injected);
+    }
+
+    /// Waits until the run (started after event `from`) reaches `moment`, then a random part of
+    /// it; returns at once if the run ended first.
+    fn reach(&mut self, moment: Moment, from: usize, pauses_before: u64) {
+        let extra = self.rng.millis(match moment {
+            Moment::LivePass => 1500,
+            Moment::Upload => 300,
+            Moment::BorgCreate => 800,
+            _ => 0,
+        });
+        let finished = |events: &[Value]| count(events, "run finished") > 0;
+        let wait = |name: &'static str, n: usize| {
+            self.log.wait(from, STEP_TIMEOUT, move |events| {
+                count(events, name) >= n || finished(events)
+            });
+        };
+        match moment {
+            Moment::BetweenRuns | Moment::Restore => {}
+            Moment::LivePass => {
+                wait("run started", 1);
+                std::thread::sleep(extra);
+            }
+            Moment::Frozen => {
+                // The engine says when the app is paused; the run may end first.
+                let deadline = Instant::now() + STEP_TIMEOUT;
+                while Instant::now() < deadline
+                    && !self
+                        .pauses
+                        .wait_pause(pauses_before + 1, Duration::from_millis(200))
+                    && count(&self.log.since(from), "run finished") == 0
+                {}
+            }
+            Moment::Upload => {
+                wait("group thawed", 1);
+                std::thread::sleep(extra);
+            }
+            Moment::BorgCreate => {
+                wait("volume synced", 2);
+                std::thread::sleep(extra);
+            }
+            Moment::Prune => wait("snapshot created", 1),
+        }
+    }
+
+    /// Where the run (started after event `from`) is now.
+    fn moment_now(&self, from: usize) -> Moment {
+        let events = self.log.since(from);
+        if count(&events, "run finished") > 0 || count(&events, "run started") == 0 {
+            Moment::BetweenRuns
+        } else if self.pauses.now().1 {
+            Moment::Frozen
+        } else if count(&events, "snapshot created") > 0 {
+            Moment::Prune
+        } else if count(&events, "volume synced") >= 2 {
+            Moment::BorgCreate
+        } else if count(&events, "group thawed") > 0 {
+            Moment::Upload
+        } else {
+            Moment::LivePass
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        let remote = self.remote.name.clone();
+        match fault {
+            Fault::SidecarKill => {
+                docker(&["kill", "-s", "KILL", &self.sidecar]);
+            }
+            Fault::SidecarTerm => {
+                let started = Instant::now();
+                docker(&["stop", "-t", "10", &self.sidecar]);
+                let took = started.elapsed();
+                let exit = docker(&["inspect", "--format", "{{.State.ExitCode}}", &self.sidecar]);
+                if exit.trim() != "0" || took >= Duration::from_secs(10) {
+                    self.violation(format!(
+                        "SIGTERM: exit {} after {took:?} (expected 0 within 10 s)",
+                        exit.trim()
+                    ));
+                }
+                if self.app_state() == ("running".into(), true) {
+                    self.violation("SIGTERM: the app was left paused at exit".into());
+                }
+            }
+            Fault::RemoteStop => {
+                docker(&["stop", "-t", "1", &remote]);
+            }
+            Fault::RemoteRestart => {
+                docker(&["restart", "-t", "1", &remote]);
+            }
+            Fault::NetworkCut => {
+                docker(&["network", "disconnect", &self.env.network, &remote]);
+            }
+            Fault::RemoteDiskFull => faults::fill(&remote, "/backup"),
+            Fault::StateDiskFull => faults::fill(&self.sidecar, STATE_DIR),
+            Fault::EngineRestart => faults::restart_engine(),
+            Fault::AppRestart => {
+                docker(&["restart", "-t", "1", &self.app]);
+            }
+            Fault::AppRecreate => {
+                docker(&["rm", "-f", &self.app]);
+            }
+            Fault::SecondTrigger => {
+                docker_output(&["kill", "-s", "USR1", &self.sidecar]);
+            }
+        }
+    }
+
+    /// Undoes the faults: what was stopped is started, the network joined, the fillers removed.
+    fn heal(&mut self, injected: &[(Fault, Moment, Moment)]) {
+        let remote = self.remote.name.clone();
+        let faults: Vec<Fault> = injected.iter().map(|(f, _, _)| *f).collect();
+        if faults.contains(&Fault::EngineRestart) {
+            docker(&["start", &remote]);
+            docker_output(&["start", &self.app]);
+        }
+        if faults.contains(&Fault::RemoteStop) {
+            docker(&["start", &remote]);
+        }
+        if faults.contains(&Fault::NetworkCut) {
+            docker(&["network", "connect", &self.env.network, &remote]);
+        }
+        if faults.contains(&Fault::AppRecreate) {
+            self.start_app();
+        }
+        if faults.iter().any(|f| f.ends_sidecar()) {
+            self.ensure_running();
+        }
+        if faults.contains(&Fault::RemoteDiskFull) && !faults::unfill(&remote, "/backup") {
+            self.violation("cannot remove the remote's filler".into());
+        }
+        if faults.contains(&Fault::StateDiskFull) && !faults::unfill(&self.sidecar, STATE_DIR) {
+            self.violation("cannot remove the state disk's filler".into());
+        }
+        self.env.wait_sshd(&self.remote);
+    }
+
+    /// Starts the sidecar if it is not running, and waits until it listens for signals.
+    fn ensure_running(&mut self) {
+        if state(&self.sidecar).0 != "running" {
+            let before = self.log.len();
+            docker(&["start", &self.sidecar]);
+            self.wait_started(before);
+        }
+    }
+
+    /// Waits for the `backup-sidecar started` line logged after event `from` (before it, a
+    /// SIGUSR1 could find no handler yet).
+    fn wait_started(&mut self, from: usize) {
+        let started = self.log.wait(from, Duration::from_secs(60), |events| {
+            count(events, "backup-sidecar started") > 0
+        });
+        if !started {
+            self.violation("the sidecar did not start within 60 s".into());
+        }
+    }
+
+    /// Waits until every run started after event `from` has finished and none follows.
+    fn wait_idle(&mut self, from: usize) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let events = self.log.since(from);
+            // A run cut short by the end of the process logs no `run finished`.
+            let lives = events
+                .iter()
+                .rposition(|e| message(e) == "backup-sidecar started");
+            let current = &events[lives.unwrap_or(0)..];
+            let open = count(current, "run started") > count(current, "run finished");
+            if !open {
+                let seen = self.log.len();
+                std::thread::sleep(Duration::from_millis(1500));
+                if self.log.len() == seen || count(&self.log.since(seen), "run started") == 0 {
+                    return;
+                }
+                continue;
+            }
+            if Instant::now() > deadline {
+                self.violation(format!("a run did not finish within {STEP_TIMEOUT:?}"));
+                docker(&["restart", "-t", "10", &self.sidecar]);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn app_state(&self) -> (String, bool) {
+        if docker_output(&["inspect", &self.app]).status.success() {
+            state(&self.app)
+        } else {
+            ("gone".into(), false)
+        }
+    }
+
+    /// The checks after a step: the app runs unpaused, no pause outlasted the bound, every run
+    /// ended with a reason, every archive is one frozen instant, nothing was left behind.
+    fn check_step(&mut self, t0: u128, from: usize, injected: &[(Fault, Moment, Moment)]) {
+        let settled = wait_for(Duration::from_secs(30), || {
+            self.app_state() == ("running".into(), false)
+        });
+        if !settled {
+            let state = self.app_state();
+            self.violation(format!("the app is {state:?} after the step"));
+            if state.1 {
+                docker_output(&["unpause", &self.app]);
+            }
+        }
+        let windows = watch::pause_windows(&self.app, t0);
+        let longest = windows
+            .iter()
+            .map(|(p, u)| Duration::from_nanos((u - p) as u64))
+            .max()
+            .unwrap_or_default();
+        self.tally.longest_paused = self.tally.longest_paused.max(longest);
+        if longest > PAUSE_BOUND {
+            self.violation(format!("the app stayed paused {longest:?}"));
+        }
+        let events = self.log.since(from);
+        let runs: Vec<&Value> = events
+            .iter()
+            .filter(|e| message(e) == "run finished")
+            .collect();
+        let started = count(&events, "run started");
+        self.tally.interrupted += started.saturating_sub(runs.len());
+        let mut line = Vec::new();
+        for run in &runs {
+            let fields = &run["fields"];
+            let freeze = fields["max_pause_ms"].as_u64().unwrap_or(0);
+            self.tally.longest_freeze_ms = self.tally.longest_freeze_ms.max(freeze);
+            let archive = fields["archive"].as_str().unwrap_or("").to_string();
+            if fields["outcome"] == "success" {
+                self.tally.succeeded += 1;
+                line.push(format!("success {archive} (freeze {freeze} ms)"));
+                if !archive.is_empty() {
+                    self.check_archive(&archive, &windows);
+                    self.newest = Some(archive);
+                    self.since_restore += 1;
+                }
+            } else {
+                self.tally.failed += 1;
+                let error = fields["error"].as_str().unwrap_or("").to_string();
+                line.push(format!("failed: {error}"));
+                if injected.is_empty() {
+                    self.violation(format!("a run failed with no fault: {error}"));
+                }
+                if error.is_empty() {
+                    self.violation("a failed run gave no reason".into());
+                }
+            }
+        }
+        if runs.is_empty() {
+            line.push("no run finished".into());
+            if injected.iter().all(|(f, _, _)| !f.ends_sidecar()) {
+                self.violation("no run finished and the sidecar was not stopped".into());
+            }
+        }
+        if injected.is_empty()
+            && !runs
+                .iter()
+                .any(|r| r["fields"]["outcome"] == "success" && r["fields"]["archive"] != "")
+        {
+            self.violation("a run with no fault made no archive".into());
+        }
+        let faults: Vec<String> = injected
+            .iter()
+            .map(|(f, m, l)| format!("{} aimed at {} landed in {}", f.name(), m.name(), l.name()))
+            .collect();
+        println!(
+            "soak: run {}: [{}] -> {}; longest pause {} ms",
+            self.tally.started,
+            faults.join("; "),
+            line.join("; "),
+            longest.as_millis()
+        );
+        self.check_leftovers();
+        self.measure_daemon(runs.len());
+    }
+
+    /// Promise 2: the archive holds one instant of the app, one at which its run had it paused.
+    fn check_archive(&mut self, archive: &str, windows: &[(u128, u128)]) {
+        self.tally.archives_checked += 1;
+        let copy = self.archive_copy(archive);
+        let history = self.history();
+        let records = match app::records(&history) {
+            Ok(r) => r,
+            Err(e) => return self.violation(format!("the app's own ledger is broken: {e}")),
+        };
+        match app::check(&copy, &history) {
+            Err(e) => self.violation(format!("archive {archive}: {e}")),
+            Ok(n) if windows.is_empty() => {
+                // The app was not running when its group was captured (removed by a fault).
+                self.tally.archives_unfrozen += 1;
+                println!("soak: archive {archive}: {n} records, taken with the app down");
+            }
+            Ok(n) => {
+                if !app::taken_while_frozen(&records, n, windows, 500_000_000) {
+                    self.violation(format!(
+                        "archive {archive}: its {n} records are not the app at a frozen instant \
+                         (pauses {windows:?})"
+                    ));
+                }
+            }
+        }
+        let listed = self.env.borg(
+            &self.remote,
+            &[
+                "list",
+                "--format",
+                "{sha256} {path}{NL}",
+                &format!("/backup/borg::{archive}"),
+                &format!("{}/static", self.ledger),
+            ],
+        );
+        if normalize(&listed) != self.static_digest {
+            self.violation(format!("archive {archive}: the static files differ"));
+        }
+    }
+
+    fn archive_copy(&self, archive: &str) -> Copy {
+        let file = |path: String| {
+            let out = docker_output(
+                &self
+                    .env
+                    .borg_argv(
+                        &self.remote,
+                        false,
+                        &["extract", "--stdout", &format!("/backup/borg::{archive}"), &path],
+                    )
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            );
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        Copy {
+            ledger: file(format!("{}/ledger", self.ledger)).unwrap_or_default(),
+            balances: file(format!("{}/balances", self.balances)).unwrap_or_default(),
+            blob: file(format!("{}/blob", self.ledger)),
+        }
+    }
+
+    /// The app's whole history so far (its ledger, read from the volume).
+    fn history(&self) -> String {
+        self.env.in_volume(&self.ledger, "cat /data/ledger")
+    }
+
+    /// Nothing left behind once idle: no restore helper, no lock or borg/rsync on the remote, no
+    /// ssh, rsync or borg in the sidecar, no ssh control directory, an empty staging area.
+    fn check_leftovers(&mut self) {
+        let mut last = String::new();
+        let clean = wait_for(Duration::from_secs(30), || {
+            last = leftovers(&self.sidecar, &self.remote.name);
+            last.is_empty()
+        });
+        if !clean {
+            self.violation(format!("left behind: {last}"));
+        }
+    }
+
+    /// Memory and descriptors of the daemon process, at its 50th run and at the end.
+    fn measure_daemon(&mut self, finished: usize) {
+        let Some((pid, rss, fds)) = watch::daemon_usage(&self.sidecar) else {
+            return;
+        };
+        let runs = match self.daemon {
+            Some((p, runs)) if p == pid => runs + finished,
+            _ => finished,
+        };
+        self.daemon = Some((pid, runs));
+        if runs >= 50 && self.tally.memory_at_50.is_none_or(|(r, _, _)| r > runs) {
+            self.tally.memory_at_50 = Some((runs, rss, fds));
+        }
+        if self.tally.memory_last.is_none_or(|(r, _, _)| runs >= r) {
+            self.tally.memory_last = Some((runs, rss, fds));
+        }
+    }
+
+    /// Promise 3: the newest archive restored into new volumes passes the app's invariant and
+    /// equals the archive; with `fault`, a first restore meets it and a second one must succeed.
+    fn restore_check(&mut self, fault: Option<Fault>) {
+        self.since_restore = 0;
+        let Some(archive) = self.newest.clone() else {
+            return;
+        };
+        let targets = [
+            (self.ledger.clone(), format!("{}-check", self.ledger)),
+            (self.balances.clone(), format!("{}-check", self.balances)),
+        ];
+        for (_, target) in &targets {
+            docker_output(&["volume", "rm", "-f", target]);
+            self.env.track_volume(target);
+        }
+        if let Some(fault) = fault {
+            self.tally.restores_with_fault += 1;
+            let argv = restore_argv(&self.sidecar, &targets[0].0, &archive, &targets[0].1);
+            let first = std::thread::spawn(move || {
+                docker_output(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+            });
+            std::thread::sleep(self.rng.millis(1500));
+            self.inject(fault);
+            std::thread::sleep(self.rng.millis(3000));
+            self.heal(&[(fault, Moment::Restore, Moment::Restore)]);
+            let out = first.join().unwrap();
+            *self
+                .tally
+                .faults
+                .entry((fault, Moment::Restore, Moment::Restore))
+                .or_default() += 1;
+            println!(
+                "soak: restore met {}: {}",
+                fault.name(),
+                if out.status.success() {
+                    "it succeeded".to_string()
+                } else {
+                    format!(
+                        "it failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                }
+            );
+            self.ensure_running();
+            self.check_leftovers();
+        }
+        for (source, target) in &targets {
+            let argv = restore_argv(&self.sidecar, source, &archive, target);
+            let out = docker_output(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+            if !out.status.success() {
+                return self.violation(format!(
+                    "restore of {source} from {archive} failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        let restored = Copy {
+            ledger: self.env.in_volume(&targets[0].1, "cat /data/ledger"),
+            balances: self.env.in_volume(&targets[1].1, "cat /data/balances"),
+            blob: Some(self.env.in_volume(&targets[0].1, "cat /data/blob")),
+        };
+        let history = self.history();
+        self.tally.restores_checked += 1;
+        if let Err(e) = app::check(&restored, &history) {
+            return self.violation(format!("restored from {archive}: {e}"));
+        }
+        let archived = self.archive_copy(&archive);
+        if archived.ledger != restored.ledger
+            || archived.balances != restored.balances
+            || archived.blob != restored.blob
+        {
+            self.violation(format!("restored from {archive}: differs from the archive"));
+        }
+        let digest = self
+            .env
+            .in_volume(&targets[0].1, "cd /data/static && sha256sum f* | sort");
+        if normalize(&digest) != self.static_digest {
+            self.violation(format!("restored from {archive}: the static files differ"));
+        }
+        println!("soak: restore of {archive}: the invariant holds");
+    }
+
+    fn report(&self) {
+        let t = &self.tally;
+        println!("\n| fault | aimed at | landed in | times |\n|---|---|---|---|");
+        for ((fault, aimed, landed), n) in &t.faults {
+            println!(
+                "| {} | {} | {} | {n} |",
+                fault.name(),
+                aimed.name(),
+                landed.name()
+            );
+        }
+        let memory = |m: Option<(usize, u64, usize)>| {
+            m.map_or("not reached".to_string(), |(runs, rss, fds)| {
+                format!("{rss} kB, {fds} descriptors after {runs} runs of one process")
+            })
+        };
+        println!("\n| measure | value |\n|---|---|");
+        println!("| seed | {} |", self.seed);
+        println!("| runs asked for | {} |", t.started);
+        println!("| runs succeeded | {} |", t.succeeded);
+        println!("| runs failed (with their reason) | {} |", t.failed);
+        println!("| runs cut short (process ended) | {} |", t.interrupted);
+        println!("| longest freeze (run finished) | {} ms |", t.longest_freeze_ms);
+        println!(
+            "| longest the app stayed paused (engine events) | {} ms |",
+            t.longest_paused.as_millis()
+        );
+        println!(
+            "| archives checked | {} ({} taken with the app down) |",
+            t.archives_checked, t.archives_unfrozen
+        );
+        println!(
+            "| restores checked | {} ({} met a fault first) |",
+            t.restores_checked, t.restores_with_fault
+        );
+        println!("| daemon at 50 runs | {} |", memory(t.memory_at_50));
+        println!("| daemon at the end | {} |", memory(t.memory_last));
+        println!("| promises broken | {} |", self.violations.len());
+    }
+}
+
+/// Starts the app container `name` on its two volumes (removing one of that name first).
+fn start_app(env: &Env, name: &str, ledger: &str, balances: &str) {
+    docker_output(&["rm", "-f", name]);
+    let ledger = format!("{ledger}:/ledger");
+    let balances = format!("{balances}:/bal");
+    let project = env.project_label();
+    let args = ["--label", &project, "-v", &ledger, "-v", &balances];
+    let started = env.container("app", &args, APP_IMAGE, &["sh", "-c", app::LEDGER_APP]);
+    assert_eq!(started, name);
+}
+
+/// The `docker exec` argv of a restore of `volume` from `archive` into `target`.
+fn restore_argv(sidecar: &str, volume: &str, archive: &str, target: &str) -> Vec<String> {
+    [
+        "exec", sidecar, "backup-sidecar", "restore", volume, "--from", archive, "--to", target,
+        "--yes",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// What is left behind, or nothing.
+fn leftovers(sidecar: &str, remote: &str) -> String {
+    let mut found = Vec::new();
+    let helpers = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=backup-sidecar.restore-helper",
+    ]);
+    if !helpers.trim().is_empty() {
+        found.push(format!("restore helpers {}", helpers.split_whitespace().count()));
+    }
+    let on_remote = docker_output(&[
+        "exec",
+        remote,
+        "sh",
+        "-c",
+        "test -e /backup/borg/lock.exclusive && echo 'borg lock'; \
+         for p in /proc/[0-9]*; do c=$(tr '\\000' ' ' < $p/cmdline 2>/dev/null); \
+         case \"$c\" in *borg*|*rsync*) echo \"remote process: $c\";; esac; done",
+    ]);
+    let on_remote = String::from_utf8_lossy(&on_remote.stdout);
+    found.extend(
+        on_remote
+            .lines()
+            .filter(|l| !l.contains("/proc/[0-9]"))
+            .map(String::from),
+    );
+    let in_sidecar = docker_output(&[
+        "exec",
+        sidecar,
+        "sh",
+        "-c",
+        &format!(
+            "ls -d /tmp/bs-ssh* 2>/dev/null; ls -A {STATE_DIR}/staging 2>/dev/null | sed 's/^/staging: /'; \
+             for p in /proc/[0-9]*; do c=$(tr '\\000' ' ' < $p/cmdline 2>/dev/null); \
+             case \"$c\" in ssh*|rsync*|borg*|*/ssh\\ *) echo \"sidecar process: $c\";; esac; done"
+        ),
+    ]);
+    found.extend(
+        String::from_utf8_lossy(&in_sidecar.stdout)
+            .lines()
+            .map(String::from),
+    );
+    found.join(", ")
+}
+
+/// `sha256sum` and `borg list` lines as `HASH NAME` with the name's last part only, sorted.
+fn normalize(listing: &str) -> String {
+    let mut lines: Vec<String> = listing
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let hash = parts.next()?;
+            let path = parts.next()?;
+            let name = path.rsplit('/').next()?;
+            name.starts_with('f').then(|| format!("{hash} {name}"))
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
