@@ -164,6 +164,35 @@ impl Ssh {
     }
 }
 
+/// The start of a control directory's name, before the pid of the process that made it.
+const CONTROL_PREFIX: &str = "bs-ssh-";
+
+/// Removes the ssh control directories in `tmp` that a process no longer running left behind (one
+/// killed with SIGKILL, whose directory nobody removed). Called when the daemon starts, it also
+/// removes its own pid's: a daemon restarted in the same container often gets the pid of the one
+/// before it, and it has made none yet. Returns how many it removed.
+pub fn clear_stale_control_dirs(tmp: &std::path::Path) -> usize {
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(CONTROL_PREFIX))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            pid.is_some_and(|pid| {
+                pid == own || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            })
+        })
+        .filter(|entry| std::fs::remove_dir_all(entry.path()).is_ok())
+        .count()
+}
+
 /// An open connection: the control master runs until [`Session::close`].
 pub struct Session {
     /// Commands through this connection.
@@ -190,7 +219,7 @@ impl Session {
 
     async fn connect(config: &Config, cancel: &CancellationToken) -> Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("bs-ssh")
+            .prefix(&format!("{CONTROL_PREFIX}{}-", std::process::id()))
             .tempdir()
             .context("cannot create a directory for the ssh control socket")?;
         let socket: PathBuf = dir.path().join("cm");
@@ -278,6 +307,31 @@ fn explain_failure(remote: &Remote, log: &str) -> RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_dirs_of_dead_processes_and_of_the_starting_daemon_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = format!("{CONTROL_PREFIX}{}-a1", std::process::id());
+        // pid 1 runs wherever the tests run; no pid is this high (pid_max is at most 2^22).
+        let names = [
+            own.as_str(),
+            "bs-ssh-99999999-b2",
+            "bs-ssh-1-c3",
+            "bs-sshOld",
+            "other",
+        ];
+        for name in names {
+            std::fs::create_dir(tmp.path().join(name)).unwrap();
+            std::fs::write(tmp.path().join(name).join("master.log"), "x").unwrap();
+        }
+        assert_eq!(clear_stale_control_dirs(tmp.path()), 2);
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["bs-ssh-1-c3", "bs-sshOld", "other"]);
+    }
 
     #[test]
     fn quotes_for_the_remote_shell() {

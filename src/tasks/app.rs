@@ -190,6 +190,13 @@ async fn serve(
             Err(e) => warn!(error = %e, path = %staging.display(), "cannot empty the staging area"),
         }
     }
+    let stale = crate::remote::ssh::clear_stale_control_dirs(&std::env::temp_dir());
+    if stale > 0 {
+        info!(
+            count = stale,
+            "removed ssh control directories a killed process left"
+        );
+    }
     let heart = tokio::spawn(beat(ctx.store.clone(), cancel.clone()));
     let repaired = freeze::repair(&ctx.journal, &ctx.docker).await;
     if !repaired.is_empty() {

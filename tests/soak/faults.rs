@@ -140,8 +140,17 @@ impl LoopDisk {
         let volume = format!("{}-{suffix}", env.name);
         let opt = format!("device={device}");
         docker(&[
-            "volume", "create", "--label", crate::common::TEST_LABEL, "--driver", "local",
-            "--opt", "type=ext4", "--opt", &opt, &volume,
+            "volume",
+            "create",
+            "--label",
+            crate::common::TEST_LABEL,
+            "--driver",
+            "local",
+            "--opt",
+            "type=ext4",
+            "--opt",
+            &opt,
+            &volume,
         ]);
         env.track_volume(&volume);
         LoopDisk {
@@ -173,12 +182,12 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Fills the file system of `dir` in `container` but for a few kB.
+/// Fills the file system of `dir` in `container` to the last block.
 pub fn fill(container: &str, dir: &str) {
     let script = format!(
         "avail=$(df --output=avail -B1 {dir} | tail -n 1); \
-         fallocate -l $((avail - 16384)) {dir}/soak-filler 2>/dev/null || \
-         head -c $((avail - 16384)) /dev/zero > {dir}/soak-filler 2>/dev/null; true"
+         fallocate -l $avail {dir}/soak-filler 2>/dev/null; \
+         cat /dev/zero >> {dir}/soak-filler 2>/dev/null; true"
     );
     docker(&["exec", container, "sh", "-c", &script]);
 }
@@ -192,7 +201,9 @@ pub fn unfill(container: &str, dir: &str) -> bool {
 
 /// Stops dockerd (which stops every container) and starts it again as `scripts/provision.sh` does.
 pub fn restart_engine() {
-    let _ = Command::new("pkill").args(["-TERM", "-x", "dockerd"]).status();
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-x", "dockerd"])
+        .status();
     wait_until("dockerd to stop", Duration::from_secs(90), || {
         !Command::new("pgrep")
             .args(["-x", "dockerd"])

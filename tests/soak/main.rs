@@ -77,6 +77,10 @@ struct Tally {
     longest_paused: Duration,
     archives_checked: usize,
     archives_unfrozen: usize,
+    /// Archives a later run of the same step pruned before they could be checked.
+    archives_pruned: usize,
+    /// Steps with a fault after which something was left for the next run to clear.
+    left_for_next_run: usize,
     restores_checked: usize,
     restores_with_fault: usize,
     /// (runs of one daemon process, resident kB, descriptors) when it reached 50 runs, and last.
@@ -123,7 +127,10 @@ impl Soak {
         println!("soak: seed {seed} (SOAK_SEED={seed} replays this schedule)");
         let env = Env::new(test);
         let remote_disk = LoopDisk::new(&env, "remote-disk", 1024);
-        env.with_volume(&remote_disk.volume, &[APP_IMAGE, "mkdir", "-p", "/data/mirror"]);
+        env.with_volume(
+            &remote_disk.volume,
+            &[APP_IMAGE, "mkdir", "-p", "/data/mirror"],
+        );
         let remote_mount = format!("{}:/backup", remote_disk.volume);
         let remote = env.remote_with(&["-v", &remote_mount]);
         let state_disk = LoopDisk::new(&env, "state", 64);
@@ -267,6 +274,9 @@ impl Soak {
     /// while, waits until the sidecar is idle, then checks everything.
     fn step(&mut self, faults: &[(Fault, Moment)]) {
         let t0 = now_ns();
+        // A fault between runs can start a run of its own (a second trigger): everything after
+        // this point belongs to the step.
+        let step_from = self.log.len();
         let pauses_before = self.pauses.now().0;
         let mut injected = Vec::new();
         for &(fault, moment) in faults.iter().filter(|(_, m)| *m == Moment::BetweenRuns) {
@@ -295,11 +305,15 @@ impl Soak {
             self.heal(&pending);
         }
         self.ensure_running();
-        self.wait_idle(from);
+        self.wait_idle(step_from);
         for &(fault, moment, landed) in &injected {
-            *self.tally.faults.entry((fault, moment, landed)).or_default() += 1;
+            *self
+                .tally
+                .faults
+                .entry((fault, moment, landed))
+                .or_default() += 1;
         }
-        self.check_step(t0, from, &injected);
+        self.check_step(t0, step_from, &injected);
     }
 
     /// Waits until the run (started after event `from`) reaches `moment`, then a random part of
@@ -524,6 +538,7 @@ impl Soak {
         let started = count(&events, "run started");
         self.tally.interrupted += started.saturating_sub(runs.len());
         let mut line = Vec::new();
+        let present = self.env.archives(&self.remote);
         for run in &runs {
             let fields = &run["fields"];
             let freeze = fields["max_pause_ms"].as_u64().unwrap_or(0);
@@ -532,7 +547,10 @@ impl Soak {
             if fields["outcome"] == "success" {
                 self.tally.succeeded += 1;
                 line.push(format!("success {archive} (freeze {freeze} ms)"));
-                if !archive.is_empty() {
+                if !archive.is_empty() && !present.contains(&archive) {
+                    // A later run of the step pruned it (the retention keeps one a day).
+                    self.tally.archives_pruned += 1;
+                } else if !archive.is_empty() {
                     self.check_archive(&archive, &windows);
                     self.newest = Some(archive);
                     self.since_restore += 1;
@@ -573,7 +591,7 @@ impl Soak {
             line.join("; "),
             longest.as_millis()
         );
-        self.check_leftovers();
+        self.check_leftovers(injected.is_empty());
         self.measure_daemon(runs.len());
     }
 
@@ -625,7 +643,12 @@ impl Soak {
                     .borg_argv(
                         &self.remote,
                         false,
-                        &["extract", "--stdout", &format!("/backup/borg::{archive}"), &path],
+                        &[
+                            "extract",
+                            "--stdout",
+                            &format!("/backup/borg::{archive}"),
+                            &path,
+                        ],
                     )
                     .iter()
                     .map(String::as_str)
@@ -648,15 +671,23 @@ impl Soak {
     }
 
     /// Nothing left behind once idle: no restore helper, no lock or borg/rsync on the remote, no
-    /// ssh, rsync or borg in the sidecar, no ssh control directory, an empty staging area.
-    fn check_leftovers(&mut self) {
+    /// ssh, rsync or borg in the sidecar, no ssh control directory, an empty staging area. After a
+    /// fault some can stay until the next run clears them (a lock in a repository whose remote
+    /// was stopped, say): `strict` is for the step with no fault, which must leave nothing.
+    fn check_leftovers(&mut self, strict: bool) {
         let mut last = String::new();
-        let clean = wait_for(Duration::from_secs(30), || {
+        let clean = wait_for(Duration::from_secs(if strict { 30 } else { 5 }), || {
             last = leftovers(&self.sidecar, &self.remote.name);
             last.is_empty()
         });
-        if !clean {
+        if clean {
+            return;
+        }
+        if strict {
             self.violation(format!("left behind: {last}"));
+        } else {
+            self.tally.left_for_next_run += 1;
+            println!("soak: left for the next run to clear: {last}");
         }
     }
 
@@ -715,14 +746,11 @@ impl Soak {
                 if out.status.success() {
                     "it succeeded".to_string()
                 } else {
-                    format!(
-                        "it failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )
+                    format!("it failed: {}", String::from_utf8_lossy(&out.stderr).trim())
                 }
             );
             self.ensure_running();
-            self.check_leftovers();
+            self.check_leftovers(false);
         }
         for (source, target) in &targets {
             let argv = restore_argv(&self.sidecar, source, &archive, target);
@@ -783,18 +811,25 @@ impl Soak {
         println!("| runs succeeded | {} |", t.succeeded);
         println!("| runs failed (with their reason) | {} |", t.failed);
         println!("| runs cut short (process ended) | {} |", t.interrupted);
-        println!("| longest freeze (run finished) | {} ms |", t.longest_freeze_ms);
+        println!(
+            "| longest freeze (run finished) | {} ms |",
+            t.longest_freeze_ms
+        );
         println!(
             "| longest the app stayed paused (engine events) | {} ms |",
             t.longest_paused.as_millis()
         );
         println!(
-            "| archives checked | {} ({} taken with the app down) |",
-            t.archives_checked, t.archives_unfrozen
+            "| archives checked | {} ({} taken with the app down; {} pruned by a later run first) |",
+            t.archives_checked, t.archives_unfrozen, t.archives_pruned
         );
         println!(
             "| restores checked | {} ({} met a fault first) |",
             t.restores_checked, t.restores_with_fault
+        );
+        println!(
+            "| faulted steps that left something for the next run to clear | {} |",
+            t.left_for_next_run
         );
         println!("| daemon at 50 runs | {} |", memory(t.memory_at_50));
         println!("| daemon at the end | {} |", memory(t.memory_last));
@@ -816,7 +851,15 @@ fn start_app(env: &Env, name: &str, ledger: &str, balances: &str) {
 /// The `docker exec` argv of a restore of `volume` from `archive` into `target`.
 fn restore_argv(sidecar: &str, volume: &str, archive: &str, target: &str) -> Vec<String> {
     [
-        "exec", sidecar, "backup-sidecar", "restore", volume, "--from", archive, "--to", target,
+        "exec",
+        sidecar,
+        "backup-sidecar",
+        "restore",
+        volume,
+        "--from",
+        archive,
+        "--to",
+        target,
         "--yes",
     ]
     .map(String::from)
@@ -833,7 +876,10 @@ fn leftovers(sidecar: &str, remote: &str) -> String {
         "label=backup-sidecar.restore-helper",
     ]);
     if !helpers.trim().is_empty() {
-        found.push(format!("restore helpers {}", helpers.split_whitespace().count()));
+        found.push(format!(
+            "restore helpers {}",
+            helpers.split_whitespace().count()
+        ));
     }
     let on_remote = docker_output(&[
         "exec",
