@@ -667,7 +667,24 @@ fn sidecar_interrupted(phase: &'static str, kill: bool) -> Row {
             .to_string();
         short(&error)
     };
-    s.recovered(finished_before + 1, fault, outcome, note)
+    let row = s.recovered(finished_before + 1, fault, outcome, note);
+    // A killed daemon's ssh control directory is removed by the next one (found by the soak).
+    wait_until(
+        "no ssh control directory left",
+        Duration::from_secs(10),
+        || {
+            docker(&[
+                "exec",
+                &s.sidecar,
+                "sh",
+                "-c",
+                "ls -d /tmp/bs-ssh* 2>/dev/null || true",
+            ])
+            .trim()
+            .is_empty()
+        },
+    );
+    row
 }
 
 #[test]

@@ -128,7 +128,11 @@ pub struct LoopDisk {
 
 impl LoopDisk {
     pub fn new(env: &Env, suffix: &str, mib: u64) -> LoopDisk {
-        let dir = tempfile::tempdir().unwrap();
+        // scripts/cleanup.sh finds the disks of a soak killed outright by this prefix.
+        let dir = tempfile::Builder::new()
+            .prefix("bs-test-disk-")
+            .tempdir()
+            .unwrap();
         let image = dir.path().join("disk.img");
         std::fs::File::create(&image)
             .unwrap()

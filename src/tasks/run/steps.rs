@@ -49,7 +49,15 @@ pub(super) async fn drive(
     match (result, post) {
         (Ok(()), post) => post,
         (Err(e), Ok(())) => Err(e),
-        (Err(e), Err(post)) => Err(e.context(format!("and then {post:#}"))),
+        // The run's own failure first (it is the cause the user looks for), of its kind.
+        (Err(e), Err(post)) => {
+            let first = Failure::of(&e);
+            Err(Failure {
+                message: format!("{}; and then {post:#}", first.message),
+                ..first
+            }
+            .into())
+        }
     }
 }
 

@@ -296,7 +296,7 @@ async fn a_failed_post_command_fails_the_run_and_joins_an_earlier_failure() {
     )
     .await
     .unwrap_err();
-    assert_eq!(format!("{err:#}"), "and then post broke: stamp broke");
+    assert_eq!(format!("{err:#}"), "stamp broke; and then post broke");
 }
 
 #[tokio::test]
