@@ -211,8 +211,8 @@ pub fn restart_engine() {
     wait_until("dockerd to stop", Duration::from_secs(90), || {
         !Command::new("pgrep")
             .args(["-x", "dockerd"])
-            .status()
-            .is_ok_and(|s| s.success())
+            .output()
+            .is_ok_and(|out| out.status.success())
     });
     let started = Command::new("sh")
         .args(["-c", "nohup dockerd >>/var/log/dockerd.log 2>&1 &"])
