@@ -236,21 +236,23 @@ impl Soak {
             self.env.track_volume(target);
         }
         if let Some(fault) = fault {
-            self.tally.restores_with_fault += 1;
             let argv = restore_argv(&self.sidecar, &targets[0].0, &archive, &targets[0].1);
             let first = std::thread::spawn(move || {
                 docker_output(&argv.iter().map(String::as_str).collect::<Vec<_>>())
             });
             std::thread::sleep(self.rng.millis(1500));
-            self.inject(fault);
+            let injected = self.inject(fault);
             std::thread::sleep(self.rng.millis(3000));
-            self.heal(&[(fault, Moment::Restore, Moment::Restore)]);
+            if injected {
+                self.heal(&[(fault, Moment::Restore, Moment::Restore)]);
+                self.tally.restores_with_fault += 1;
+                *self
+                    .tally
+                    .faults
+                    .entry((fault, Moment::Restore, Moment::Restore))
+                    .or_default() += 1;
+            }
             let out = first.join().unwrap();
-            *self
-                .tally
-                .faults
-                .entry((fault, Moment::Restore, Moment::Restore))
-                .or_default() += 1;
             println!(
                 "soak: restore met {}: {}",
                 fault.name(),

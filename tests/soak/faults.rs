@@ -186,14 +186,17 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Fills the file system of `dir` in `container` to the last block.
-pub fn fill(container: &str, dir: &str) {
+/// Fills the file system of `dir` in `container` to the last block; false if the container is not
+/// running.
+pub fn fill(container: &str, dir: &str) -> bool {
     let script = format!(
         "avail=$(df --output=avail -B1 {dir} | tail -n 1); \
          fallocate -l $avail {dir}/soak-filler 2>/dev/null; \
          cat /dev/zero >> {dir}/soak-filler 2>/dev/null; true"
     );
-    docker(&["exec", container, "sh", "-c", &script]);
+    docker_output(&["exec", container, "sh", "-c", &script])
+        .status
+        .success()
 }
 
 /// Removes what [`fill`] wrote.

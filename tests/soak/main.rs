@@ -258,8 +258,9 @@ impl Soak {
         let pauses_before = self.pauses.now().0;
         let mut injected = Vec::new();
         for &(fault, moment) in faults.iter().filter(|(_, m)| *m == Moment::BetweenRuns) {
-            self.inject(fault);
-            injected.push((fault, moment, Moment::BetweenRuns));
+            if self.inject(fault) {
+                injected.push((fault, moment, Moment::BetweenRuns));
+            }
         }
         let mut healed = 0;
         if injected.iter().any(|(f, _, _)| f.ends_sidecar()) {
@@ -274,8 +275,9 @@ impl Soak {
         for &(fault, moment) in faults.iter().filter(|(_, m)| *m != Moment::BetweenRuns) {
             self.reach(moment, from, pauses_before);
             let landed = self.moment_now(from);
-            self.inject(fault);
-            injected.push((fault, moment, landed));
+            if self.inject(fault) {
+                injected.push((fault, moment, landed));
+            }
         }
         if injected.len() > healed {
             std::thread::sleep(self.rng.millis(6000));
@@ -355,49 +357,59 @@ impl Soak {
         }
     }
 
-    fn inject(&mut self, fault: Fault) {
+    /// Injects `fault`; false (and a line saying why) where it cannot be (a fault of the same step
+    /// already stopped or removed what it needs).
+    fn inject(&mut self, fault: Fault) -> bool {
         let remote = self.remote.name.clone();
-        match fault {
-            Fault::SidecarKill => {
-                docker(&["kill", "-s", "KILL", &self.sidecar]);
+        let (sidecar, app, network) = (&self.sidecar, &self.app, &self.env.network);
+        let argv: Vec<&str> = match fault {
+            Fault::SidecarKill => vec!["kill", "-s", "KILL", sidecar],
+            Fault::SidecarTerm => return self.stop_sidecar(),
+            Fault::RemoteStop => vec!["stop", "-t", "1", &remote],
+            Fault::RemoteRestart => vec!["restart", "-t", "1", &remote],
+            Fault::NetworkCut => vec!["network", "disconnect", network, &remote],
+            Fault::RemoteDiskFull => return faults::fill(&remote, "/backup"),
+            Fault::StateDiskFull => return faults::fill(sidecar, STATE_DIR),
+            Fault::EngineRestart => {
+                faults::restart_engine();
+                return true;
             }
-            Fault::SidecarTerm => {
-                let started = Instant::now();
-                docker(&["stop", "-t", "10", &self.sidecar]);
-                let took = started.elapsed();
-                let exit = docker(&["inspect", "--format", "{{.State.ExitCode}}", &self.sidecar]);
-                if exit.trim() != "0" || took >= Duration::from_secs(10) {
-                    self.violation(format!(
-                        "SIGTERM: exit {} after {took:?} (expected 0 within 10 s)",
-                        exit.trim()
-                    ));
-                }
-                if self.app_state() == ("running".into(), true) {
-                    self.violation("SIGTERM: the app was left paused at exit".into());
-                }
-            }
-            Fault::RemoteStop => {
-                docker(&["stop", "-t", "1", &remote]);
-            }
-            Fault::RemoteRestart => {
-                docker(&["restart", "-t", "1", &remote]);
-            }
-            Fault::NetworkCut => {
-                docker(&["network", "disconnect", &self.env.network, &remote]);
-            }
-            Fault::RemoteDiskFull => faults::fill(&remote, "/backup"),
-            Fault::StateDiskFull => faults::fill(&self.sidecar, STATE_DIR),
-            Fault::EngineRestart => faults::restart_engine(),
-            Fault::AppRestart => {
-                docker(&["restart", "-t", "1", &self.app]);
-            }
-            Fault::AppRecreate => {
-                docker(&["rm", "-f", &self.app]);
-            }
-            Fault::SecondTrigger => {
-                docker_output(&["kill", "-s", "USR1", &self.sidecar]);
-            }
+            Fault::AppRestart => vec!["restart", "-t", "1", app],
+            Fault::AppRecreate => vec!["rm", "-f", app],
+            Fault::SecondTrigger => vec!["kill", "-s", "USR1", sidecar],
+        };
+        let out = docker_output(&argv);
+        if !out.status.success() {
+            println!(
+                "soak: could not inject {}: {}",
+                fault.name(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
+        out.status.success()
+    }
+
+    /// SIGTERM: the sidecar must exit 0 within 10 s with the app thawed.
+    fn stop_sidecar(&mut self) -> bool {
+        let started = Instant::now();
+        if !docker_output(&["stop", "-t", "10", &self.sidecar])
+            .status
+            .success()
+        {
+            return false;
+        }
+        let took = started.elapsed();
+        let exit = docker(&["inspect", "--format", "{{.State.ExitCode}}", &self.sidecar]);
+        if exit.trim() != "0" || took >= Duration::from_secs(10) {
+            self.violation(format!(
+                "SIGTERM: exit {} after {took:?} (expected 0 within 10 s)",
+                exit.trim()
+            ));
+        }
+        if self.app_state() == ("running".into(), true) {
+            self.violation("SIGTERM: the app was left paused at exit".into());
+        }
+        true
     }
 
     /// Undoes the faults: what was stopped is started, the network joined, the fillers removed.
