@@ -8,8 +8,9 @@
 set -euo pipefail
 cmd=${1:?start or stop}
 dir=${2:?the engine directory}
-bridge=bs-engine2
-address=10.199.0.1/24
+# BRIDGE and ADDRESS let two such engines run side by side (the soak's and tests/hosts.rs's).
+bridge=${BRIDGE:-bs-engine2}
+address=${ADDRESS:-10.199.0.1/24}
 sock="unix://$dir/docker.sock"
 case "$cmd" in
 start)

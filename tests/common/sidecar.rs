@@ -43,15 +43,24 @@ impl Env {
 
     /// `docker run` arguments that give the sidecar what the compose file gives it.
     pub fn sidecar_args(&self, env: &[(String, String)]) -> Vec<String> {
+        // A test run against a second engine (`DOCKER_HOST` at `BS_TEST_ENGINE/docker.sock`, from
+        // scripts/second-engine.sh) gives its sidecar that engine's socket and volumes.
+        let (socket, volumes) = match std::env::var("BS_TEST_ENGINE") {
+            Ok(dir) => (format!("{dir}/docker.sock"), format!("{dir}/data/volumes")),
+            Err(_) => (
+                "/var/run/docker.sock".to_string(),
+                "/var/lib/docker/volumes".to_string(),
+            ),
+        };
         let ssh = self.ssh_dir.path();
         std::fs::set_permissions(ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut args: Vec<String> = [
             "--network",
             &self.network,
             "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
+            &format!("{socket}:/var/run/docker.sock"),
             "-v",
-            "/var/lib/docker/volumes:/var/lib/docker/volumes:ro",
+            &format!("{volumes}:/var/lib/docker/volumes:ro"),
             "-v",
             &format!("{}:/ssh:ro", ssh.display()),
         ]

@@ -206,16 +206,15 @@ pub fn unfill(container: &str, dir: &str) -> bool {
         .success()
 }
 
-/// Stops dockerd (which stops every container) and starts it again as `scripts/provision.sh` does.
+/// Stops the engine the tests use (which stops every container) and starts it again as
+/// `scripts/provision.sh` does. Only that engine: a second one on the machine (a soak of its own,
+/// tests/hosts.rs's) goes on.
 pub fn restart_engine() {
-    let _ = Command::new("pkill")
-        .args(["-TERM", "-x", "dockerd"])
-        .status();
+    let pid = std::fs::read_to_string("/var/run/docker.pid").expect("dockerd's pid file");
+    let pid = pid.trim().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
     wait_until("dockerd to stop", Duration::from_secs(90), || {
-        !Command::new("pgrep")
-            .args(["-x", "dockerd"])
-            .output()
-            .is_ok_and(|out| out.status.success())
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
     let started = Command::new("sh")
         .args(["-c", "nohup dockerd >>/var/log/dockerd.log 2>&1 &"])
