@@ -8,7 +8,9 @@
 set -euo pipefail
 cmd=${1:?start or stop}
 dir=${2:?the engine directory}
-# BRIDGE and ADDRESS let two such engines run side by side (the soak's and tests/hosts.rs's).
+# BRIDGE and ADDRESS let two such engines run side by side (the soak's and tests/hosts.rs's); POOL
+# gives its networks addresses of their own (the first engine's forward policy drops the traffic
+# between them unless a DOCKER-USER rule lets that range through).
 bridge=${BRIDGE:-bs-engine2}
 address=${ADDRESS:-10.199.0.1/24}
 sock="unix://$dir/docker.sock"
@@ -25,7 +27,8 @@ start)
     nohup unshare --uts sh -c 'hostname "$0" && exec "$@"' "${NAME:-bs-host-b}" \
       dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
       -H "$sock" --bridge "$bridge" --iptables=false --ip-masq=false --ip-forward=false \
-      --cgroup-parent bs-engine2 >"$dir/dockerd.log" 2>&1 &
+      --cgroup-parent bs-engine2 ${POOL:+--default-address-pool "base=$POOL,size=24"} \
+      >"$dir/dockerd.log" 2>&1 &
     for _ in $(seq 1 60); do
       docker -H "$sock" info >/dev/null 2>&1 && break
       sleep 0.5
