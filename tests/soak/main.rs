@@ -90,6 +90,8 @@ struct Soak {
     since_restore: usize,
     /// The daemon process being measured and how many runs it finished.
     daemon: Option<(u32, usize)>,
+    /// Archives and leftovers are checked on every this many steps (`SOAK_CHECK_EVERY`, 1).
+    check_every: usize,
 }
 
 impl Drop for Soak {
@@ -157,6 +159,10 @@ impl Soak {
             newest: None,
             since_restore: 0,
             daemon: None,
+            check_every: std::env::var("SOAK_CHECK_EVERY")
+                .map(|n| n.parse().expect("SOAK_CHECK_EVERY is a whole number"))
+                .unwrap_or(1usize)
+                .max(1),
             env,
         };
         soak.wait_started(0);
@@ -180,14 +186,16 @@ impl Soak {
                 self.step(&[]);
             }
             if self.since_restore >= RESTORE_EVERY {
-                let fault = self
-                    .rng
-                    .chance(50)
-                    .then(|| *self.rng.pick(&Fault::DURING_RESTORE));
+                let during: Vec<Fault> = Fault::DURING_RESTORE
+                    .into_iter()
+                    .filter(|f| self.drawn_from.contains(f))
+                    .collect();
+                let fault = self.rng.chance(50).then(|| *self.rng.pick(&during));
                 self.restore_check(fault);
             }
         }
-        // The end: no fault, one run, health, a last restore.
+        // The end: no fault, one run checked in full, health, a last restore.
+        self.check_every = 1;
         let before = self.violations.len();
         self.step(&[]);
         let health = docker_output(&["exec", &self.sidecar, "backup-sidecar", "health"]);
@@ -474,7 +482,7 @@ impl Soak {
             let open = count(current, "run started") > count(current, "run finished");
             if !open {
                 let seen = self.log.len();
-                std::thread::sleep(Duration::from_millis(1500));
+                std::thread::sleep(Duration::from_millis(1000));
                 if self.log.len() == seen || count(&self.log.since(seen), "run started") == 0 {
                     return;
                 }
