@@ -36,8 +36,12 @@ done
 # Volumes a test's restore created (named after the test, without the test label).
 vols=$(docker volume ls -q --filter name=^bst-)
 [ -n "$vols" ] && docker volume rm -f $vols >/dev/null
-# The soak's small disks (loop devices; tests/soak/faults.rs), should its test have been killed.
-losetup -n -l -O NAME,BACK-FILE 2>/dev/null | awk '$2 ~ /\/bs-test-disk-/ {print $1}' |
-  while read -r device; do losetup -d "$device" 2>/dev/null; done
-rm -rf "${TMPDIR:-/tmp}"/bs-test-disk-*
+# The soak's small disks (loop devices; tests/soak/faults.rs), should its test have been killed;
+# not one still mounted (a soak running on a second engine).
+losetup -n -l -O NAME,BACK-FILE 2>/dev/null | awk '$2 ~ /\/bs-test-disk-/ {print $1, $2}' |
+  while read -r device file; do
+    findmnt -S "$device" >/dev/null 2>&1 && continue
+    losetup -d "$device" 2>/dev/null
+    rm -rf "$(dirname "$file")"
+  done
 exit 0

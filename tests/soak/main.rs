@@ -313,6 +313,10 @@ impl Soak {
             Moment::BorgCreate => 800,
             _ => 0,
         });
+        if state(&self.sidecar).0 != "running" {
+            // An earlier fault of the step ended the sidecar: its run reaches nothing more.
+            return;
+        }
         let finished = |events: &[Value]| count(events, "run finished") > 0;
         let wait = |name: &'static str, n: usize| {
             self.log.wait(from, STEP_TIMEOUT, move |events| {
