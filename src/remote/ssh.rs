@@ -185,12 +185,21 @@ pub fn clear_stale_control_dirs(tmp: &std::path::Path) -> usize {
                 .and_then(|n| n.strip_prefix(CONTROL_PREFIX))
                 .and_then(|rest| rest.split_once('-'))
                 .and_then(|(pid, _)| pid.parse::<u32>().ok());
-            pid.is_some_and(|pid| {
-                pid == own || !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            })
+            pid.is_some_and(|pid| pid == own || !is_process(pid))
         })
         .filter(|entry| std::fs::remove_dir_all(entry.path()).is_ok())
         .count()
+}
+
+/// Whether a process (not merely a thread: `/proc/TID` exists for every thread too, and a restarted
+/// daemon's threads take the numbers its predecessor's pid had) with this pid runs.
+fn is_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .is_some_and(|tgid| tgid.trim() == pid.to_string())
+    })
 }
 
 /// An open connection: the control master runs until [`Session::close`].
@@ -309,12 +318,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_dirs_of_dead_processes_and_of_the_starting_daemon_go() {
+    fn control_dirs_of_dead_processes_threads_and_the_starting_daemon_go() {
         let tmp = tempfile::tempdir().unwrap();
         let own = format!("{CONTROL_PREFIX}{}-a1", std::process::id());
+        // A thread of this process: its number is in /proc, but no process has it (found by the
+        // soak: a restarted daemon's threads took the old daemon's pid).
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || wait.recv());
+        let tid = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|t| t != &std::process::id().to_string())
+            .unwrap();
+        let of_thread = format!("{CONTROL_PREFIX}{tid}-d4");
         // pid 1 runs wherever the tests run; no pid is this high (pid_max is at most 2^22).
         let names = [
             own.as_str(),
+            of_thread.as_str(),
             "bs-ssh-99999999-b2",
             "bs-ssh-1-c3",
             "bs-sshOld",
@@ -324,7 +344,9 @@ mod tests {
             std::fs::create_dir(tmp.path().join(name)).unwrap();
             std::fs::write(tmp.path().join(name).join("master.log"), "x").unwrap();
         }
-        assert_eq!(clear_stale_control_dirs(tmp.path()), 2);
+        assert_eq!(clear_stale_control_dirs(tmp.path()), 3);
+        stop.send(()).unwrap();
+        thread.join().unwrap().unwrap();
         let mut left: Vec<String> = std::fs::read_dir(tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

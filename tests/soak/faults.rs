@@ -207,19 +207,37 @@ pub fn unfill(container: &str, dir: &str) -> bool {
 }
 
 /// Stops the engine the tests use (which stops every container) and starts it again as
-/// `scripts/provision.sh` does. Only that engine: a second one on the machine (a soak of its own,
-/// tests/hosts.rs's) goes on.
+/// `scripts/provision.sh` does, or as `scripts/second-engine.sh` does for the engine of
+/// `BS_TEST_ENGINE` (with the `BRIDGE`, `ADDRESS`, `POOL` and `NAME` it was started with). Only
+/// that engine: another one on the machine goes on.
 pub fn restart_engine() {
-    let pid = std::fs::read_to_string("/var/run/docker.pid").expect("dockerd's pid file");
+    let second = std::env::var("BS_TEST_ENGINE").ok();
+    let pid_file = second
+        .as_ref()
+        .map_or("/var/run/docker.pid".to_string(), |dir| {
+            format!("{dir}/docker.pid")
+        });
+    let pid = std::fs::read_to_string(&pid_file).expect("dockerd's pid file");
     let pid = pid.trim().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     wait_until("dockerd to stop", Duration::from_secs(90), || {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
-    let started = Command::new("sh")
-        .args(["-c", "nohup dockerd >>/var/log/dockerd.log 2>&1 &"])
-        .status()
-        .expect("sh runs");
+    let started = match &second {
+        Some(dir) => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/second-engine.sh");
+            Command::new(script)
+                .args(["start", dir])
+                .env_remove("IMAGES")
+                .output()
+                .expect("second-engine.sh runs")
+                .status
+        }
+        None => Command::new("sh")
+            .args(["-c", "nohup dockerd >>/var/log/dockerd.log 2>&1 &"])
+            .status()
+            .expect("sh runs"),
+    };
     assert!(started.success());
     wait_until("dockerd to answer", Duration::from_secs(90), || {
         docker_output(&["info"]).status.success()
