@@ -687,6 +687,70 @@ fn sidecar_interrupted(phase: &'static str, kill: bool) -> Row {
     row
 }
 
+/// The sidecar killed while `restore --to` runs (found by the soak): its helper container, left
+/// running, held the target volume, so the next restore to it was refused as "in use". The next
+/// start of the sidecar removes it, and a restore then succeeds.
+fn sidecar_killed_during_restore() -> Row {
+    let mut s = Scenario::new("restorekill", &[]);
+    s.env
+        .in_volume(&s.volumes[0], "head -c 60000000 /dev/urandom > /data/big");
+    s.start(&[], &[]);
+    s.recovered(1, "SIGKILL during a restore", String::new(), String::new());
+    let target = format!("{}-check", s.volumes[0]);
+    s.env.track_volume(&target);
+    let argv = [
+        "exec",
+        &s.sidecar,
+        "backup-sidecar",
+        "restore",
+        &s.volumes[0],
+        "--from",
+        "latest",
+        "--to",
+        &target,
+        "--yes",
+    ];
+    let mut restore = Command::new("docker").args(argv).spawn().unwrap();
+    let helpers = || {
+        docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            "label=backup-sidecar.restore-helper",
+        ])
+        .split_whitespace()
+        .count()
+    };
+    wait_until("the restore helper", RUN_TIMEOUT, || helpers() > 0);
+    docker(&["kill", "-s", "KILL", &s.sidecar]);
+    let _ = restore.wait();
+    let left = helpers();
+    docker(&["start", &s.sidecar]);
+    wait_until("the helper removed", Duration::from_secs(30), || {
+        helpers() == 0
+    });
+    let removed = events_named(&s.sidecar, "removed a restore helper a killed restore left");
+    assert_eq!(removed.len(), 1, "the removal is logged");
+    // The run on start holds the run lock; the restore goes after it.
+    s.run(2);
+    let out = docker_output(&argv);
+    assert!(
+        out.status.success(),
+        "a restore after the restart: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let row = s.recover(
+        3,
+        "SIGKILL during a restore",
+        format!("{left} helper left, removed at the next start"),
+        "restore again succeeded".into(),
+    );
+    let restored = s.env.in_volume(&target, "sha256sum /data/big");
+    let original = s.env.in_volume(&s.volumes[0], "sha256sum /data/big");
+    assert_eq!(restored, original, "the restored volume");
+    row
+}
+
 #[test]
 fn fault_suite() {
     type Case = (&'static str, Box<dyn Fn() -> Row>);
@@ -743,6 +807,7 @@ fn fault_suite() {
             "SIGKILL snapshot",
             Box::new(|| sidecar_interrupted("snapshot", true)),
         ),
+        ("SIGKILL restore", Box::new(sidecar_killed_during_restore)),
     ];
     let only = std::env::var("FAULT").ok();
     let mut rows = Vec::new();

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder, WaitContainerOptions,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,42 @@ pub const PASSCOMMAND: &str = "cat /run/restore/passphrase";
 /// path the volume's directory has in an archive, so that `borg extract` restores the volume's
 /// own directory (its mode, owner, times to the nanosecond, xattrs and ACLs) onto the mount.
 pub const RESTORE_ROOT: &str = "/restore";
+
+/// The label of every helper (its value: the target).
+const HELPER_LABEL: &str = "backup-sidecar.restore-helper";
+
+/// Removes the helpers this sidecar's container left behind: a restore killed outright (with the
+/// container, say) cannot remove its own, which then holds the target volume (a second restore to
+/// it is refused as "in use") and its borg on the remote. They are the helpers that share this
+/// container's network; call it holding the run lock, when no restore of ours runs. Returns the
+/// names removed.
+pub async fn remove_left(docker: &Docker) -> Vec<String> {
+    let Some(own) = discover::own_container_id() else {
+        return Vec::new();
+    };
+    let filters = HashMap::from([("label", vec![HELPER_LABEL])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(helpers) = docker.list_containers(Some(options)).await else {
+        return Vec::new();
+    };
+    let ours = format!("container:{own}");
+    let mut removed = Vec::new();
+    for helper in helpers {
+        let network = helper.host_config.and_then(|h| h.network_mode);
+        let (Some(id), true) = (helper.id, network.as_deref() == Some(ours.as_str())) else {
+            continue;
+        };
+        let force = RemoveContainerOptionsBuilder::new().force(true).build();
+        if docker.remove_container(&id, Some(force)).await.is_ok() {
+            let name = helper.names.and_then(|n| n.into_iter().next());
+            removed.push(name.map_or(id, |n| n.trim_start_matches('/').to_string()));
+        }
+    }
+    removed
+}
 
 /// The helper: the sidecar's own image, its network, the target (a volume or a host directory,
 /// which the engine creates when missing) at `RESTORE_ROOT/<source>`.
@@ -77,7 +113,7 @@ impl<'a> Helper<'a> {
             }),
             cmd: Some(cmd),
             labels: Some(HashMap::from([(
-                "backup-sidecar.restore-helper".to_string(),
+                HELPER_LABEL.to_string(),
                 target.to_string(),
             )])),
             host_config: Some(HostConfig {

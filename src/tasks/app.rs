@@ -198,6 +198,11 @@ async fn serve(
         );
     }
     let heart = tokio::spawn(beat(ctx.store.clone(), cancel.clone()));
+    if let Ok(Some(_lock)) = RunLock::try_acquire(&ctx.config.state_dir) {
+        for name in crate::engine::helper::remove_left(&ctx.docker).await {
+            info!(container = %name, "removed a restore helper a killed restore left");
+        }
+    }
     let repaired = freeze::repair(&ctx.journal, &ctx.docker).await;
     if !repaired.is_empty() {
         info!(containers = %repaired.join(","), "repaired containers left frozen by a previous run");

@@ -123,6 +123,10 @@ pub async fn restore(config: &Config, request: &Request, cancel: &CancellationTo
         bail!("a backup run is in progress; restore again when it has finished");
     };
     let docker = discover::connect().await?;
+    // Holding the lock, no restore of ours runs: a helper of ours is a killed restore's.
+    for name in crate::engine::helper::remove_left(&docker).await {
+        tracing::info!(container = %name, "removed a restore helper a killed restore left");
+    }
     let other;
     let config = match &request.host {
         Some(host) => {
