@@ -79,7 +79,7 @@ impl Soak {
             } else {
                 self.tally.failed += 1;
                 let error = fields["error"].as_str().unwrap_or("").to_string();
-                line.push(format!("failed: {error}"));
+                line.push(format!("failed (freeze {freeze} ms): {error}"));
                 if injected.is_empty() {
                     self.violation(format!("a run failed with no fault: {error}"));
                 }
