@@ -711,10 +711,11 @@ fn sidecar_killed_during_restore() -> Row {
         "--yes",
     ];
     let mut restore = Command::new("docker").args(argv).spawn().unwrap();
+    // Running or not: one that exited still holds the target volume.
     let helpers = || {
         docker(&[
             "ps",
-            "-q",
+            "-aq",
             "--filter",
             "label=backup-sidecar.restore-helper",
         ])
@@ -725,10 +726,10 @@ fn sidecar_killed_during_restore() -> Row {
     docker(&["kill", "-s", "KILL", &s.sidecar]);
     let _ = restore.wait();
     let left = helpers();
+    assert_eq!(left, 1, "the killed restore left its helper");
     docker(&["start", &s.sidecar]);
-    wait_until("the helper removed", Duration::from_secs(30), || {
-        helpers() == 0
-    });
+    wait_for_events(&s.sidecar, "backup-sidecar started", 2, RUN_TIMEOUT);
+    assert_eq!(helpers(), 0, "removed when the sidecar started");
     let removed = events_named(&s.sidecar, "removed a restore helper a killed restore left");
     assert_eq!(removed.len(), 1, "the removal is logged");
     // The run on start holds the run lock; the restore goes after it.

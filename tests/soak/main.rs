@@ -148,6 +148,8 @@ impl Soak {
             rng: Rng::new(seed),
             drawn_from: if std::env::var("SOAK_FAULTS").as_deref() == Ok("external") {
                 &Fault::EXTERNAL
+            } else if std::env::var("BS_TEST_ENGINE").is_ok() {
+                &Fault::ALL_BUT_ENGINE
             } else {
                 &Fault::ALL
             },
