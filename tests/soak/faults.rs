@@ -37,32 +37,6 @@ impl Fault {
         Fault::SecondTrigger,
     ];
 
-    /// All but the engine's restart, for a soak on a second engine (`BS_TEST_ENGINE`).
-    pub const ALL_BUT_ENGINE: [Fault; 10] = [
-        Fault::SidecarKill,
-        Fault::SidecarTerm,
-        Fault::RemoteStop,
-        Fault::RemoteRestart,
-        Fault::NetworkCut,
-        Fault::RemoteDiskFull,
-        Fault::StateDiskFull,
-        Fault::AppRestart,
-        Fault::AppRecreate,
-        Fault::SecondTrigger,
-    ];
-
-    /// The faults that leave the sidecar's process running (`SOAK_FAULTS=external`).
-    pub const EXTERNAL: [Fault; 8] = [
-        Fault::RemoteStop,
-        Fault::RemoteRestart,
-        Fault::NetworkCut,
-        Fault::RemoteDiskFull,
-        Fault::StateDiskFull,
-        Fault::AppRestart,
-        Fault::AppRecreate,
-        Fault::SecondTrigger,
-    ];
-
     /// The faults a restore meets.
     pub const DURING_RESTORE: [Fault; 5] = [
         Fault::SidecarKill,
