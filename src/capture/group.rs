@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::changes::Changes;
 use super::{Capture, LiveView, copy, survey};
 use crate::format::human_bytes;
 
@@ -20,6 +21,8 @@ pub struct Job {
     pub excludes: Vec<String>,
     /// What was seen before its live pass.
     pub view: LiveView,
+    /// The change journal, when it is on.
+    pub changes: Option<Changes>,
 }
 
 /// The group's copies, one per job in order, and how long the scans and the copies took.
@@ -54,7 +57,17 @@ pub async fn capture_group(jobs: Vec<Job>, staging: &Path, max: u64) -> Result<C
         let surveys = std::thread::scope(|scope| {
             let threads: Vec<_> = jobs
                 .iter()
-                .map(|job| scope.spawn(|| survey(&job.source, &job.excludes, &job.view, &stop)))
+                .map(|job| {
+                    scope.spawn(|| {
+                        survey(
+                            &job.source,
+                            &job.excludes,
+                            &job.view,
+                            job.changes.as_ref(),
+                            &stop,
+                        )
+                    })
+                })
                 .collect();
             threads
                 .into_iter()
@@ -65,7 +78,7 @@ pub async fn capture_group(jobs: Vec<Job>, staging: &Path, max: u64) -> Result<C
         for (job, survey) in jobs.iter().zip(surveys) {
             chosen.push(survey.map_err(|e| format!("scanning {}: {e}", job.name))?);
         }
-        let bytes: u64 = chosen.iter().map(|(_, choice)| choice.bytes).sum();
+        let bytes: u64 = chosen.iter().map(|s| s.choice.bytes).sum();
         if bytes > max {
             return Err(format!(
                 "{} changed while frozen, over BACKUP_STAGING_MAX ({})",
@@ -78,11 +91,11 @@ pub async fn capture_group(jobs: Vec<Job>, staging: &Path, max: u64) -> Result<C
             let threads: Vec<_> = jobs
                 .iter()
                 .zip(chosen)
-                .map(|(job, (entries, choice))| {
+                .map(|(job, survey)| {
                     let target = staging.join(&job.name);
                     let stop = &stop;
                     scope.spawn(move || {
-                        copy(&job.source, &target, entries, choice, stop)
+                        copy(&job.source, &target, survey, stop)
                             .map_err(|e| format!("copying {} into the staging area: {e}", job.name))
                     })
                 })

@@ -30,6 +30,7 @@
 //! anything fails while capturing, the group falls back to the network catch-up inside the freeze,
 //! and the `group thawed` line says why.
 
+pub mod changes;
 pub mod exclude;
 pub mod group;
 pub mod scan;
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
+use changes::{Changes, JournalView};
 use exclude::Excludes;
 use scan::{Entry, Kind, Stamp};
 
@@ -49,13 +51,18 @@ use scan::{Entry, Kind, Stamp};
 /// volume on a network file system has its server's clock.
 pub const CTIME_MARGIN: Duration = Duration::from_secs(2);
 
+/// Each directory's inode, by path.
+pub type DirInodes = HashMap<Vec<u8>, (u64, u64)>;
+
 /// What the capture needs from before the live pass.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LiveView {
     /// The start, less [`CTIME_MARGIN`]: a ctime at or after it is a change.
     pub since: Stamp,
     /// Each directory's inode, by path.
-    pub dirs: HashMap<Vec<u8>, (u64, u64)>,
+    pub dirs: DirInodes,
+    /// What the change journal gave, when it watches the volume.
+    pub journal: Option<JournalView>,
 }
 
 impl LiveView {
@@ -72,16 +79,41 @@ impl LiveView {
             .unwrap_or_default();
         let entries = scan::scan(source, &Excludes::new(excludes), threads(), stop)?;
         Ok(LiveView {
-            since: Stamp {
-                secs: since.as_secs() as i64,
-                nanos: since.subsec_nanos() as i64,
-            },
+            since: stamp(since),
             dirs: entries
                 .into_iter()
                 .filter(|e| e.kind == Kind::Dir)
                 .map(|e| (e.path, e.inode))
                 .collect(),
+            journal: None,
         })
+    }
+
+    /// The same from the change journal, which watches `source` from now on if it did not: no
+    /// walk of the volume once it does. `full`: a reason for the live pass to be whole anyway.
+    pub fn from_journal(
+        changes: &Changes,
+        source: &Path,
+        excludes: &[String],
+        full: Option<&str>,
+    ) -> io::Result<LiveView> {
+        let since = SystemTime::now()
+            .checked_sub(CTIME_MARGIN)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let (journal, dirs) = changes.before_live_pass(source, excludes, full)?;
+        Ok(LiveView {
+            since: stamp(since),
+            dirs,
+            journal: Some(journal),
+        })
+    }
+}
+
+fn stamp(since: Duration) -> Stamp {
+    Stamp {
+        secs: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i64,
     }
 }
 
@@ -138,9 +170,18 @@ pub fn choose(entries: &[Entry], live: &LiveView) -> Choice {
             *c |= e.kind == Kind::File && linked.contains(&e.inode);
         }
     }
+    choice_of(entries, &chosen)
+}
 
-    let dir_index: HashMap<&[u8], usize> =
-        dirs.iter().map(|&i| (&entries[i].path[..], i)).collect();
+/// The upload's list, the directories to compare and the figures, for the `chosen` entries.
+/// Every directory above a chosen entry must be among `entries`.
+pub fn choice_of(entries: &[Entry], chosen: &[bool]) -> Choice {
+    let dir_index: HashMap<&[u8], usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == Kind::Dir)
+        .map(|(i, e)| (&e.path[..], i))
+        .collect();
     let mut choice = Choice::default();
     let mut inodes = HashSet::new();
     let mut upload: BTreeMap<&[u8], usize> = BTreeMap::new();
@@ -181,19 +222,18 @@ pub struct Capture {
     pub copies: PathBuf,
     /// Where the upload's name skeleton and lists go.
     pub work: PathBuf,
+    /// Entries and bytes of the volume, counted as rsync counts them (`Number of files`, `Total
+    /// file size`: content and symlink targets): as frozen after a full scan, else as the
+    /// journal last walked it.
+    pub totals: (u64, u64),
+    /// Why the whole volume was scanned while frozen, when the journal watches it.
+    pub scanned: Option<String>,
 }
 
 impl Capture {
-    /// Entries and bytes of the volume as frozen, counted as rsync counts them (`Number of
-    /// files`, `Total file size`: content and symlink targets).
+    /// See [`Capture::totals`] (the field).
     pub fn totals(&self) -> (u64, u64) {
-        let bytes = self
-            .entries
-            .iter()
-            .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))
-            .map(|e| e.size)
-            .sum();
-        (self.entries.len() as u64, bytes)
+        self.totals
     }
 
     /// The upload's rsync runs, in order, with their lists written: the copies, then (when a
@@ -300,16 +340,56 @@ fn list<'a>(paths: impl Iterator<Item = &'a [u8]>, suffix: &str) -> Vec<u8> {
     out
 }
 
-/// Scans a frozen volume and chooses what to copy. `source` is the volume's `_data`.
+/// What a frozen volume's survey found.
+#[derive(Debug)]
+pub struct Survey {
+    /// The entries looked at: every entry of the volume after a full scan; what the journal
+    /// named, the directories above and the names of the directories compared, else.
+    pub entries: Vec<Entry>,
+    /// What to copy.
+    pub choice: Choice,
+    /// See [`Capture::totals`].
+    pub totals: (u64, u64),
+    /// See [`Capture::scanned`].
+    pub scanned: Option<String>,
+}
+
+/// Chooses what to copy from a frozen volume (`source`: its `_data`): from the change journal
+/// when it watches the volume and can be trusted, else by a scan of every entry.
 pub fn survey(
     source: &Path,
     excludes: &[String],
     live: &LiveView,
+    changes: Option<&Changes>,
     stop: &AtomicBool,
-) -> io::Result<(Vec<Entry>, Choice)> {
+) -> io::Result<Survey> {
+    let scanned = match (changes, &live.journal) {
+        (Some(changes), Some(view)) => match changes.survey(source, view, live.since) {
+            Ok((entries, choice)) => {
+                return Ok(Survey {
+                    entries,
+                    choice,
+                    totals: view.totals,
+                    scanned: None,
+                });
+            }
+            Err(reason) => Some(reason),
+        },
+        _ => None,
+    };
     let entries = scan::scan(source, &Excludes::new(excludes), threads(), stop)?;
     let choice = choose(&entries, live);
-    Ok((entries, choice))
+    let bytes = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))
+        .map(|e| e.size)
+        .sum();
+    Ok(Survey {
+        totals: (entries.len() as u64, bytes),
+        entries,
+        choice,
+        scanned,
+    })
 }
 
 /// Copies what was chosen into `staging` (absent or empty): copies under `staging/copies`, the
@@ -317,13 +397,18 @@ pub fn survey(
 pub fn copy(
     source: &Path,
     staging: &Path,
-    entries: Vec<Entry>,
-    choice: Choice,
+    survey: Survey,
     stop: &AtomicBool,
 ) -> io::Result<Capture> {
     let copies = staging.join("copies");
     let work = staging.join("work");
     std::fs::create_dir_all(&work)?;
+    let Survey {
+        entries,
+        choice,
+        totals,
+        scanned,
+    } = survey;
     let chosen: Vec<&Entry> = choice.upload.iter().map(|&i| &entries[i]).collect();
     stage::copy_entries(source, &copies, &chosen, stop)?;
     Ok(Capture {
@@ -331,6 +416,8 @@ pub fn copy(
         choice,
         copies,
         work,
+        totals,
+        scanned,
     })
 }
 

@@ -63,7 +63,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn of(path: Vec<u8>, meta: &Metadata) -> Entry {
+    pub(crate) fn of(path: Vec<u8>, meta: &Metadata) -> Entry {
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
             Kind::Dir

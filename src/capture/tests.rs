@@ -69,10 +69,24 @@ struct Volume {
     mirror: PathBuf,
     staging: PathBuf,
     frozen: PathBuf,
+    /// The change journal, when the test runs with it.
+    changes: Option<Changes>,
+    /// The journal's event number while "frozen".
+    frozen_mark: std::sync::Mutex<Option<u64>>,
 }
 
 impl Volume {
     fn new(setup: &str) -> Volume {
+        Volume::with(setup, None, &[])
+    }
+
+    /// A volume whose runs use the change journal: yesterday's run set it up (a whole pass) and
+    /// completed, so the next live pass sends only what the journal names.
+    fn journaled(setup: &str, excludes: &[String]) -> Volume {
+        Volume::with(setup, Some(Changes::start().unwrap()), excludes)
+    }
+
+    fn with(setup: &str, changes: Option<Changes>, excludes: &[String]) -> Volume {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let v = Volume {
@@ -81,31 +95,67 @@ impl Volume {
             staging: root.join("staging"),
             frozen: root.join("frozen"),
             _dir: dir,
+            changes,
+            frozen_mark: Default::default(),
         };
         std::fs::create_dir_all(&v.source).unwrap();
         std::fs::create_dir_all(&v.mirror).unwrap();
         sh(&v.source, setup);
         // Yesterday's run: the mirror is current.
-        rsync(push(Push::Whole, &[]), &v.source, &v.mirror);
+        let view = v.changes.as_ref().map(|c| {
+            LiveView::from_journal(c, &v.source, excludes, None)
+                .unwrap()
+                .journal
+                .unwrap()
+        });
+        rsync(push(Push::Whole, excludes), &v.source, &v.mirror);
+        if let (Some(changes), Some(view)) = (&v.changes, view) {
+            assert!(view.reason.is_some(), "the journal's first run is whole");
+            changes.completed(&v.source, Some(changes.mark()));
+        }
         v
     }
 
     /// The live pass, with what the capture needs from before it.
     fn live_pass(&self, excludes: &[String]) -> LiveView {
-        let mut view =
-            LiveView::before_live_pass(&self.source, excludes, &AtomicBool::new(false)).unwrap();
+        let mut view = match &self.changes {
+            Some(changes) => LiveView::from_journal(changes, &self.source, excludes, None),
+            None => LiveView::before_live_pass(&self.source, excludes, &AtomicBool::new(false)),
+        }
+        .unwrap();
         // Past the coarse clock's tick: what was written before counts as old in this test.
         view.since = now();
-        rsync(push(Push::Whole, excludes), &self.source, &self.mirror);
+        match view.journal.as_ref().filter(|j| j.since.is_some()) {
+            Some(journal) => {
+                let list = self.staging.with_extension("list");
+                let mut text = Vec::new();
+                for path in &journal.list {
+                    text.extend_from_slice(path);
+                    text.push(0);
+                }
+                std::fs::write(&list, text).unwrap();
+                rsync(
+                    push(Push::Listed { list: &list }, excludes),
+                    &self.source,
+                    &self.mirror,
+                );
+            }
+            None => {
+                rsync(push(Push::Whole, excludes), &self.source, &self.mirror);
+            }
+        }
         view
     }
 
-    /// While frozen: the capture, and a copy of the volume as it is, to compare with.
+    /// While frozen: the capture, and a copy of the volume as it is, to compare with; with the
+    /// journal, the event number the run completes at.
     fn capture(&self, live: &LiveView, excludes: &[String]) -> Capture {
         let stop = AtomicBool::new(false);
-        let (entries, choice) = survey(&self.source, excludes, live, &stop).unwrap();
-        let capture = copy(&self.source, &self.staging, entries, choice, &stop).unwrap();
+        let mark = self.changes.as_ref().map(Changes::mark);
+        let survey = survey(&self.source, excludes, live, self.changes.as_ref(), &stop).unwrap();
+        let capture = copy(&self.source, &self.staging, survey, &stop).unwrap();
         rsync(push(Push::Whole, excludes), &self.source, &self.frozen);
+        *self.frozen_mark.lock().unwrap() = mark;
         capture
     }
 
@@ -119,6 +169,10 @@ impl Volume {
             };
             rsync(push(kind, excludes), &step.source, &self.mirror);
         }
+        if let Some(changes) = &self.changes {
+            changes.completed(&self.source, *self.frozen_mark.lock().unwrap());
+        }
+        clear(&self.staging).unwrap();
     }
 
     fn staged(&self, capture: &Capture) -> Vec<String> {
@@ -324,6 +378,7 @@ fn choose_counts_inodes_once_and_lists_parents() {
         dirs: [("", 1), ("a", 2), ("a/b", 3)]
             .map(|(p, i)| (p.as_bytes().to_vec(), (1, i)))
             .into(),
+        journal: None,
     };
     let choice = choose(&entries, &live);
     let paths: Vec<&str> = choice
@@ -348,4 +403,192 @@ fn choose_counts_inodes_once_and_lists_parents() {
     assert_eq!(choice.bytes, 200);
     let pruned: Vec<&[u8]> = choice.prune.iter().map(|&i| &entries[i].path[..]).collect();
     assert_eq!(pruned, [&b"moved"[..]]);
+}
+
+/// [`CHANGES`] but for the new hard link, whose other name no event names (the journal then
+/// scans, see below).
+fn changes_without_new_links() -> String {
+    CHANGES
+        .lines()
+        .filter(|l| !l.contains("ln single"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn with_the_journal_the_mirror_ends_as_the_volume_was_while_frozen() {
+    let excludes = vec!["/cache".to_string()];
+    let v = Volume::journaled(SETUP, &excludes);
+    // Between the runs: changes the live pass must send.
+    sh(
+        &v.source,
+        "echo between runs > keep/deep/f2; rm keep/deep/f3; mkdir -p fresh/a/b; \
+         echo x > fresh/a/b/x; echo old-dir-file > plain/between",
+    );
+    let live = v.live_pass(&excludes);
+    let journal = live.journal.as_ref().unwrap();
+    assert_eq!(journal.reason, None);
+    let listed: Vec<String> = journal
+        .list
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    for expected in ["keep/deep/f2", "fresh/a/b/x", "plain/between", "keep/deep"] {
+        assert!(
+            listed.iter().any(|p| p == expected),
+            "{expected}: {listed:?}"
+        );
+    }
+    assert!(!listed.iter().any(|p| p == "keep/deep/f1"), "{listed:?}");
+    sh(&v.source, &changes_without_new_links());
+    let capture = v.capture(&live, &excludes);
+    assert_eq!(capture.scanned, None, "from the journal");
+    let staged = v.staged(&capture);
+    for expected in [
+        "inplace",
+        "modes",
+        "moved-here/b/c",
+        "becomes-dir/x",
+        "plain",
+    ] {
+        assert!(
+            staged.iter().any(|p| p == expected),
+            "{expected}: {staged:?}"
+        );
+    }
+    for unchanged in ["keep/deep/f1", "plain/stays", "cache/c2", "keep/deep/f2"] {
+        assert!(!staged.iter().any(|p| p == unchanged), "{unchanged} staged");
+    }
+    sh(
+        &v.source,
+        "echo after the thaw > inplace; rm -r moved-here/b",
+    );
+    v.upload(&capture, &excludes);
+    assert_eq!(
+        differences(&v.frozen, &v.mirror, &excludes),
+        Vec::<String>::new()
+    );
+
+    // The next run starts from this freeze: only what changed since is listed.
+    let live = v.live_pass(&excludes);
+    let listed = &live.journal.as_ref().unwrap().list;
+    assert!(listed.iter().any(|p| p == b"inplace"), "{listed:?}");
+    assert!(!listed.iter().any(|p| p == b"modes"), "{listed:?}");
+    let capture = v.capture(&live, &excludes);
+    v.upload(&capture, &excludes);
+    assert_eq!(
+        differences(&v.frozen, &v.mirror, &excludes),
+        Vec::<String>::new()
+    );
+}
+
+/// A new name for a file in a directory nothing else changed in: no event names the old name
+/// (its link count changed, which only a watch on the file itself would report).
+#[test]
+fn a_new_hard_link_the_journal_cannot_follow_makes_the_capture_scan() {
+    let v = Volume::journaled(SETUP, &[]);
+    let live = v.live_pass(&[]);
+    sh(&v.source, &changes_without_new_links());
+    sh(&v.source, "ln keep/deep/f4 plain/f4-link");
+    let capture = v.capture(&live, &[]);
+    let scanned = capture.scanned.clone().unwrap_or_default();
+    assert!(scanned.contains("hard-linked"), "{scanned}");
+    v.upload(&capture, &[]);
+    assert_eq!(differences(&v.frozen, &v.mirror, &[]), Vec::<String>::new());
+    let ino = |p: &str| std::fs::metadata(v.mirror.join(p)).unwrap().ino();
+    assert_eq!(ino("keep/deep/f4"), ino("plain/f4-link"));
+}
+
+#[test]
+fn an_overflowed_queue_makes_the_next_run_whole_and_says_why() {
+    let v = Volume::journaled("mkdir d", &[]);
+    let changes = v.changes.as_ref().unwrap();
+    {
+        // Nobody reads the queue while more events come than it holds.
+        let _held = changes.hold();
+        sh(&v.source, "cd d && seq 1 20000 | xargs touch");
+    }
+    let live = v.live_pass(&[]);
+    let reason = live
+        .journal
+        .as_ref()
+        .unwrap()
+        .reason
+        .clone()
+        .unwrap_or_default();
+    assert!(reason.contains("overflowed"), "{reason}");
+    let capture = v.capture(&live, &[]);
+    v.upload(&capture, &[]);
+    assert_eq!(differences(&v.frozen, &v.mirror, &[]), Vec::<String>::new());
+    // Set up again: the run after that one is from the journal.
+    let live = v.live_pass(&[]);
+    assert_eq!(live.journal.as_ref().unwrap().reason, None);
+}
+
+/// Rounds of random changes between runs, during the live pass and after the thaw; after each
+/// run the mirror must equal the volume as it was while frozen, with the journal on.
+#[test]
+fn random_changes_with_the_journal_always_end_in_the_frozen_state() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    let mut rng = seed;
+    let v = Volume::journaled("mkdir -p a/b c && echo 1 > a/x && echo 2 > c/y", &[]);
+    let mut scanned = 0;
+    for round in 0..12 {
+        sh(&v.source, &random_script(&mut rng, 15));
+        let live = v.live_pass(&[]);
+        sh(&v.source, &random_script(&mut rng, 15));
+        let capture = v.capture(&live, &[]);
+        scanned += usize::from(capture.scanned.is_some());
+        sh(&v.source, &random_script(&mut rng, 5));
+        v.upload(&capture, &[]);
+        assert_eq!(
+            differences(&v.frozen, &v.mirror, &[]),
+            Vec::<String>::new(),
+            "seed {seed}, round {round}"
+        );
+    }
+    assert!(scanned < 12, "the journal was used at least once");
+}
+
+fn next(rng: &mut u64) -> u64 {
+    *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *rng;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A shell script of `n` random changes among a few names (each tolerates a missing name).
+fn random_script(rng: &mut u64, n: usize) -> String {
+    const DIRS: [&str; 5] = ["a", "a/b", "c", "c/d", "e"];
+    const NAMES: [&str; 4] = ["x", "y", "z", "w"];
+    let mut script = String::from("set +e\n");
+    for _ in 0..n {
+        let dir = DIRS[next(rng) as usize % DIRS.len()];
+        let other = DIRS[next(rng) as usize % DIRS.len()];
+        let name = NAMES[next(rng) as usize % NAMES.len()];
+        let path = format!("{dir}/{name}");
+        let line = match next(rng) % 12 {
+            0 => format!("mkdir -p {dir} && echo $RANDOM > {path}"),
+            1 => format!("echo more >> {path}"),
+            2 => format!("chmod 6{}0 {path}", next(rng) % 8),
+            3 => format!("mv {path} {other}/{name}"),
+            4 => format!("rm -f {path}"),
+            5 => format!("rm -rf {dir}"),
+            6 => format!("mkdir -p {dir} && mv {dir} {dir}-moved && mv {dir}-moved {other}-n"),
+            7 => format!("mkdir -p {dir}/new/deep && echo n > {dir}/new/deep/f"),
+            8 => format!("touch -d '2001-01-0{} 00:00' {path}", 1 + next(rng) % 8),
+            9 => format!("ln -sfn ../{name} {path}-link"),
+            10 => format!("mv {dir} {dir}.tmp && mv {dir}.tmp {dir}"),
+            _ => format!("printf abc > {path}.tmp && mv {path}.tmp {path}"),
+        };
+        script.push_str(&line);
+        script.push_str(" 2>/dev/null\n");
+    }
+    script.push_str("true\n");
+    script
 }

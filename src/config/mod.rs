@@ -196,6 +196,10 @@ pub const DEFAULT_SYNC_SCHEDULE: &str = "0 3 */2 * *";
 pub const DEFAULT_SNAPSHOT_SCHEDULE: &str = "0 3 * * 0";
 /// Default [`Config::check_schedule`] (`BACKUP_CHECK_SCHEDULE`): 04:00 on the first of the month.
 pub const DEFAULT_CHECK_SCHEDULE: &str = "0 4 1 * *";
+/// Default [`Config::full_scan_schedule`] (`BACKUP_FULL_SCAN_SCHEDULE`): midnight before Sunday.
+pub const DEFAULT_FULL_SCAN_SCHEDULE: &str = "0 0 * * 0";
+/// Default [`Config::change_journal`] (`BACKUP_CHANGE_JOURNAL`).
+pub const DEFAULT_CHANGE_JOURNAL: bool = true;
 /// Default [`Config::tz`] (`TZ`).
 pub const DEFAULT_TZ: Tz = Tz::UTC;
 /// Default [`Config::run_on_start`] (`BACKUP_RUN_ON_START`).
@@ -278,6 +282,9 @@ pub struct Config {
     pub snapshot_schedule: Cron,
     /// Verification of the repository and the newest archive against the mirror.
     pub check_schedule: Cron,
+    /// The first run after each of its times walks every volume in full, and counts what the
+    /// change journal missed.
+    pub full_scan_schedule: Cron,
     /// Time zone of both schedules.
     pub tz: Tz,
     /// One mirror + snapshot run right after start.
@@ -298,6 +305,9 @@ pub struct Config {
     pub catch_up: CatchUp,
     /// Most a group's capture may copy into the staging area (`BACKUP_STAGING_MAX`, bytes).
     pub staging_max: u64,
+    /// Whether the daemon watches the volumes for changes (`BACKUP_CHANGE_JOURNAL`), so that a
+    /// run visits only what changed.
+    pub change_journal: bool,
     /// rsync's options for the link to the remote.
     pub link: Link,
     /// Where the host's volumes directory is mounted.
@@ -381,6 +391,7 @@ impl Config {
             sync_schedule,
             snapshot_schedule,
             check_schedule,
+            full_scan_schedule,
             tz,
             run_on_start,
         } = sections::schedule_section(&raw)?;
@@ -395,6 +406,7 @@ impl Config {
         let CatchUpSection {
             catch_up,
             staging_max,
+            change_journal,
             link,
         } = sections::catch_up_section(&raw)?;
         let Paths {
@@ -428,6 +440,7 @@ impl Config {
             sync_schedule,
             snapshot_schedule,
             check_schedule,
+            full_scan_schedule,
             tz,
             run_on_start,
             pause_timeout,
@@ -438,6 +451,7 @@ impl Config {
             projects,
             catch_up,
             staging_max,
+            change_journal,
             link,
             volumes_dir,
             host_root,

@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub backup_exclude: Option<String>,
     pub backup_catch_up: Option<String>,
     pub backup_staging_max: Option<String>,
+    pub backup_change_journal: Option<String>,
+    pub backup_full_scan_schedule: Option<String>,
     pub backup_compress: Option<String>,
     pub backup_bwlimit: Option<String>,
     pub backup_remote_pre_command: Option<String>,

@@ -121,12 +121,13 @@ pub(super) struct ScheduleSection {
     pub(super) sync_schedule: Cron,
     pub(super) snapshot_schedule: Cron,
     pub(super) check_schedule: Cron,
+    pub(super) full_scan_schedule: Cron,
     pub(super) tz: Tz,
     pub(super) run_on_start: bool,
 }
 
-/// `TZ`, `BACKUP_SYNC_SCHEDULE`, `BACKUP_SNAPSHOT_SCHEDULE`, `BACKUP_CHECK_SCHEDULE` and
-/// `BACKUP_RUN_ON_START`.
+/// `TZ`, `BACKUP_SYNC_SCHEDULE`, `BACKUP_SNAPSHOT_SCHEDULE`, `BACKUP_CHECK_SCHEDULE`,
+/// `BACKUP_FULL_SCAN_SCHEDULE` and `BACKUP_RUN_ON_START`.
 pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, ConfigError> {
     let tz = match raw.tz.as_deref().map(str::trim) {
         None => DEFAULT_TZ,
@@ -155,6 +156,12 @@ pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, Confi
             .as_deref()
             .unwrap_or(DEFAULT_CHECK_SCHEDULE),
     )?;
+    let full_scan_schedule = parse_cron(
+        "BACKUP_FULL_SCAN_SCHEDULE",
+        raw.backup_full_scan_schedule
+            .as_deref()
+            .unwrap_or(DEFAULT_FULL_SCAN_SCHEDULE),
+    )?;
     let run_on_start = parse_bool(
         "BACKUP_RUN_ON_START",
         raw.backup_run_on_start.as_deref(),
@@ -164,6 +171,7 @@ pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, Confi
         sync_schedule,
         snapshot_schedule,
         check_schedule,
+        full_scan_schedule,
         tz,
         run_on_start,
     })
@@ -225,10 +233,12 @@ pub(super) fn run_section(raw: &RawConfig) -> Result<RunSection, ConfigError> {
 pub(super) struct CatchUpSection {
     pub(super) catch_up: CatchUp,
     pub(super) staging_max: u64,
+    pub(super) change_journal: bool,
     pub(super) link: Link,
 }
 
-/// `BACKUP_CATCH_UP`, `BACKUP_STAGING_MAX`, `BACKUP_COMPRESS` and `BACKUP_BWLIMIT`.
+/// `BACKUP_CATCH_UP`, `BACKUP_STAGING_MAX`, `BACKUP_CHANGE_JOURNAL`, `BACKUP_COMPRESS` and
+/// `BACKUP_BWLIMIT`.
 pub(super) fn catch_up_section(raw: &RawConfig) -> Result<CatchUpSection, ConfigError> {
     let catch_up = match raw.backup_catch_up.as_deref().map(str::trim) {
         None => DEFAULT_CATCH_UP,
@@ -245,6 +255,11 @@ pub(super) fn catch_up_section(raw: &RawConfig) -> Result<CatchUpSection, Config
         None => DEFAULT_STAGING_MAX,
         Some(value) => parse_size("BACKUP_STAGING_MAX", value)?,
     };
+    let change_journal = parse_bool(
+        "BACKUP_CHANGE_JOURNAL",
+        raw.backup_change_journal.as_deref(),
+        DEFAULT_CHANGE_JOURNAL,
+    )?;
     let compress = parse_bool(
         "BACKUP_COMPRESS",
         raw.backup_compress.as_deref(),
@@ -257,6 +272,7 @@ pub(super) fn catch_up_section(raw: &RawConfig) -> Result<CatchUpSection, Config
     Ok(CatchUpSection {
         catch_up,
         staging_max,
+        change_journal,
         link: Link { compress, bwlimit },
     })
 }

@@ -481,6 +481,12 @@ pub enum Push<'a> {
         /// The directories, as rsync's `--files-from` with `--from0`.
         list: &'a Path,
     },
+    /// A live pass from the change journal: sends the entries of `list` (what changed since the
+    /// mirror's state; gone ones are skipped), each with its directories, none recursively.
+    Listed {
+        /// The entries, as rsync's `--files-from` with `--from0`.
+        list: &'a Path,
+    },
     /// The capture's upload: sends the entries of `list` from the staging area, whatever their
     /// size and time (`-I`; delta transfer still sends only what differs).
     Upload {
@@ -513,6 +519,11 @@ pub fn push_options(kind: Push, link: &Link, excludes: &[String], progress: bool
                 ]
                 .map(OsString::from),
             );
+            options.push(files_from(list));
+        }
+        Push::Listed { list } => {
+            options.extend(ARCHIVE.map(OsString::from));
+            options.extend(["--from0", "--ignore-missing-args"].map(OsString::from));
             options.push(files_from(list));
         }
         Push::Upload { list } => {

@@ -193,6 +193,29 @@ pub async fn sync_volume(
     run_pass(&cmd, pass, progress, cancel).await
 }
 
+/// A live pass of only the entries of `list` (paths below `source`, NUL-separated): what the
+/// change journal says changed since the mirror's state.
+pub async fn sync_listed(
+    mirror: &Mirror<'_>,
+    source: &Path,
+    volume: &str,
+    excludes: &[String],
+    list: &Path,
+    progress: Option<OnProgress<'_>>,
+    cancel: &CancellationToken,
+) -> Result<PassResult> {
+    let cmd = commands::rsync_push(
+        mirror.ssh,
+        mirror.link,
+        Push::Listed { list },
+        source,
+        &mirror.target(volume),
+        excludes,
+        progress.is_some(),
+    );
+    run_pass(&cmd, Pass::Live, progress, cancel).await
+}
+
 /// Brings `remote_dir/<volume>/` to the state a capture copied: sends the copies, then deletes,
 /// in each copied directory, what it did not hold while frozen, and sets the directories' times.
 /// Runs after the thaw.

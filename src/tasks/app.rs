@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::capture;
+use crate::capture::changes::Changes;
 use crate::config::{Config, ConfigError};
 use crate::engine::discover;
 use crate::engine::freeze;
@@ -122,12 +123,25 @@ pub async fn daemon(
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the web page");
         tokio::spawn(web::serve(listener, Arc::new(app), cancel.clone()))
     });
+    let changes = if config.change_journal {
+        match Changes::start() {
+            Ok(changes) => Some(changes),
+            Err(e) => {
+                warn!(error = %e, "cannot start the change journal: every run walks every volume");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let ctx = Sidecar {
         config,
         docker,
         journal,
         store,
         host,
+        changes,
+        full_scan_at: Default::default(),
     };
     let served = serve(ctx, outputs, (runs, check_tx, checks), indexer, cancel).await;
     if let Some(page) = page {

@@ -11,9 +11,10 @@ use tracing::{info, warn};
 
 use super::Sidecar;
 use super::files::stage;
+use crate::capture::changes::JournalView;
 use crate::capture::group::{Captured, Job};
 use crate::capture::{self, Capture, LiveView};
-use crate::config::{CatchUp, Config};
+use crate::config::CatchUp;
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::plan::{Group, PlannedVolume};
 use crate::format::millis;
@@ -33,6 +34,7 @@ fn synced(
     live: Option<PassResult>,
     last: PassResult,
     totals: Option<(u64, u64)>,
+    walked: Walked,
 ) -> Synced {
     let (files, bytes) = totals.unwrap_or((last.stats.files, last.stats.bytes));
     let synced = Synced {
@@ -50,8 +52,47 @@ fn synced(
         seconds = millis(synced.seconds),
         live_seconds = synced.live_seconds.map(millis),
         sent_bytes = synced.sent_bytes,
+        pass = walked.pass(),
+        reason = walked.reason.as_deref(),
     );
     synced
+}
+
+/// How a run walked a volume: only what the change journal named, or in full (and why).
+struct Walked {
+    reason: Option<String>,
+}
+
+impl Walked {
+    fn full(reason: impl Into<String>) -> Walked {
+        Walked {
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// From what the journal said before the live pass and while frozen.
+    fn of(view: &LiveView, capture: Option<&Capture>) -> Walked {
+        let Some(journal) = &view.journal else {
+            return Walked::full("the change journal is off");
+        };
+        let live = journal.reason.clone();
+        let scanned = capture.and_then(|c| c.scanned.clone());
+        Walked {
+            reason: match (live, scanned) {
+                (Some(l), Some(s)) if l == s => Some(l),
+                (Some(l), Some(s)) => Some(format!("{l}; while frozen: {s}")),
+                (l, s) => l.or(s),
+            },
+        }
+    }
+
+    fn pass(&self) -> &'static str {
+        if self.reason.is_none() {
+            "journal"
+        } else {
+            "full"
+        }
+    }
 }
 
 /// One rsync pass of a volume; `watched` passes (those not inside a freeze) report their progress.
@@ -111,6 +152,7 @@ pub(super) async fn sync_group(
     ctx: &Sidecar,
     ssh: &Ssh,
     group: &Group,
+    full: Option<&str>,
     cancel: &CancellationToken,
 ) -> (VolumeResults, Frozen) {
     let config = &ctx.config;
@@ -130,9 +172,10 @@ pub(super) async fn sync_group(
     }
     if group.members.is_empty() {
         for volume in sources {
+            let walked = Walked::full("no container to freeze uses it");
             let result = pass(ctx, &mirror, volume, Pass::Final, true, cancel)
                 .await
-                .map(|done| synced(volume, None, done, None));
+                .map(|done| synced(volume, None, done, None, walked));
             results.push((volume.name.clone(), result));
         }
         return (results, Frozen::default());
@@ -141,8 +184,17 @@ pub(super) async fn sync_group(
     let mut ready = Vec::new();
     let mut views = Vec::new();
     for volume in sources {
-        let view = before_live_pass(config, volume).await;
-        match pass(ctx, &mirror, volume, Pass::Live, true, cancel).await {
+        let view = before_live_pass(ctx, volume, full).await;
+        let listed = view
+            .as_ref()
+            .ok()
+            .and_then(|v| v.journal.as_ref())
+            .filter(|j| j.since.is_some());
+        let live = match listed {
+            Some(journal) => listed_pass(ctx, &mirror, volume, &journal.list, cancel).await,
+            None => pass(ctx, &mirror, volume, Pass::Live, true, cancel).await,
+        };
+        match live {
             Ok(live) => {
                 ready.push(Ready { volume, live });
                 views.push(view);
@@ -160,6 +212,7 @@ pub(super) async fn sync_group(
         .err()
         .or_else(|| why_not_capture(&ready, &views));
     let views: Vec<LiveView> = views.into_iter().map(Result::unwrap_or_default).collect();
+    let changes = ctx.changes.clone();
     let (caught_up, frozen) = freeze::with_frozen(
         &ctx.docker,
         &ctx.journal,
@@ -170,37 +223,54 @@ pub(super) async fn sync_group(
             let ready = &ready;
             let mirror = &mirror;
             let staging = &staging;
+            let views = &views;
             async move {
+                // What the journal has seen up to the freeze: the state the mirror reaches.
+                let mark = match changes.clone() {
+                    Some(c) => tokio::task::spawn_blocking(move || c.mark()).await.ok(),
+                    None => None,
+                };
                 let captured = match why_not {
                     Some(reason) => Err(reason),
-                    None => capture_group(config, ready, views, staging).await,
+                    None => capture_group(ctx, ready, views, staging).await,
                 };
                 let reason = match captured {
-                    Ok(captured) => return Ok(captured),
+                    Ok(captured) => return Ok((mark, captured)),
                     Err(reason) => reason,
                 };
                 let mut passes = Vec::new();
                 for r in ready {
                     passes.push(pass(ctx, mirror, r.volume, Pass::Final, false, &token).await);
                 }
-                Ok(CaughtUp::Network { reason, passes })
+                Ok((mark, CaughtUp::Network { reason, passes }))
             }
         },
     )
     .await;
-    log_thawed(group, &frozen, caught_up.as_ref().ok());
+    let (mark, caught_up) = match caught_up {
+        Ok((mark, caught_up)) => (mark, Ok(caught_up)),
+        Err(e) => (None, Err(e)),
+    };
+    log_thawed(group, &ready, &frozen, caught_up.as_ref().ok());
+    let mut outcomes: Vec<(&PlannedVolume, bool)> = Vec::new();
     match caught_up {
-        Ok(CaughtUp::Network { passes, .. }) => {
+        Ok(CaughtUp::Network { passes, reason }) => {
             for (r, result) in ready.iter().zip(passes) {
-                let result = result.map(|last| synced(r.volume, Some(r.live), last, None));
+                let walked = Walked::full(format!("network catch-up: {reason}"));
+                let result = result.map(|last| synced(r.volume, Some(r.live), last, None, walked));
+                outcomes.push((r.volume, result.is_ok()));
                 results.push((r.volume.name.clone(), result));
             }
         }
         Ok(CaughtUp::Captured(Captured { captures, .. })) => {
-            for (r, capture) in ready.iter().zip(captures) {
+            for ((r, capture), view) in ready.iter().zip(captures).zip(&views) {
+                let walked = Walked::of(view, Some(&capture));
                 let result = upload(ctx, &mirror, r.volume, &capture, cancel)
                     .await
-                    .map(|last| synced(r.volume, Some(r.live), last, Some(capture.totals())));
+                    .map(|last| {
+                        synced(r.volume, Some(r.live), last, Some(capture.totals()), walked)
+                    });
+                outcomes.push((r.volume, result.is_ok()));
                 results.push((r.volume.name.clone(), result));
             }
         }
@@ -215,18 +285,88 @@ pub(super) async fn sync_group(
     if let Err(e) = capture::clear(&staging) {
         warn!(error = %e, path = %staging.display(), "cannot empty the staging area");
     }
+    if let Some(changes) = &ctx.changes {
+        for (volume, done) in outcomes {
+            changes.completed(&source_path(config, volume), mark.filter(|_| done));
+        }
+    }
     (results, frozen)
 }
 
-/// What the capture needs from before a volume's live pass (the error says why there is none).
-async fn before_live_pass(config: &Config, volume: &PlannedVolume) -> Result<LiveView, String> {
+/// A live pass of the entries the change journal named (none: nothing to send).
+async fn listed_pass(
+    ctx: &Sidecar,
+    mirror: &Mirror<'_>,
+    volume: &PlannedVolume,
+    entries: &[Vec<u8>],
+    cancel: &CancellationToken,
+) -> Result<PassResult> {
+    if entries.is_empty() {
+        return Ok(PassResult {
+            stats: Default::default(),
+            seconds: 0.0,
+            complete: true,
+        });
+    }
+    let staging = layout::staging(&ctx.config);
+    std::fs::create_dir_all(&staging).context("creating the staging area")?;
+    let list = staging.join(format!("{}.live-list", volume.name));
+    let mut text = Vec::new();
+    for path in entries {
+        text.extend_from_slice(path);
+        text.push(0);
+    }
+    std::fs::write(&list, text).context("writing the live pass's list")?;
+    let mut watcher = watcher(ctx, volume);
+    let mut report = |p: Progress| watcher.pass(p);
+    let result = transfer::sync_listed(
+        mirror,
+        &source_path(&ctx.config, volume),
+        &volume.name,
+        &volume.excludes,
+        &list,
+        Some(&mut report as OnProgress),
+        cancel,
+    )
+    .await
+    .context("live pass");
+    std::fs::remove_file(&list).ok();
+    result
+}
+
+/// What the capture needs from before a volume's live pass (the error says why there is none):
+/// from the change journal when it is on, else by a scan. `full`: why the live pass walks the
+/// whole volume even so.
+async fn before_live_pass(
+    ctx: &Sidecar,
+    volume: &PlannedVolume,
+    full: Option<&str>,
+) -> Result<LiveView, String> {
+    let config = &ctx.config;
     if config.catch_up == CatchUp::Network {
         return Err("BACKUP_CATCH_UP=network".into());
     }
     let source = source_path(config, volume);
     let excludes = volume.excludes.clone();
+    let changes = ctx.changes.clone();
+    let full = full.map(str::to_string);
     let listed = tokio::task::spawn_blocking(move || {
-        LiveView::before_live_pass(&source, &excludes, &AtomicBool::new(false))
+        let Some(changes) = changes else {
+            return LiveView::before_live_pass(&source, &excludes, &AtomicBool::new(false));
+        };
+        match LiveView::from_journal(&changes, &source, &excludes, full.as_deref()) {
+            Ok(view) => Ok(view),
+            // It says why in the volume's line; the scan does what it cannot.
+            Err(e) => {
+                let mut view =
+                    LiveView::before_live_pass(&source, &excludes, &AtomicBool::new(false))?;
+                view.journal = Some(JournalView {
+                    reason: Some(e.to_string()),
+                    ..JournalView::default()
+                });
+                Ok(view)
+            }
+        }
     })
     .await;
     listed
@@ -251,11 +391,12 @@ fn why_not_capture(ready: &[Ready], views: &[Result<LiveView, String>]) -> Optio
 
 /// While frozen: the capture of the group's volumes (see [`capture::group`]).
 async fn capture_group(
-    config: &Config,
+    ctx: &Sidecar,
     ready: &[Ready<'_>],
-    views: Vec<LiveView>,
+    views: &[LiveView],
     staging: &Path,
 ) -> Result<CaughtUp, String> {
+    let config = &ctx.config;
     let jobs = ready
         .iter()
         .zip(views)
@@ -263,7 +404,8 @@ async fn capture_group(
             name: r.volume.name.clone(),
             source: source_path(config, r.volume),
             excludes: r.volume.excludes.clone(),
-            view,
+            view: view.clone(),
+            changes: ctx.changes.clone(),
         })
         .collect();
     capture::group::capture_group(jobs, staging, config.staging_max)
@@ -272,7 +414,7 @@ async fn capture_group(
 }
 
 /// Logs `group thawed`, with the catch-up path that was taken and what it moved.
-fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
+fn log_thawed(group: &Group, ready: &[Ready], frozen: &Frozen, caught_up: Option<&CaughtUp>) {
     if frozen.containers.is_empty() {
         return;
     }
@@ -294,6 +436,19 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
         }
         None => (CatchUp::Network, None, 0, 0, None, None),
     };
+    // Which volumes were scanned whole while frozen though the journal watches them, and why.
+    let scanned: Vec<String> = match caught_up {
+        Some(CaughtUp::Captured(Captured { captures, .. })) => captures
+            .iter()
+            .zip(ready)
+            .filter_map(|(c, r)| {
+                let why = c.scanned.as_ref()?;
+                Some(format!("{}: {why}", r.volume.name))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let full_scan = (!scanned.is_empty()).then(|| scanned.join("; "));
     info!(
         message = events::GROUP_THAWED,
         group = %group.name,
@@ -305,6 +460,7 @@ fn log_thawed(group: &Group, frozen: &Frozen, caught_up: Option<&CaughtUp>) {
         staged_bytes = bytes,
         scan_ms,
         copy_ms,
+        full_scan,
     );
 }
 

@@ -14,6 +14,7 @@ use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::capture::changes::Changes;
 use crate::config::{Config, Retry};
 use crate::engine::discover;
 use crate::engine::exec;
@@ -32,6 +33,7 @@ use crate::remote::ssh::{Session, Ssh};
 use crate::report::Trigger;
 use crate::report::events;
 use crate::report::{Failure, FailureKind, RunReport, Stage};
+use chrono::{DateTime, Utc};
 use group::{VolumeResults, sync_group};
 use steps::Steps;
 
@@ -50,6 +52,42 @@ pub struct Sidecar {
     pub store: Store,
     /// This host's name (the engine's): it owns `BACKUP_REMOTE_DIR` on the remote.
     pub host: String,
+    /// The change journal, when `BACKUP_CHANGE_JOURNAL` is on.
+    pub changes: Option<Changes>,
+    /// When `BACKUP_FULL_SCAN_SCHEDULE` next makes a run walk every volume in full.
+    pub full_scan_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+/// Why a run the full-pass schedule chose walks every volume.
+pub const SCHEDULED_FULL_PASS: &str = "the scheduled full pass (BACKUP_FULL_SCAN_SCHEDULE)";
+
+impl Sidecar {
+    /// Whether this run walks every volume in full: `BACKUP_FULL_SCAN_SCHEDULE` fired since the
+    /// last run that did (the daemon's first run walks every volume anyway).
+    fn full_scan_due(&self) -> Option<&'static str> {
+        let now = Utc::now();
+        let config = &self.config;
+        let next = config
+            .full_scan_schedule
+            .find_next_occurrence(&now.with_timezone(&config.tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        let mut at = self
+            .full_scan_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match *at {
+            Some(due) if now < due => None,
+            Some(_) => {
+                *at = next;
+                Some(SCHEDULED_FULL_PASS)
+            }
+            None => {
+                *at = next;
+                None
+            }
+        }
+    }
 }
 
 /// Runs once: logs `run started`, and returns the report (the daemon publishes it).
@@ -79,9 +117,19 @@ async fn run_inner(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let (plan, session) = prepare(ctx, report, cancel).await?;
+    if let Some(changes) = &ctx.changes {
+        let sources: Vec<_> = plan
+            .groups
+            .iter()
+            .flat_map(|g| &g.volumes)
+            .map(|v| crate::tasks::layout::source_path(&ctx.config, v))
+            .collect();
+        changes.keep_only(&sources);
+    }
     let mut live = Live {
         ctx,
         ssh: &session.ssh,
+        full: ctx.full_scan_due(),
     };
     let result = steps::drive(&mut live, &plan, report, cancel).await;
     session.close().await;
@@ -156,6 +204,8 @@ fn warn_about_the_remote(config: &Config, ssh: &Ssh) {
 struct Live<'a> {
     ctx: &'a Sidecar,
     ssh: &'a Ssh,
+    /// Why every volume is walked in full this run, if it is.
+    full: Option<&'static str>,
 }
 
 impl Steps for Live<'_> {
@@ -202,7 +252,7 @@ impl Steps for Live<'_> {
         let done = match pre {
             Ok(()) => {
                 with_retries(ctx.config.retry, "group", cancel, first_transient, || {
-                    sync_group(ctx, self.ssh, group, cancel)
+                    sync_group(ctx, self.ssh, group, self.full, cancel)
                 })
                 .instrument(span.clone())
                 .await
