@@ -6,6 +6,10 @@
 //! The live pass is slowed with `BACKUP_BWLIMIT` and a new incompressible file, so that the test
 //! can change the volume while it runs (after the capture's start, before the freeze), and act
 //! between the thaw and the end of the upload.
+//!
+//! Each case runs twice: with the change journal (the default: a warm run sends and looks at only
+//! what the journal names) and with `BACKUP_CHANGE_JOURNAL=false` (every run walks everything).
+//! The journal's own cases follow: what it must see, and when it must fall back and say so.
 
 mod common;
 
@@ -74,6 +78,16 @@ impl Stack {
         stack
     }
 
+    /// The sidecar, with the change journal on or off.
+    fn sidecar(&self, journal: bool, extra: &[(&str, &str)]) -> String {
+        let mut env = vec![(
+            "BACKUP_CHANGE_JOURNAL",
+            if journal { "true" } else { "false" },
+        )];
+        env.extend_from_slice(extra);
+        self.env.sidecar(&self.remote, &env)
+    }
+
     fn in_app(&self, script: &str) -> String {
         docker(&["exec", &self.app, "sh", "-c", script])
     }
@@ -115,11 +129,39 @@ fn thawed_fields(sidecar: &str, index: usize) -> serde_json::Value {
     events_named(sidecar, "group thawed")[index]["fields"].clone()
 }
 
-#[test]
-fn every_hard_case_reaches_the_mirror_as_it_stood_while_frozen() {
-    let stack = Stack::new("capture-cases");
+fn synced_fields(sidecar: &str, index: usize) -> serde_json::Value {
+    events_named(sidecar, "volume synced")[index]["fields"].clone()
+}
+
+/// Each case with the journal on and off.
+macro_rules! both {
+    ($case:ident, $on:ident, $off:ident) => {
+        #[test]
+        fn $on() {
+            $case(true);
+        }
+
+        #[test]
+        fn $off() {
+            $case(false);
+        }
+    };
+}
+
+both!(
+    every_hard_case,
+    every_hard_case_reaches_the_mirror_as_it_stood_while_frozen,
+    every_hard_case_reaches_the_mirror_as_it_stood_while_frozen_without_the_journal
+);
+
+fn every_hard_case(journal: bool) {
+    let stack = Stack::new(if journal {
+        "capture-cases"
+    } else {
+        "capture-cases-full"
+    });
     let env = &stack.env;
-    let sidecar = env.sidecar(&stack.remote, &[("BACKUP_BWLIMIT", SLOW)]);
+    let sidecar = stack.sidecar(journal, &[("BACKUP_BWLIMIT", SLOW)]);
     let first = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(first["fields"]["outcome"], "success", "{first}");
 
@@ -139,6 +181,16 @@ fn every_hard_case_reaches_the_mirror_as_it_stood_while_frozen() {
     let thawed = thawed_fields(&sidecar, 1);
     assert_eq!(thawed["catch_up"], "capture", "{thawed}");
     assert!(thawed["staged_files"].as_u64().unwrap() >= 20, "{thawed}");
+    // The first run walks everything; the second, with the journal, only what it named.
+    let synced = synced_fields(&sidecar, 1);
+    if journal {
+        assert_eq!(synced["pass"], "journal", "{synced}");
+        assert!(thawed.get("full_scan").is_none(), "{thawed}");
+    } else {
+        assert_eq!(synced["pass"], "full", "{synced}");
+        assert_eq!(synced["reason"], "the change journal is off", "{synced}");
+    }
+    assert_eq!(synced_fields(&sidecar, 0)["pass"], "full");
     assert!(
         thawed["staged_bytes"].as_u64().unwrap() >= 2_000_000,
         "{thawed}"
@@ -173,12 +225,20 @@ fn every_hard_case_reaches_the_mirror_as_it_stood_while_frozen() {
     assert_running_not_paused(&stack.app);
 }
 
-#[test]
-fn staging_over_its_limit_falls_back_to_the_network_catch_up_and_says_so() {
-    let stack = Stack::new("capture-limit");
-    let env = &stack.env;
-    let sidecar = env.sidecar(
-        &stack.remote,
+both!(
+    staging_over_its_limit,
+    staging_over_its_limit_falls_back_to_the_network_catch_up_and_says_so,
+    staging_over_its_limit_falls_back_to_the_network_catch_up_and_says_so_without_the_journal
+);
+
+fn staging_over_its_limit(journal: bool) {
+    let stack = Stack::new(if journal {
+        "capture-limit"
+    } else {
+        "capture-limit-full"
+    });
+    let sidecar = stack.sidecar(
+        journal,
         &[("BACKUP_STAGING_MAX", "1MiB"), ("BACKUP_BWLIMIT", SLOW)],
     );
     let first = wait_for_run(&sidecar, RUN_TIMEOUT);
@@ -200,11 +260,20 @@ fn staging_over_its_limit_falls_back_to_the_network_catch_up_and_says_so() {
     assert_running_not_paused(&stack.app);
 }
 
-#[test]
-fn a_sidecar_killed_between_thaw_and_upload_leaves_no_snapshot_and_the_next_run_completes() {
-    let stack = Stack::new("capture-kill");
+both!(
+    killed_between_thaw_and_upload,
+    a_sidecar_killed_between_thaw_and_upload_leaves_no_snapshot_and_the_next_run_completes,
+    a_sidecar_killed_between_thaw_and_upload_leaves_no_snapshot_and_the_next_run_completes_without_the_journal
+);
+
+fn killed_between_thaw_and_upload(journal: bool) {
+    let stack = Stack::new(if journal {
+        "capture-kill"
+    } else {
+        "capture-kill-full"
+    });
     let env = &stack.env;
-    let sidecar = env.sidecar(&stack.remote, &[("BACKUP_BWLIMIT", SLOW)]);
+    let sidecar = stack.sidecar(journal, &[("BACKUP_BWLIMIT", SLOW)]);
     let first = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(first["fields"]["outcome"], "success", "{first}");
     let archives = env.archives(&stack.remote);
@@ -255,4 +324,219 @@ fn a_sidecar_killed_between_thaw_and_upload_leaves_no_snapshot_and_the_next_run_
             .any(|l| l.ends_with(&format!("{}/big 3000000", stack.volume))),
         "{listed}"
     );
+}
+
+// The change journal's own cases.
+
+/// Where this engine keeps its volumes, as the test (root on the host) sees them.
+fn volumes_dir() -> std::path::PathBuf {
+    match std::env::var("BS_TEST_ENGINE") {
+        Ok(dir) => format!("{dir}/data/volumes").into(),
+        Err(_) => "/var/lib/docker/volumes".into(),
+    }
+}
+
+/// A kernel setting of the host, changed for one test and put back when it ends (even when it
+/// fails). The tests run one at a time (scripts/test.sh), so no other sidecar sees it.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: u64) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, value.to_string()).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        std::fs::write(self.path, self.old.trim()).unwrap();
+    }
+}
+
+/// Asks for a run and waits until `count` runs have finished; returns the last.
+fn another_run(sidecar: &str, count: usize) -> serde_json::Value {
+    docker(&["kill", "-s", "USR1", sidecar]);
+    let runs = wait_for_events(sidecar, "run finished", count, RUN_TIMEOUT);
+    let last = runs.last().unwrap().clone();
+    assert_eq!(last["fields"]["outcome"], "success", "{last}");
+    last
+}
+
+/// A directory made and filled while the live pass runs, and trees moved into the volume from
+/// outside it (a rename on the same file system: everything in them keeps its old times), one
+/// between the runs and one during the live pass: all of it reaches the mirror, from the journal.
+#[test]
+fn with_the_journal_new_and_moved_in_trees_reach_the_mirror() {
+    let stack = Stack::new("journal-trees");
+    let env = &stack.env;
+    let outside = env.volume("outside", &[]);
+    let outside_data = volumes_dir().join(&outside).join("_data");
+    let inside_data = volumes_dir().join(&stack.volume).join("_data");
+    for tree in ["tree1", "tree2"] {
+        for d in 0..5 {
+            let dir = outside_data.join(format!("{tree}/d{d}/deeper"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..10 {
+                std::fs::write(dir.join(format!("f{f}")), format!("{tree} {d} {f}")).unwrap();
+            }
+        }
+    }
+    let sidecar = stack.sidecar(true, &[("BACKUP_BWLIMIT", SLOW)]);
+    let first = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(first["fields"]["outcome"], "success", "{first}");
+
+    // Between the runs: a tree moved in.
+    std::fs::rename(outside_data.join("tree1"), inside_data.join("tree1")).unwrap();
+    stack.in_app("head -c 4000000 /dev/urandom > /data/pad");
+    docker(&["kill", "-s", "USR1", &sidecar]);
+    stack.wait_for_transfer_of("pad");
+    // During the live pass: another tree moved in, and a directory made and filled.
+    std::fs::rename(outside_data.join("tree2"), inside_data.join("keep/tree2")).unwrap();
+    stack.in_app(
+        "mkdir -p /data/made/a/b && for i in $(seq 1 40); do echo $i > /data/made/a/b/f$i; done",
+    );
+    let runs = wait_for_events(&sidecar, "run finished", 2, RUN_TIMEOUT);
+    assert_eq!(runs[1]["fields"]["outcome"], "success", "{}", runs[1]);
+    let synced = synced_fields(&sidecar, 1);
+    assert_eq!(synced["pass"], "journal", "{synced}");
+    assert_eq!(stack.digest_of_mirror(), stack.digest_of_volume());
+    assert_running_not_paused(&stack.app);
+}
+
+/// More events than the kernel's queue holds: the journal cannot know what it lost, so the
+/// next run walks everything and says why; the one after is from the journal again. A daemon
+/// started again starts watching anew: its first run walks everything too.
+#[test]
+fn an_overflow_or_a_restart_makes_the_next_run_whole_and_says_why() {
+    let stack = Stack::new("journal-overflow");
+    let sidecar = {
+        // The queue's size is taken when the daemon starts its journal.
+        let _small = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 16);
+        let sidecar = stack.sidecar(true, &[]);
+        let first = wait_for_run(&sidecar, RUN_TIMEOUT);
+        assert_eq!(first["fields"]["outcome"], "success", "{first}");
+        sidecar
+    };
+    let synced = synced_fields(&sidecar, 0);
+    assert_eq!(synced["pass"], "full", "{synced}");
+    let reason = synced["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("starts watching"), "{synced}");
+
+    stack.in_app("mkdir -p /data/flood && cd /data/flood && seq 1 3000 | xargs touch");
+    another_run(&sidecar, 2);
+    let synced = synced_fields(&sidecar, 1);
+    assert_eq!(synced["pass"], "full", "{synced}");
+    let reason = synced["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("overflowed"), "{synced}");
+    assert_eq!(stack.digest_of_mirror(), stack.digest_of_volume());
+
+    stack.in_app("echo after > /data/f");
+    another_run(&sidecar, 3);
+    assert_eq!(synced_fields(&sidecar, 2)["pass"], "journal");
+
+    docker(&["restart", "-t", "10", &sidecar]);
+    let runs = wait_for_events(&sidecar, "run finished", 4, RUN_TIMEOUT);
+    assert_eq!(runs[3]["fields"]["outcome"], "success", "{}", runs[3]);
+    let synced = synced_fields(&sidecar, 3);
+    assert_eq!(synced["pass"], "full", "{synced}");
+    stack.in_app("echo again > /data/f && rm -r /data/flood");
+    another_run(&sidecar, 5);
+    assert_eq!(synced_fields(&sidecar, 4)["pass"], "journal");
+    assert_eq!(stack.digest_of_mirror(), stack.digest_of_volume());
+    assert_running_not_paused(&stack.app);
+}
+
+/// Watches in use by every process of the host's root user.
+fn watches_in_use() -> u64 {
+    let mut count = 0;
+    for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = std::fs::read_dir(proc.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(info) = std::fs::read_to_string(fd.path()) {
+                count += info
+                    .lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count() as u64;
+            }
+        }
+    }
+    count
+}
+
+/// A volume with more directories than the watches left: the journal gives back what it took,
+/// the runs walk everything (and say why), and `check` warns.
+#[test]
+fn a_watch_limit_too_small_falls_back_says_so_and_check_warns() {
+    let stack = Stack::new("journal-watches");
+    stack.in_app("cd /data && for i in $(seq 1 300); do mkdir -p many/d$i; done");
+    let _small = Sysctl::set(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use() + 100,
+    );
+    let sidecar = stack.sidecar(true, &[]);
+    let first = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(first["fields"]["outcome"], "success", "{first}");
+    stack.in_app("echo changed > /data/f");
+    another_run(&sidecar, 2);
+    let synced = synced_fields(&sidecar, 1);
+    assert_eq!(synced["pass"], "full", "{synced}");
+    let reason = synced["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("max_user_watches"), "{synced}");
+    assert_eq!(stack.digest_of_mirror(), stack.digest_of_volume());
+    let check = docker_output(&["exec", &sidecar, "backup-sidecar", "check"]);
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("WARN  change journal:") && l.contains("max_user_watches")),
+        "{printed}"
+    );
+}
+
+/// The scheduled full pass compares the mirror with what the journal named: after runs with
+/// every kind of change, nothing is missed.
+#[test]
+fn the_scheduled_full_pass_finds_nothing_the_journal_missed() {
+    let stack = Stack::new("journal-audit");
+    let sidecar = stack.sidecar(true, &[("BACKUP_FULL_SCAN_SCHEDULE", "* * * * *")]);
+    let first = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(first["fields"]["outcome"], "success", "{first}");
+    let changes = [
+        "echo one > /data/f && mkdir -p /data/n1/a && echo x > /data/n1/a/x",
+        "mv /data/n1 /data/n2 && rm /data/deleted && chmod 600 /data/modes",
+        "printf '%s\\n' changed > /data/inplace && ln /data/single /data/third-name",
+        "rm -r /data/moved-away && mkdir /data/gone-dir/sub && echo s > /data/gone-dir/sub/s",
+        "mv /data/keep/deep /data/deep-moved && touch -d 2001-01-01 /data/plain",
+    ];
+    let started = std::time::Instant::now();
+    let mut runs = 1;
+    let mut journal_runs = 0;
+    while events_named(&sidecar, "journal checked").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "no scheduled full pass"
+        );
+        stack.in_app(changes[runs % changes.len()]);
+        runs += 1;
+        another_run(&sidecar, runs);
+        if synced_fields(&sidecar, runs - 1)["pass"] == "journal" {
+            journal_runs += 1;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    assert!(journal_runs > 0, "a run between came from the journal");
+    for checked in events_named(&sidecar, "journal checked") {
+        assert_eq!(checked["fields"]["missed"], 0, "{checked}");
+    }
+    let synced = synced_fields(&sidecar, runs - 1);
+    assert_eq!(synced["pass"], "full", "{synced}");
+    let reason = synced["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("BACKUP_FULL_SCAN_SCHEDULE"), "{synced}");
+    assert_eq!(stack.digest_of_mirror(), stack.digest_of_volume());
 }

@@ -76,6 +76,10 @@ pub struct VolumeRecord {
     pub live_seconds: Option<f64>,
     /// Why the last attempt failed, when it did.
     pub last_error: Option<String>,
+    /// Entries the scheduled full passes found different that the change journal had not
+    /// named, all runs.
+    #[serde(default)]
+    pub journal_missed: u64,
 }
 
 /// One group's last freeze.
@@ -200,6 +204,7 @@ impl History {
                     record.files = synced.files;
                     record.seconds = synced.seconds;
                     record.live_seconds = synced.live_seconds;
+                    record.journal_missed += synced.journal_missed.unwrap_or(0);
                     record.last_error = None;
                 }
                 Err(failure) => record.last_error = Some(failure.message.clone()),
@@ -379,6 +384,7 @@ mod tests {
                     sent_bytes: 10,
                     seconds: 1.5,
                     live_seconds: Some(1.0),
+                    journal_missed: None,
                 }),
             },
             VolumeReport {
@@ -396,6 +402,7 @@ mod tests {
                         sent_bytes: 0,
                         seconds: 0.2,
                         live_seconds: None,
+                        journal_missed: None,
                     })
                 },
             },

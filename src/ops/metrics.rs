@@ -340,6 +340,17 @@ pub fn render(history: &History, running: Option<&Running>, planned: &[String]) 
     );
 
     out.labelled(
+        "backup_sidecar_volume_journal_missed_total",
+        Kind::Counter,
+        "Entries the scheduled full passes (BACKUP_FULL_SCAN_SCHEDULE) found different in the \
+         mirror that the change journal had not named; 0 while it sees every change.",
+        "volume",
+        volumes
+            .iter()
+            .map(|(name, v)| (*name, v.journal_missed as f64)),
+    );
+
+    out.labelled(
         "backup_sidecar_group_last_freeze_seconds",
         Kind::Gauge,
         "How long the group's containers were last frozen.",
@@ -414,6 +425,7 @@ fn volumes<'a>(history: &'a History, planned: &'a [String]) -> BTreeMap<&'a str,
         seconds: 0.0,
         live_seconds: None,
         last_error: None,
+        journal_missed: 0,
     };
     let mut volumes: BTreeMap<&str, &VolumeRecord> = planned
         .iter()

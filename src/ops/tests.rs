@@ -47,6 +47,7 @@ fn run(volumes: &[(&str, bool)], failure: Option<Failure>) -> RunReport {
                     sent_bytes: 1,
                     seconds: 0.1,
                     live_seconds: None,
+                    journal_missed: None,
                 })
             } else {
                 Err(Failure {

@@ -474,6 +474,9 @@ pub enum Push<'a> {
     /// A pass of the whole volume (`--delete`): the live pass, the network catch-up while frozen,
     /// the only pass of a volume nobody uses.
     Whole,
+    /// A whole pass that also prints each entry it changes (`%i %n`): the scheduled full pass,
+    /// to count what the change journal missed.
+    Audit,
     /// The capture's delete step: in each directory of `list` (`DIR/.`, NUL-separated), deletes
     /// the names the source (a skeleton of names) lacks and sets the directories' times from it;
     /// transfers nothing, changes no other attribute.
@@ -507,6 +510,10 @@ pub fn push_options(kind: Push, link: &Link, excludes: &[String], progress: bool
         Push::Whole => {
             options.extend(ARCHIVE.map(OsString::from));
             options.push("--delete".into());
+        }
+        Push::Audit => {
+            options.extend(ARCHIVE.map(OsString::from));
+            options.extend(["--delete", "--out-format=%i %n"].map(OsString::from));
         }
         Push::Prune { list } => {
             options.extend(

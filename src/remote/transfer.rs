@@ -193,6 +193,28 @@ pub async fn sync_volume(
     run_pass(&cmd, pass, progress, cancel).await
 }
 
+/// A whole live pass that also returns rsync's itemized list of what it changed in the mirror
+/// (see [`Push::Audit`]).
+pub async fn sync_volume_audited(
+    mirror: &Mirror<'_>,
+    source: &Path,
+    volume: &str,
+    excludes: &[String],
+    progress: Option<OnProgress<'_>>,
+    cancel: &CancellationToken,
+) -> Result<(PassResult, String)> {
+    let cmd = commands::rsync_push(
+        mirror.ssh,
+        mirror.link,
+        Push::Audit,
+        source,
+        &mirror.target(volume),
+        excludes,
+        progress.is_some(),
+    );
+    run_pass_output(&cmd, Pass::Live, progress, cancel).await
+}
+
 /// A live pass of only the entries of `list` (paths below `source`, NUL-separated): what the
 /// change journal says changed since the mirror's state.
 pub async fn sync_listed(
@@ -268,9 +290,19 @@ pub async fn upload(
 async fn run_pass(
     cmd: &Cmd,
     pass: Pass,
-    mut progress: Option<OnProgress<'_>>,
+    progress: Option<OnProgress<'_>>,
     cancel: &CancellationToken,
 ) -> Result<PassResult> {
+    Ok(run_pass_output(cmd, pass, progress, cancel).await?.0)
+}
+
+/// [`run_pass`], with rsync's output (but its progress lines).
+async fn run_pass_output(
+    cmd: &Cmd,
+    pass: Pass,
+    mut progress: Option<OnProgress<'_>>,
+    cancel: &CancellationToken,
+) -> Result<(PassResult, String)> {
     let started = Instant::now();
     let watch = process::Watch {
         stdout: &mut |line| match (Progress::parse(line), progress.as_deref_mut()) {
@@ -295,11 +327,12 @@ async fn run_pass(
             "files changed or vanished during the live pass; the catch-up takes them"
         );
     }
-    Ok(PassResult {
+    let result = PassResult {
         stats: Stats::parse(&done.stdout),
         seconds,
         complete: exit != RsyncExit::Partial,
-    })
+    };
+    Ok((result, done.stdout))
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub const VOLUME_SKIPPED: &str = "volume skipped";
 pub const PROGRESS: &str = "progress";
 /// A group's containers run again.
 pub const GROUP_THAWED: &str = "group thawed";
+/// A scheduled full pass compared the mirror with what the change journal named.
+pub const JOURNAL_CHECKED: &str = "journal checked";
 /// `borg create` made an archive.
 pub const SNAPSHOT_CREATED: &str = "snapshot created";
 /// A verification ended.

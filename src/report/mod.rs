@@ -95,6 +95,9 @@ pub struct Synced {
     pub seconds: f64,
     /// The live pass alone, when there was one.
     pub live_seconds: Option<f64>,
+    /// On a scheduled full pass with the change journal: the entries it found different in the
+    /// mirror that the journal had not named.
+    pub journal_missed: Option<u64>,
 }
 
 /// One volume of a run.
@@ -438,6 +441,7 @@ mod tests {
             sent_bytes: 0,
             seconds: 0.5,
             live_seconds: None,
+            journal_missed: None,
         })
     }
 

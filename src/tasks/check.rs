@@ -98,6 +98,9 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
         ok &= report("volumes", &line);
         if let Some(plan) = &plan {
             print_kept_files(plan);
+            if config.change_journal {
+                print_watches(config, plan).await;
+            }
         }
     }
 
@@ -149,6 +152,54 @@ fn print_kept_files(plan: &plan::Plan) {
     }
     for warning in &plan.warnings {
         println!("WARN  plan: {warning}");
+    }
+}
+
+/// Whether the change journal can watch every directory of the planned volumes: a warning (the
+/// runs then walk every volume in full) when they have more than `fs.inotify.max_user_watches`.
+async fn print_watches(config: &Config, plan: &plan::Plan) {
+    let sources: Vec<(std::path::PathBuf, Vec<String>)> = plan
+        .groups
+        .iter()
+        .filter(|g| !g.members.is_empty())
+        .flat_map(|g| &g.volumes)
+        .map(|v| {
+            (
+                crate::tasks::layout::source_path(config, v),
+                v.excludes.clone(),
+            )
+        })
+        .collect();
+    let counted = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        sources
+            .iter()
+            .map(|(source, excludes)| {
+                let excludes = crate::capture::exclude::Excludes::new(excludes);
+                crate::capture::scan::scan(source, &excludes, 2, &stop).map(|entries| {
+                    entries
+                        .iter()
+                        .filter(|e| e.kind == crate::capture::scan::Kind::Dir)
+                        .count()
+                })
+            })
+            .sum::<std::io::Result<usize>>()
+    })
+    .await;
+    let Ok(Ok(dirs)) = counted else {
+        return;
+    };
+    match crate::capture::changes::max_user_watches() {
+        Some(limit) if dirs as u64 >= limit => println!(
+            "WARN  change journal: the frozen volumes have {dirs} directories, more than \
+             fs.inotify.max_user_watches ({limit}) allows to watch: every run walks them in \
+             full; raise it on the host (sysctl fs.inotify.max_user_watches=...)"
+        ),
+        Some(limit) => println!(
+            "ok    change journal: {dirs} directories to watch, \
+             fs.inotify.max_user_watches is {limit}"
+        ),
+        None => println!("ok    change journal: {dirs} directories to watch"),
     }
 }
 

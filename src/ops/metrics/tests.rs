@@ -61,6 +61,7 @@ fn history() -> History {
             seconds: 12.5,
             live_seconds: Some(10.25),
             last_error: None,
+            journal_missed: 0,
         },
     );
     history.volumes.insert(
@@ -69,6 +70,7 @@ fn history() -> History {
             group: "nc".into(),
             last_attempt: Some(at(29, 3, 0, 0)),
             last_error: Some("vanished".into()),
+            journal_missed: 0,
             ..VolumeRecord::default()
         },
     );
@@ -149,6 +151,11 @@ backup_sidecar_volume_sync_duration_seconds{volume="tried"} 0
 backup_sidecar_volume_live_pass_duration_seconds{volume="app"} 10.25
 backup_sidecar_volume_live_pass_duration_seconds{volume="new"} 0
 backup_sidecar_volume_live_pass_duration_seconds{volume="tried"} 0
+# HELP backup_sidecar_volume_journal_missed_total Entries the scheduled full passes (BACKUP_FULL_SCAN_SCHEDULE) found different in the mirror that the change journal had not named; 0 while it sees every change.
+# TYPE backup_sidecar_volume_journal_missed_total counter
+backup_sidecar_volume_journal_missed_total{volume="app"} 0
+backup_sidecar_volume_journal_missed_total{volume="new"} 0
+backup_sidecar_volume_journal_missed_total{volume="tried"} 0
 # HELP backup_sidecar_group_last_freeze_seconds How long the group's containers were last frozen.
 # TYPE backup_sidecar_group_last_freeze_seconds gauge
 backup_sidecar_group_last_freeze_seconds{group="nc"} 1.25

@@ -11,7 +11,9 @@ use tracing::{info, warn};
 
 use super::Sidecar;
 use super::files::stage;
-use crate::capture::changes::JournalView;
+use std::collections::HashSet;
+
+use crate::capture::changes::{self, JournalView};
 use crate::capture::group::{Captured, Job};
 use crate::capture::{self, Capture, LiveView};
 use crate::config::CatchUp;
@@ -43,6 +45,7 @@ fn synced(
         sent_bytes: live.map_or(0, |l| l.stats.bytes_sent) + last.stats.bytes_sent,
         seconds: live.map_or(0.0, |l| l.seconds) + last.seconds,
         live_seconds: live.map(|l| l.seconds),
+        journal_missed: walked.missed,
     };
     info!(
         message = events::VOLUME_SYNCED,
@@ -61,12 +64,15 @@ fn synced(
 /// How a run walked a volume: only what the change journal named, or in full (and why).
 struct Walked {
     reason: Option<String>,
+    /// What a scheduled full pass found that the journal had not named.
+    missed: Option<u64>,
 }
 
 impl Walked {
     fn full(reason: impl Into<String>) -> Walked {
         Walked {
             reason: Some(reason.into()),
+            missed: None,
         }
     }
 
@@ -83,6 +89,7 @@ impl Walked {
                 (Some(l), Some(s)) => Some(format!("{l}; while frozen: {s}")),
                 (l, s) => l.or(s),
             },
+            missed: None,
         }
     }
 
@@ -144,6 +151,8 @@ enum CaughtUp {
 struct Ready<'a> {
     volume: &'a PlannedVolume,
     live: PassResult,
+    /// What the scheduled full pass found that the journal had not named.
+    missed: Option<u64>,
 }
 
 /// Mirrors one group (see the module's notes). Returns each volume's result and what the freeze
@@ -190,13 +199,27 @@ pub(super) async fn sync_group(
             .ok()
             .and_then(|v| v.journal.as_ref())
             .filter(|j| j.since.is_some());
-        let live = match listed {
-            Some(journal) => listed_pass(ctx, &mirror, volume, &journal.list, cancel).await,
-            None => pass(ctx, &mirror, volume, Pass::Live, true, cancel).await,
+        let expected = view
+            .as_ref()
+            .ok()
+            .and_then(|v| v.journal.as_ref())
+            .and_then(|j| j.expected.as_ref());
+        let live = match (listed, expected) {
+            (Some(journal), _) => listed_pass(ctx, &mirror, volume, &journal.list, cancel)
+                .await
+                .map(|live| (live, None)),
+            (None, Some(expected)) => audited_pass(ctx, &mirror, volume, expected, cancel).await,
+            (None, None) => pass(ctx, &mirror, volume, Pass::Live, true, cancel)
+                .await
+                .map(|live| (live, None)),
         };
         match live {
-            Ok(live) => {
-                ready.push(Ready { volume, live });
+            Ok((live, missed)) => {
+                ready.push(Ready {
+                    volume,
+                    live,
+                    missed,
+                });
                 views.push(view);
             }
             Err(e) => results.push((volume.name.clone(), Err(e))),
@@ -256,7 +279,10 @@ pub(super) async fn sync_group(
     match caught_up {
         Ok(CaughtUp::Network { passes, reason }) => {
             for (r, result) in ready.iter().zip(passes) {
-                let walked = Walked::full(format!("network catch-up: {reason}"));
+                let walked = Walked {
+                    missed: r.missed,
+                    ..Walked::full(format!("network catch-up: {reason}"))
+                };
                 let result = result.map(|last| synced(r.volume, Some(r.live), last, None, walked));
                 outcomes.push((r.volume, result.is_ok()));
                 results.push((r.volume.name.clone(), result));
@@ -264,7 +290,10 @@ pub(super) async fn sync_group(
         }
         Ok(CaughtUp::Captured(Captured { captures, .. })) => {
             for ((r, capture), view) in ready.iter().zip(captures).zip(&views) {
-                let walked = Walked::of(view, Some(&capture));
+                let walked = Walked {
+                    missed: r.missed,
+                    ..Walked::of(view, Some(&capture))
+                };
                 let result = upload(ctx, &mirror, r.volume, &capture, cancel)
                     .await
                     .map(|last| {
@@ -291,6 +320,53 @@ pub(super) async fn sync_group(
         }
     }
     (results, frozen)
+}
+
+/// The scheduled full pass's live pass: whole, and compared with what the change journal named
+/// since the mirror's state; logs `journal checked` with what it missed.
+async fn audited_pass(
+    ctx: &Sidecar,
+    mirror: &Mirror<'_>,
+    volume: &PlannedVolume,
+    expected: &HashSet<Vec<u8>>,
+    cancel: &CancellationToken,
+) -> Result<(PassResult, Option<u64>)> {
+    let mut watcher = watcher(ctx, volume);
+    let mut report = |p: Progress| watcher.pass(p);
+    let (result, itemized) = transfer::sync_volume_audited(
+        mirror,
+        &source_path(&ctx.config, volume),
+        &volume.name,
+        &volume.excludes,
+        Some(&mut report as OnProgress),
+        cancel,
+    )
+    .await
+    .context("live pass")?;
+    let missed = changes::missed(&itemized, expected);
+    let examples = missed
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if missed.is_empty() {
+        info!(
+            message = events::JOURNAL_CHECKED,
+            volume = %volume.name,
+            named = expected.len(),
+            missed = 0,
+        );
+    } else {
+        warn!(
+            message = events::JOURNAL_CHECKED,
+            volume = %volume.name,
+            named = expected.len(),
+            missed = missed.len(),
+            examples = %examples,
+        );
+    }
+    Ok((result, Some(missed.len() as u64)))
 }
 
 /// A live pass of the entries the change journal named (none: nothing to send).

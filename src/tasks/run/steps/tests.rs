@@ -64,6 +64,7 @@ impl Steps for Fake {
                         sent_bytes: 10,
                         seconds: 0.1,
                         live_seconds: Some(0.05),
+                        journal_missed: None,
                     })
                 };
                 (v.name.clone(), result)
