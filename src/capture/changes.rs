@@ -42,6 +42,10 @@ const MASK: u32 = libc::IN_MODIFY
     | libc::IN_ONLYDIR
     | libc::IN_DONT_FOLLOW;
 
+/// Most paths the journal keeps for a volume between two complete runs (about 100 MB of memory);
+/// past it, the volume takes the full pass.
+const MOST_NAMED: usize = 1_000_000;
+
 /// The journal of every watched volume; cheap to clone (one inotify instance and one thread that
 /// reads it as events come).
 #[derive(Clone)]
@@ -463,6 +467,14 @@ fn record(fd: &OwnedFd, state: &mut State, wd: i32, mask: u32, name: &[u8]) {
         return;
     }
     volume.dirty.insert(path.clone(), seq);
+    if volume.dirty.len() > MOST_NAMED {
+        // The volume's runs have not completed for long: a full pass is cheaper than the list.
+        volume.dirty.clear();
+        volume.broken = Some(format!(
+            "more than {MOST_NAMED} paths changed since its last complete run"
+        ));
+        return;
+    }
     if mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
         volume.dirty.insert(dir, seq);
     }

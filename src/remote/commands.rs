@@ -485,7 +485,8 @@ pub enum Push<'a> {
         list: &'a Path,
     },
     /// A live pass from the change journal: sends the entries of `list` (what changed since the
-    /// mirror's state; gone ones are skipped), each with its directories, none recursively.
+    /// mirror's state; gone ones are skipped), whatever their size and time, each with its
+    /// directories, none recursively.
     Listed {
         /// The entries, as rsync's `--files-from` with `--from0`.
         list: &'a Path,
@@ -529,8 +530,10 @@ pub fn push_options(kind: Push, link: &Link, excludes: &[String], progress: bool
             options.push(files_from(list));
         }
         Push::Listed { list } => {
+            // -I: each entry is known to have changed, even one rewritten at the same size with
+            // its time put back, which rsync's quick check would skip.
             options.extend(ARCHIVE.map(OsString::from));
-            options.extend(["--from0", "--ignore-missing-args"].map(OsString::from));
+            options.extend(["-I", "--from0", "--ignore-missing-args"].map(OsString::from));
             options.push(files_from(list));
         }
         Push::Upload { list } => {

@@ -294,11 +294,17 @@ pub(super) async fn sync_group(
                     missed: r.missed,
                     ..Walked::of(view, Some(&capture))
                 };
+                // From the journal, the volume's figures are its last full walk's; a whole
+                // live pass counted it afresh.
+                let listed = view.journal.as_ref().is_some_and(|j| j.since.is_some());
+                let totals = if capture.scanned.is_none() && view.journal.is_some() && !listed {
+                    (r.live.stats.files, r.live.stats.bytes)
+                } else {
+                    capture.totals()
+                };
                 let result = upload(ctx, &mirror, r.volume, &capture, cancel)
                     .await
-                    .map(|last| {
-                        synced(r.volume, Some(r.live), last, Some(capture.totals()), walked)
-                    });
+                    .map(|last| synced(r.volume, Some(r.live), last, Some(totals), walked));
                 outcomes.push((r.volume, result.is_ok()));
                 results.push((r.volume.name.clone(), result));
             }
