@@ -551,6 +551,7 @@ fn random_changes_with_the_journal_always_end_in_the_frozen_state() {
             "seed {seed}, round {round}"
         );
     }
+    eprintln!("{scanned} of 12 rounds scanned in full");
     assert!(scanned < 12, "the journal was used at least once");
 }
 
@@ -572,7 +573,12 @@ fn random_script(rng: &mut u64, n: usize) -> String {
         let other = DIRS[next(rng) as usize % DIRS.len()];
         let name = NAMES[next(rng) as usize % NAMES.len()];
         let path = format!("{dir}/{name}");
-        let line = match next(rng) % 12 {
+        let line = match next(rng) % 14 {
+            13 => format!("mkdir -p {other} && ln {path} {other}/{name}-hl"),
+            12 => format!(
+                "mkdir -p ../out && mv {dir} ../out/{n} && echo late > ../out/{n}/{name}",
+                n = next(rng)
+            ),
             0 => format!("mkdir -p {dir} && echo $RANDOM > {path}"),
             1 => format!("echo more >> {path}"),
             2 => format!("chmod 6{}0 {path}", next(rng) % 8),
