@@ -241,7 +241,7 @@ impl Changes {
     }
 
     /// While frozen: the volume's entries the journal names since the mirror's state, and what
-    /// to copy among them (see [`super::choose_among`]). The error says why the capture must
+    /// to copy among them (see [`super::choice_of`]). The error says why the capture must
     /// scan the whole volume instead.
     pub fn survey(
         &self,
@@ -513,9 +513,13 @@ fn record(fd: &OwnedFd, state: &mut State, wd: i32, mask: u32, name: &[u8]) {
 fn subtree(dirs: &BTreeMap<Vec<u8>, Dir>, path: &[u8]) -> Vec<(Vec<u8>, Dir)> {
     let mut prefix = path.to_vec();
     prefix.push(b'/');
-    dirs.range(path.to_vec()..)
-        .take_while(|(p, _)| p[..] == *path || p.starts_with(&prefix))
-        .filter(|(p, _)| p[..] == *path || p.starts_with(&prefix))
+    // The paths below it sort together from `path/` on ("a-b" sorts between "a" and "a/b").
+    let below = dirs
+        .range(prefix.clone()..)
+        .take_while(|(p, _)| p.starts_with(&prefix));
+    dirs.get_key_value(path)
+        .into_iter()
+        .chain(below)
         .map(|(p, d)| (p.clone(), *d))
         .collect()
 }
@@ -879,6 +883,19 @@ fn unescape(name: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subtree_is_the_directory_and_what_is_below_it() {
+        let dir = Dir {
+            wd: 1,
+            inode: (0, 0),
+        };
+        let dirs: BTreeMap<Vec<u8>, Dir> = ["a", "a b", "a-x", "a/b", "a/b/c", "ab", "b"]
+            .map(|p| (p.as_bytes().to_vec(), dir))
+            .into();
+        let paths: Vec<Vec<u8>> = subtree(&dirs, b"a").into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, [&b"a"[..], b"a/b", b"a/b/c"]);
+    }
 
     #[test]
     fn missed_entries_are_those_the_journal_did_not_name() {
