@@ -9,8 +9,9 @@
 //!   notification channels among it.
 //! - [`engine`]: the Docker side: discovery (and what the host has at bind sources and in compose
 //!   files), the plan, the freeze and its journal, the restore helper. It never touches the remote.
-//! - [`capture`]: local work while a group is frozen: the metadata scan, what changed since the
-//!   live pass, the copies in the staging area. It touches neither the engine nor the remote.
+//! - [`capture`]: local work while a group is frozen: the metadata scan or the change journal
+//!   (inotify), what changed since the live pass, the copies in the staging area. It touches
+//!   neither the engine nor the remote.
 //! - [`remote`]: the ssh side, behind one object ([`remote::ssh::Ssh`]) that owns how the remote
 //!   is spoken to: child processes, the connection, fault kinds, the guard's vocabulary, every
 //!   command line, rsync passes, borg. It never touches the engine.
