@@ -1,28 +1,28 @@
-//! One group: a live pass of each volume, then the freeze with the catch-up (a capture into the
-//! staging area, or a network pass of each volume), the thaw, and a capture's upload; or a single
-//! pass of each volume when nothing is to be frozen.
+//! One group: a live pass of each volume (of only what the change journal named, once it can
+//! say), then the freeze with the catch-up (a capture into the staging area, or a network pass of
+//! each volume), the thaw, and a capture's upload; or a single pass of each volume when nothing
+//! is to be frozen. A volume that completed tells the journal the freeze's event number: the
+//! mirror's state, from which the next run counts.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Sidecar;
 use super::files::stage;
-use std::collections::HashSet;
-
-use crate::capture::changes::{self, JournalView};
+use super::passes::{audited_pass, listed_pass, pass, upload};
+use crate::capture::changes::JournalView;
 use crate::capture::group::{Captured, Job};
 use crate::capture::{self, Capture, LiveView};
 use crate::config::CatchUp;
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::plan::{Group, PlannedVolume};
 use crate::format::millis;
-use crate::ops::progress::{Subject, Watcher};
 use crate::remote::ssh::Ssh;
-use crate::remote::transfer::{self, Mirror, OnProgress, Pass, PassResult, Progress};
+use crate::remote::transfer::{Mirror, Pass, PassResult};
 use crate::report::events;
 use crate::report::{Failure, Synced};
 use crate::tasks::layout::{self, source_path};
@@ -102,40 +102,6 @@ impl Walked {
     }
 }
 
-/// One rsync pass of a volume; `watched` passes (those not inside a freeze) report their progress.
-async fn pass(
-    ctx: &Sidecar,
-    mirror: &Mirror<'_>,
-    volume: &PlannedVolume,
-    kind: Pass,
-    watched: bool,
-    cancel: &CancellationToken,
-) -> Result<PassResult> {
-    let config = &ctx.config;
-    let mut watcher = watcher(ctx, volume);
-    let mut report = |p: Progress| watcher.pass(p);
-    transfer::sync_volume(
-        mirror,
-        &source_path(config, volume),
-        &volume.name,
-        &volume.excludes,
-        kind,
-        watched.then_some(&mut report as OnProgress),
-        cancel,
-    )
-    .await
-    .with_context(|| format!("{} pass", if kind == Pass::Live { "live" } else { "final" }))
-}
-
-/// What reports a volume's pass progress (log lines, the run in progress).
-fn watcher(ctx: &Sidecar, volume: &PlannedVolume) -> Watcher {
-    Watcher::new(
-        Subject::Volume(volume.name.clone()),
-        ctx.config.progress_interval,
-        ctx.store.clone(),
-    )
-}
-
 /// How a frozen group caught up.
 enum CaughtUp {
     /// Copies in the staging area, one per volume, to upload after the thaw.
@@ -194,26 +160,7 @@ pub(super) async fn sync_group(
     let mut views = Vec::new();
     for volume in sources {
         let view = before_live_pass(ctx, volume, full).await;
-        let listed = view
-            .as_ref()
-            .ok()
-            .and_then(|v| v.journal.as_ref())
-            .filter(|j| j.since.is_some());
-        let expected = view
-            .as_ref()
-            .ok()
-            .and_then(|v| v.journal.as_ref())
-            .and_then(|j| j.expected.as_ref());
-        let live = match (listed, expected) {
-            (Some(journal), _) => listed_pass(ctx, &mirror, volume, &journal.list, cancel)
-                .await
-                .map(|live| (live, None)),
-            (None, Some(expected)) => audited_pass(ctx, &mirror, volume, expected, cancel).await,
-            (None, None) => pass(ctx, &mirror, volume, Pass::Live, true, cancel)
-                .await
-                .map(|live| (live, None)),
-        };
-        match live {
+        match live_pass(ctx, &mirror, volume, view.as_ref().ok(), cancel).await {
             Ok((live, missed)) => {
                 ready.push(Ready {
                     volume,
@@ -328,92 +275,25 @@ pub(super) async fn sync_group(
     (results, frozen)
 }
 
-/// The scheduled full pass's live pass: whole, and compared with what the change journal named
-/// since the mirror's state; logs `journal checked` with what it missed.
-async fn audited_pass(
+/// A volume's live pass: of what the change journal named when it can say, the scheduled full
+/// pass's audited one, or whole. Also what the audit found the journal missed.
+async fn live_pass(
     ctx: &Sidecar,
     mirror: &Mirror<'_>,
     volume: &PlannedVolume,
-    expected: &HashSet<Vec<u8>>,
+    view: Option<&LiveView>,
     cancel: &CancellationToken,
 ) -> Result<(PassResult, Option<u64>)> {
-    let mut watcher = watcher(ctx, volume);
-    let mut report = |p: Progress| watcher.pass(p);
-    let (result, itemized) = transfer::sync_volume_audited(
-        mirror,
-        &source_path(&ctx.config, volume),
-        &volume.name,
-        &volume.excludes,
-        Some(&mut report as OnProgress),
-        cancel,
-    )
-    .await
-    .context("live pass")?;
-    let missed = changes::missed(&itemized, expected);
-    let examples = missed
-        .iter()
-        .take(5)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if missed.is_empty() {
-        info!(
-            message = events::JOURNAL_CHECKED,
-            volume = %volume.name,
-            named = expected.len(),
-            missed = 0,
-        );
-    } else {
-        warn!(
-            message = events::JOURNAL_CHECKED,
-            volume = %volume.name,
-            named = expected.len(),
-            missed = missed.len(),
-            examples = %examples,
-        );
+    let journal = view.and_then(|v| v.journal.as_ref());
+    if let Some(journal) = journal.filter(|j| j.since.is_some()) {
+        let live = listed_pass(ctx, mirror, volume, &journal.list, cancel).await?;
+        return Ok((live, None));
     }
-    Ok((result, Some(missed.len() as u64)))
-}
-
-/// A live pass of the entries the change journal named (none: nothing to send).
-async fn listed_pass(
-    ctx: &Sidecar,
-    mirror: &Mirror<'_>,
-    volume: &PlannedVolume,
-    entries: &[Vec<u8>],
-    cancel: &CancellationToken,
-) -> Result<PassResult> {
-    if entries.is_empty() {
-        return Ok(PassResult {
-            stats: Default::default(),
-            seconds: 0.0,
-            complete: true,
-        });
+    if let Some(expected) = journal.and_then(|j| j.expected.as_ref()) {
+        return audited_pass(ctx, mirror, volume, expected, cancel).await;
     }
-    let staging = layout::staging(&ctx.config);
-    std::fs::create_dir_all(&staging).context("creating the staging area")?;
-    let list = staging.join(format!("{}.live-list", volume.name));
-    let mut text = Vec::new();
-    for path in entries {
-        text.extend_from_slice(path);
-        text.push(0);
-    }
-    std::fs::write(&list, text).context("writing the live pass's list")?;
-    let mut watcher = watcher(ctx, volume);
-    let mut report = |p: Progress| watcher.pass(p);
-    let result = transfer::sync_listed(
-        mirror,
-        &source_path(&ctx.config, volume),
-        &volume.name,
-        &volume.excludes,
-        &list,
-        Some(&mut report as OnProgress),
-        cancel,
-    )
-    .await
-    .context("live pass");
-    std::fs::remove_file(&list).ok();
-    result
+    let live = pass(ctx, mirror, volume, Pass::Live, true, cancel).await?;
+    Ok((live, None))
 }
 
 /// What the capture needs from before a volume's live pass (the error says why there is none):
@@ -544,26 +424,4 @@ fn log_thawed(group: &Group, ready: &[Ready], frozen: &Frozen, caught_up: Option
         copy_ms,
         full_scan,
     );
-}
-
-/// After the thaw: uploads a volume's capture, reporting progress.
-async fn upload(
-    ctx: &Sidecar,
-    mirror: &Mirror<'_>,
-    volume: &PlannedVolume,
-    capture: &Capture,
-    cancel: &CancellationToken,
-) -> Result<PassResult> {
-    let mut watcher = watcher(ctx, volume);
-    let mut report = |p: Progress| watcher.pass(p);
-    transfer::upload(
-        mirror,
-        &volume.name,
-        &volume.excludes,
-        capture,
-        Some(&mut report as OnProgress),
-        cancel,
-    )
-    .await
-    .context("upload of the capture")
 }

@@ -4,6 +4,7 @@
 
 mod files;
 mod group;
+mod passes;
 mod steps;
 
 use std::sync::atomic::{AtomicBool, Ordering};
