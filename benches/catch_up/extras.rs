@@ -49,7 +49,7 @@ pub fn total_vs_rsync(setup: &Setup, rounds: usize) -> Vec<TotalRound> {
 }
 
 /// Seconds between two events' timestamps.
-fn seconds_between(from: &Value, to: &Value) -> Option<f64> {
+pub fn seconds_between(from: &Value, to: &Value) -> Option<f64> {
     let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str()?).ok();
     let micros = (at(to)? - at(from)?).num_microseconds()?;
     Some(micros as f64 / 1e6)
@@ -146,13 +146,14 @@ pub fn idle(setup: &Setup) -> Idle {
 }
 
 /// A container's cgroup, v1 (cgroupfs driver, this machine) or v2.
-enum Cgroup {
+pub enum Cgroup {
     V1 { cpuacct: String, memory: String },
     V2 { dir: String },
 }
 
 impl Cgroup {
-    fn of(container: &str) -> Cgroup {
+    /// The cgroup of a running container.
+    pub fn of(container: &str) -> Cgroup {
         let id = docker(&["inspect", "--format", "{{.Id}}", container])
             .trim()
             .to_string();
@@ -174,7 +175,7 @@ impl Cgroup {
     }
 
     /// CPU time used so far, in nanoseconds.
-    fn cpu_nanos(&self) -> u64 {
+    pub fn cpu_nanos(&self) -> u64 {
         match self {
             Cgroup::V1 { cpuacct, .. } => read_number(&format!("{cpuacct}/cpuacct.usage")),
             Cgroup::V2 { dir } => stat_field(&format!("{dir}/cpu.stat"), "usage_usec")
@@ -183,8 +184,8 @@ impl Cgroup {
         }
     }
 
-    /// The sum of the VmRSS of the processes in the cgroup.
-    fn process_rss_bytes(&self) -> u64 {
+    /// The host pids of the processes in the cgroup.
+    fn procs(&self) -> Vec<String> {
         let procs = match self {
             Cgroup::V1 { memory, .. } => format!("{memory}/cgroup.procs"),
             Cgroup::V2 { dir } => format!("{dir}/cgroup.procs"),
@@ -192,17 +193,63 @@ impl Cgroup {
         std::fs::read_to_string(&procs)
             .unwrap_or_else(|e| panic!("{procs}: {e}"))
             .lines()
-            .filter_map(|pid| stat_field(&format!("/proc/{pid}/status"), "VmRSS:"))
-            .map(|kib| kib * 1024)
+            .map(String::from)
+            .collect()
+    }
+
+    /// The sum of the VmRSS of the processes in the cgroup.
+    pub fn process_rss_bytes(&self) -> u64 {
+        self.process_kib_sum("VmRSS:") * 1024
+    }
+
+    /// The sum of a `kB` field of the processes' `/proc/<pid>/status` (`VmHWM:`, say), in KiB.
+    pub fn process_kib_sum(&self, key: &str) -> u64 {
+        self.procs()
+            .iter()
+            .filter_map(|pid| stat_field(&format!("/proc/{pid}/status"), key))
             .sum()
     }
 
     /// Anonymous resident memory (no page cache).
-    fn anon_bytes(&self) -> Option<u64> {
+    pub fn anon_bytes(&self) -> Option<u64> {
         match self {
             Cgroup::V1 { memory, .. } => stat_field(&format!("{memory}/memory.stat"), "total_rss"),
             Cgroup::V2 { dir } => stat_field(&format!("{dir}/memory.stat"), "anon"),
         }
+    }
+
+    /// Kernel memory charged to the cgroup (slab objects such as inotify marks, page tables,
+    /// stacks): v1 `memory.kmem.usage_in_bytes`, v2 `memory.stat` `kernel`.
+    pub fn kernel_bytes(&self) -> Option<u64> {
+        match self {
+            Cgroup::V1 { memory, .. } => {
+                std::fs::read_to_string(format!("{memory}/memory.kmem.usage_in_bytes"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            }
+            Cgroup::V2 { dir } => stat_field(&format!("{dir}/memory.stat"), "kernel"),
+        }
+    }
+
+    /// The inotify watches the cgroup's processes hold: the `inotify wd:` lines of the fdinfo
+    /// of each of their descriptors.
+    pub fn inotify_watches(&self) -> u64 {
+        let mut watches = 0;
+        for pid in self.procs() {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+                continue;
+            };
+            for fd in fds.filter_map(Result::ok) {
+                let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+                watches += info
+                    .lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count() as u64;
+            }
+        }
+        watches
     }
 }
 

@@ -46,7 +46,8 @@ impl Prober {
         Prober { runtime, docker }
     }
 
-    /// Pauses `app`, walks `data`, reads every file in `hot`, unpauses `app`.
+    /// Pauses `app`, walks `data`, reads the changing files (`hot`: directories whose every file
+    /// changes, and single files), unpauses `app`.
     pub fn floor(&self, app: &str, data: &Path, hot: &[PathBuf]) -> Floor {
         let started = Instant::now();
         self.call(|d| async move { d.pause_container(app).await });
@@ -102,15 +103,21 @@ fn walk(root: &Path) -> usize {
     entries
 }
 
-/// Reads every file of the directories in `hot`; returns the bytes read.
+/// Reads every file of the directories in `hot`, and the files in `hot`; returns the bytes read.
 fn read(hot: &[PathBuf]) -> u64 {
+    let read_file = |path: &Path| {
+        std::fs::read(path)
+            .expect("a changing file is readable")
+            .len() as u64
+    };
     let mut bytes = 0;
-    for dir in hot {
-        for entry in std::fs::read_dir(dir).expect("a changing directory is readable") {
-            let path = entry.expect("a directory entry").path();
-            bytes += std::fs::read(&path)
-                .expect("a changing file is readable")
-                .len() as u64;
+    for path in hot {
+        if !path.is_dir() {
+            bytes += read_file(path);
+            continue;
+        }
+        for entry in std::fs::read_dir(path).expect("a changing directory is readable") {
+            bytes += read_file(&entry.expect("a directory entry").path());
         }
     }
     bytes

@@ -5,8 +5,10 @@ use std::process::Command;
 
 use crate::Settings;
 use crate::common::{REMOTE_IMAGE, SIDECAR_IMAGE, docker_output};
+use crate::dataset::{MILLION, TEN_K};
 use crate::extras::{IDLE_WINDOW, Idle, LinkCase, MANY, PlanTimes, TotalRound};
 use crate::freeze::CellRound;
+use crate::journal::{self, GAP, LOAD_LEAD, LOAD_SCRIPT, RunSeen};
 use crate::link::{Link, TBF};
 
 /// The median; of an even count, the mean of the middle two.
@@ -21,8 +23,32 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// `n` with a comma every three digits (1,010,001).
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The median and the largest, `None` of nothing.
+fn median_max(values: Vec<f64>) -> Option<(f64, f64)> {
+    let max = values.iter().copied().reduce(f64::max)?;
+    Some((median(values), max))
+}
+
 /// A section's result, or why it failed.
 pub type Outcome<T> = Result<T, String>;
+
+/// The heading of the change journal's section.
+pub const JOURNAL_HEADING: &str = "## The change journal at 1,000,000 files";
+/// How the change journal's bullet of the Method section begins.
+pub const JOURNAL_BULLET: &str = "- **Change journal**";
 
 /// One dataset's freeze rounds.
 pub struct Section {
@@ -50,6 +76,7 @@ impl Section {
 /// Everything measured; `None` for a section that was not reached.
 pub struct Report {
     quick: bool,
+    journal_only: bool,
     rounds: usize,
     /// When the bench started, UTC.
     started: String,
@@ -63,6 +90,8 @@ pub struct Report {
     pub link: Option<Outcome<Vec<LinkCase>>>,
     /// `plan` with many volumes.
     pub plan: Option<Outcome<PlanTimes>>,
+    /// The change journal at 1,000,000 files.
+    pub journal: Option<Outcome<journal::Results>>,
     /// The images at the start: tag, then ID and build time.
     images: Vec<(&'static str, String)>,
     /// Images retagged while the bench ran (`scripts/build-images.sh` elsewhere), and when noticed.
@@ -74,6 +103,7 @@ impl Report {
     pub fn new(settings: &Settings) -> Report {
         Report {
             quick: settings.quick,
+            journal_only: settings.journal_only,
             rounds: settings.rounds,
             started: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             freeze: Vec::new(),
@@ -81,6 +111,7 @@ impl Report {
             idle: None,
             link: None,
             plan: None,
+            journal: None,
             images: [SIDECAR_IMAGE, REMOTE_IMAGE]
                 .map(|image| (image, image_identity(image)))
                 .to_vec(),
@@ -111,6 +142,7 @@ impl Report {
             || self.idle.as_ref().is_some_and(Result::is_err)
             || self.link.as_ref().is_some_and(Result::is_err)
             || self.plan.as_ref().is_some_and(Result::is_err)
+            || self.journal.as_ref().is_some_and(Result::is_err)
             || !self.image_changes.is_empty()
     }
 
@@ -143,6 +175,10 @@ impl Report {
             self.plan.as_ref().map(Result::as_ref),
             plan_table,
         );
+        if self.journal.is_some() {
+            md.push_str(&self.journal_section());
+            md.push('\n');
+        }
         self.method(&mut md);
         self.raw_rounds(&mut md);
         md
@@ -224,6 +260,115 @@ impl Report {
     fn method(&self, md: &mut String) {
         md.push_str("## Method\n\n");
         let _ = write!(md, "{}", method_text(self.rounds));
+        if self.journal.is_some() {
+            // Before the blank line that ends the list.
+            md.pop();
+            let _ = writeln!(md, "{}\n", self.journal_bullet());
+        }
+    }
+
+    /// The change journal's section, from its heading to its end (a newline).
+    pub fn journal_section(&self) -> String {
+        let mut md = format!("{JOURNAL_HEADING}\n\n");
+        let command = if self.journal_only {
+            "BENCH_JOURNAL=1 cargo bench --bench catch_up"
+        } else {
+            "cargo bench --bench catch_up"
+        };
+        let images: Vec<String> = self
+            .images
+            .iter()
+            .map(|(image, identity)| format!("`{image}` {identity}"))
+            .collect();
+        match &self.journal {
+            None => md.push_str("Not measured.\n"),
+            Some(Err(e)) => {
+                let _ = writeln!(md, "Written by `{command}`. Failed: {}", one_line(e));
+            }
+            Some(Ok(results)) => {
+                let _ = writeln!(
+                    md,
+                    "Written by `{command}`, started {}; {} round(s) of {} warm run(s) per \
+                     sidecar; load average at the start {}, at the end {}. Images at the start: \
+                     {}.\n",
+                    results.started,
+                    results.rounds,
+                    results.warm,
+                    results.loadavg.0,
+                    results.loadavg.1,
+                    images.join("; ")
+                );
+                journal_tables(results, &mut md);
+            }
+        }
+        for change in &self.image_changes {
+            let _ = writeln!(
+                md,
+                "\n**Warning: an image was rebuilt while the bench ran**; figures mix builds. \
+                 {change}."
+            );
+        }
+        md
+    }
+
+    /// The change journal's bullet of the Method section (one line, no newline).
+    pub fn journal_bullet(&self) -> String {
+        let fills = match &self.journal {
+            Some(Ok(r)) => format!(
+                "{:.0} s, {:.0} s and {:.0} s here",
+                r.fill_s.0, r.fill_s.1, r.fill_s.2
+            ),
+            _ => "times not measured".to_string(),
+        };
+        let (rounds, warm) = match &self.journal {
+            Some(Ok(r)) => (r.rounds, r.warm),
+            _ => (self.rounds, 0),
+        };
+        format!(
+            "{JOURNAL_BULLET} (`BENCH_JOURNAL=1 cargo bench --bench catch_up` runs it alone and \
+             rewrites only its section and this bullet; the full run measures it too): two \
+             datasets, set up once and kept for all rounds, each in a labelled volume of its own \
+             project with its own remote on the bridge: {million} files of {million_bytes} bytes \
+             in 10,000 directories of 100 (the volume filled by one perl loop in a \
+             `debian:bookworm-slim` container: `mkdir` of each directory, then `open`, `print` \
+             and `close` of each file, its bytes cut from one read of /dev/urandom per \
+             directory), whose app rewrites {changing} of them in place, one after another, 10 \
+             ms apart, forever (`{app}`); and the 10,000-file dataset above, its app rewriting \
+             1%. The second {million}-file tree of the load is filled the same way; the fills \
+             of the 1,000,000-file volume, the load's tree and the 10,000-file volume took \
+             {fills}. A sidecar run (journal on) first fills each empty mirror. Then {rounds} \
+             round(s); in each, per dataset, with the other dataset's app stopped \
+             (`docker stop -t 1`): the floor (as above: pause, one-thread lstat walk of `_data`, \
+             read of the changing files, unpause), then two sidecars started afresh one after \
+             the other, `BACKUP_CHANGE_JOURNAL` unset (on) and `=false`, the order alternating \
+             by round, both with the default catch-up (capture), no borg, \
+             `BACKUP_FULL_SCAN_SCHEDULE` set to never fire, `BACKUP_RUN_ON_START=true`. Each \
+             sidecar's first run walks everything (with the journal on, the journal's first \
+             walk adds its watches); then {warm} warm run(s), each asked with `docker kill -s \
+             USR1` {gap:.0} s after the previous run finished (the app rewrites all of its \
+             changing files meanwhile). A freeze is a run's `group thawed` `pause_ms` (with \
+             its `scan_ms` and `copy_ms`); a run's time is from its `run started` to its `run \
+             finished` timestamp; a run used the journal when its `volume synced` says `pass` \
+             `journal` and its `group thawed` says `catch_up` `capture` without `full_scan`. After \
+             those runs, before any \
+             other: the summed VmRSS and VmHWM of the sidecar container's processes (its \
+             cgroup's `cgroup.procs`, host pids), the cgroup's `memory.stat` rss and \
+             `memory.kmem.usage_in_bytes`, and the `inotify wd:` lines of every \
+             `/proc/<pid>/fdinfo/*` of those processes; the `watches` figures of the table are \
+             those of the log line `the change journal watches the volume`. At \
+             {million} files the sidecar with the journal then makes {warm} more warm run(s) \
+             under a competing load: a container of no project with the load's tree mounted \
+             read-only, running `{LOAD_SCRIPT}`, started {lead:.0} s before the first of these \
+             runs and removed after the last; its CPU share over them is from its cgroup's \
+             `cpuacct.usage`. Freezes and run times: medians and maxima of every run of the row \
+             (rounds × warm runs); the memory: medians of the rounds.",
+            million = "1,000,000",
+            million_bytes = MILLION.file_bytes,
+            changing = MILLION.changing,
+            app = MILLION.app_script(),
+            gap = GAP.as_secs_f64(),
+            lead = LOAD_LEAD.as_secs_f64(),
+        )
     }
 
     fn raw_rounds(&self, md: &mut String) {
@@ -481,4 +626,393 @@ run; `docker exec <sidecar> backup-sidecar plan` timed from the bench, beside `b
         tbf = TBF.join(" "),
         idle = IDLE_WINDOW.as_secs_f64(),
     )
+}
+
+/// One figure of a daemon's footprint, if known.
+type FootprintFigure = fn(&journal::Footprint) -> Option<f64>;
+
+/// The change journal's tables, goals and rounds.
+fn journal_tables(r: &journal::Results, md: &mut String) {
+    let datasets = [&MILLION, &TEN_K];
+    let _ = writeln!(
+        md,
+        "Container bridge, mirror current. 1,000,000 files of {} bytes in 10,000 directories, the \
+         app rewriting {} of them ({:.2}%); 10,000 files of {} bytes in 100 directories, the app \
+         rewriting {} (1%). Freezes: the `group thawed` `pause_ms` of warm runs (those after the \
+         daemon's first run, but for the row that says so), milliseconds; `n` counts the runs (or \
+         floors) of the row; a run used the journal when its live pass sent only what the journal \
+         named (`pass` `journal`) and the capture looked only at that (`catch_up` `capture`, no \
+         `full_scan`).\n",
+        MILLION.file_bytes,
+        MILLION.changing,
+        MILLION.changing as f64 * 100.0 / MILLION.files as f64,
+        grouped(TEN_K.file_bytes as u64),
+        TEN_K.changing,
+    );
+    md.push_str(
+        "| files | freeze | n | median ms | max ms | scan ms (median) | copy ms (median) | \
+         used the journal |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    let dash = || "-".to_string();
+    let fmt = |v: Option<(f64, f64)>, digits: usize| {
+        v.map_or((dash(), dash()), |(m, x)| {
+            (format!("{m:.digits$}"), format!("{x:.digits$}"))
+        })
+    };
+    let mut unused = Vec::new();
+    for d in datasets {
+        let floors = r.floors(d.files);
+        let (m, x) = fmt(median_max(floors.iter().map(|f| f.total_ms).collect()), 0);
+        let entries = grouped(floors.first().map_or(0, |f| f.entries) as u64);
+        let _ = writeln!(
+            md,
+            "| {} | floor: pause, one-thread lstat walk ({entries} entries), read of the {} \
+             changing files, unpause | {} | {m} | {x} | | | |",
+            d.label,
+            d.changing,
+            floors.len()
+        );
+        // Which runs, and whether the journal is on: warm runs use it throughout; a daemon's
+        // first run walks everything before the freeze, and is counted by its capture alone.
+        let rows: [(&str, Vec<&RunSeen>, Option<bool>); 4] = [
+            ("**journal on**", r.warm(d.files, true, false), Some(true)),
+            (
+                "journal on, competing load",
+                r.warm(d.files, true, true),
+                Some(true),
+            ),
+            (
+                "journal on, the daemon's first run (its live pass full)",
+                r.first(d.files, true),
+                Some(false),
+            ),
+            (
+                "journal off (`BACKUP_CHANGE_JOURNAL=false`: a full scan)",
+                r.warm(d.files, false, false),
+                None,
+            ),
+        ];
+        for (what, runs, warm) in rows {
+            if runs.is_empty() {
+                continue;
+            }
+            let (m, x) = fmt(median_max(runs.iter().map(|r| r.pause_ms()).collect()), 0);
+            let part = |f: fn(&RunSeen) -> Option<f64>| {
+                let values: Vec<f64> = runs.iter().filter_map(|r| f(r)).collect();
+                median_max(values).map_or(dash(), |(m, _)| format!("{m:.0}"))
+            };
+            let used = runs.iter().filter(|r| r.journal_used()).count();
+            let frozen = runs.iter().filter(|r| r.captured_from_journal()).count();
+            if warm == Some(true) && used < runs.len() {
+                unused.push(format!(
+                    "{} ({what}): {} of {}",
+                    d.label,
+                    runs.len() - used,
+                    runs.len()
+                ));
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {what} | {} | {m} | {x} | {} | {} | {} |",
+                d.label,
+                runs.len(),
+                part(|r| r.thaw.as_ref()?.scan_ms),
+                part(|r| r.thaw.as_ref()?.copy_ms),
+                match warm {
+                    Some(true) => format!("{used} of {}", runs.len()),
+                    Some(false) => format!("while frozen: {frozen} of {}", runs.len()),
+                    None => dash(),
+                },
+            );
+        }
+    }
+    if !unused.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**With the journal on, some warm runs did not use it** (see `pass` and `full_scan` \
+             in the rounds below): {}.",
+            unused.join("; ")
+        );
+    }
+
+    md.push_str(
+        "\nRun times (`run started` to `run finished`), seconds; the live pass's seconds and \
+         what rsync sent are from `volume synced`.\n\n",
+    );
+    md.push_str(
+        "| files | run | n | median s | max s | live pass s (median) | sent MB (median) |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for d in datasets {
+        let rows: Vec<(&str, Vec<&RunSeen>)> = vec![
+            ("**warm run, journal on**", r.warm(d.files, true, false)),
+            (
+                "warm run, journal on, competing load",
+                r.warm(d.files, true, true),
+            ),
+            (
+                "warm run, journal off (a full pass)",
+                r.warm(d.files, false, false),
+            ),
+            (
+                "first run after the daemon starts, journal on (full pass and the journal's \
+                 first walk)",
+                r.first(d.files, true),
+            ),
+            (
+                "first run after the daemon starts, journal off (full pass)",
+                r.first(d.files, false),
+            ),
+            (
+                "first run into the empty mirror (journal on)",
+                r.cold
+                    .iter()
+                    .filter(|(f, _)| *f == d.files)
+                    .map(|(_, run)| run)
+                    .collect(),
+            ),
+        ];
+        for (what, runs) in rows {
+            if runs.is_empty() {
+                continue;
+            }
+            let (m, x) = fmt(median_max(runs.iter().map(|r| r.total_s).collect()), 2);
+            let synced: Vec<_> = runs.iter().filter_map(|r| r.synced.as_ref()).collect();
+            let live = median_max(synced.iter().filter_map(|s| s.live_seconds).collect())
+                .map_or(dash(), |(m, _)| format!("{m:.2}"));
+            let sent = median_max(synced.iter().map(|s| s.sent_bytes as f64 / 1e6).collect())
+                .map_or(dash(), |(m, _)| format!("{m:.2}"));
+            let _ = writeln!(
+                md,
+                "| {} | {what} | {} | {m} | {x} | {live} | {sent} |",
+                d.label,
+                runs.len()
+            );
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\nThe daemon after its first run and {} warm run(s) (none under the load), medians of \
+         the rounds.\n",
+        r.warm
+    );
+    md.push_str("| files | what | journal on | journal off |\n|---|---|---|---|\n");
+    let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
+    for d in datasets {
+        let footprint = |journal: bool, f: FootprintFigure| {
+            let values: Vec<f64> = r
+                .lives(d.files, journal)
+                .filter_map(|l| f(&l.footprint))
+                .collect();
+            median_max(values).map(|(m, _)| m)
+        };
+        let rows: [(&str, FootprintFigure, bool); 5] = [
+            (
+                "resident set of its processes (VmRSS, summed)",
+                |f| Some(f.rss_bytes as f64),
+                true,
+            ),
+            (
+                "peak resident set (VmHWM, summed)",
+                |f| Some(f.peak_rss_bytes as f64),
+                true,
+            ),
+            (
+                "anonymous memory (cgroup rss)",
+                |f| f.anon_bytes.map(|b| b as f64),
+                true,
+            ),
+            (
+                "kernel memory (cgroup kmem)",
+                |f| f.kernel_bytes.map(|b| b as f64),
+                true,
+            ),
+            (
+                "inotify watches (`inotify wd:` lines in /proc/<pid>/fdinfo)",
+                |f| Some(f.watches as f64),
+                false,
+            ),
+        ];
+        for (what, f, bytes) in rows {
+            let show = |v: Option<f64>| match v {
+                None => "unknown".to_string(),
+                Some(v) if bytes => mib(v),
+                Some(v) => format!("{v:.0}"),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {what} | {} | {} |",
+                d.label,
+                show(footprint(true, f)),
+                show(footprint(false, f))
+            );
+        }
+        let logged: Vec<String> = r
+            .lives(d.files, true)
+            .filter_map(|l| l.runs.first()?.watching)
+            .map(|w| {
+                format!(
+                    "{} (all {}; max_user_watches {})",
+                    w.watches,
+                    w.all_watches,
+                    w.max_user_watches
+                        .map_or("?".to_string(), |m| m.to_string())
+                )
+            })
+            .collect();
+        let mut distinct = logged.clone();
+        distinct.dedup();
+        let _ = writeln!(
+            md,
+            "| {} | watches, by the log line `the change journal watches the volume` (each \
+             round) | {} | - |",
+            d.label,
+            if distinct.len() == 1 {
+                distinct[0].clone()
+            } else if logged.is_empty() {
+                "no such line".to_string()
+            } else {
+                logged.join(", ")
+            }
+        );
+    }
+
+    let loads: Vec<f64> = r.lives.iter().filter_map(|l| l.load_cpu_percent).collect();
+    if let Some((m, x)) = median_max(loads) {
+        let _ = writeln!(
+            md,
+            "\nThe competing load used {m:.0}% of one core (median of the rounds; at most {x:.0}%) \
+             while its runs went on."
+        );
+    }
+
+    md.push_str("\nGoals:\n\n");
+    let freeze = |files, loaded| {
+        median_max(
+            r.warm(files, true, loaded)
+                .iter()
+                .map(|r| r.pause_ms())
+                .collect(),
+        )
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+    if let (Some((_, worst)), loaded) = (freeze(MILLION.files, false), freeze(MILLION.files, true))
+    {
+        let first = median_max(
+            r.first(MILLION.files, true)
+                .iter()
+                .map(|r| r.pause_ms())
+                .collect(),
+        );
+        let _ = writeln!(
+            md,
+            "- the longest freeze at 1,000,000 files with the journal, under 100 ms: {worst:.0} ms \
+             of the warm runs ({}){}{}.",
+            verdict(worst < 100.0),
+            loaded.map_or(String::new(), |(_, w)| format!(
+                "; under the competing load {w:.0} ms ({})",
+                verdict(w < 100.0)
+            )),
+            first.map_or(String::new(), |(_, w)| format!(
+                "; of the daemon's first runs {w:.0} ms ({})",
+                verdict(w < 100.0)
+            ))
+        );
+    }
+    let warm_runs = median_max(
+        r.warm(MILLION.files, true, false)
+            .iter()
+            .map(|r| r.total_s)
+            .collect(),
+    );
+    if let Some((m, x)) = warm_runs {
+        let _ = writeln!(
+            md,
+            "- the warm run at 1,000,000 files with the journal, under 5 s: median {m:.2} s, \
+             longest {x:.2} s ({}).",
+            verdict(x < 5.0)
+        );
+    }
+    if let (Some((big, _)), Some((small, _))) =
+        (freeze(MILLION.files, false), freeze(TEN_K.files, false))
+    {
+        let ratio = big / small;
+        let _ = writeln!(
+            md,
+            "- the freeze at 1,000,000 files within 1.5x of that at 10,000, journal on, medians: \
+             {big:.0} / {small:.0} ms = {ratio:.2}x ({}).",
+            verdict(ratio <= 1.5)
+        );
+    }
+
+    md.push_str("\nRounds (each sidecar's runs; run 0 is its first):\n\n```\n");
+    for d in datasets {
+        for (files, run) in &r.cold {
+            if *files == d.files {
+                let _ = writeln!(
+                    md,
+                    "{} | into the empty mirror | {}",
+                    d.label,
+                    run.describe()
+                );
+            }
+        }
+        for round in 0..r.rounds {
+            for (files, rd, f) in &r.floors {
+                if *files == d.files && *rd == round {
+                    let _ = writeln!(
+                        md,
+                        "{} | round {round} | floor {:.0} ms (pause+unpause {:.0}, walk {:.0} ms \
+                         of {} entries, read {:.0} ms of {} B)",
+                        d.label,
+                        f.total_ms,
+                        f.pause_unpause_ms,
+                        f.walk_ms,
+                        f.entries,
+                        f.read_ms,
+                        f.read_bytes
+                    );
+                }
+            }
+            for life in r
+                .lives
+                .iter()
+                .filter(|l| l.files == d.files && l.round == round)
+            {
+                let on = if life.journal {
+                    "journal on"
+                } else {
+                    "journal off"
+                };
+                for run in &life.runs {
+                    let _ = writeln!(
+                        md,
+                        "{} | round {round} | {on} | {}",
+                        d.label,
+                        run.describe()
+                    );
+                }
+                let f = &life.footprint;
+                let _ = writeln!(
+                    md,
+                    "{} | round {round} | {on} | after run {}: VmRSS {} KiB, VmHWM {} KiB, cgroup \
+                     rss {}, kmem {}, inotify wd lines {}{}",
+                    d.label,
+                    r.warm,
+                    f.rss_bytes / 1024,
+                    f.peak_rss_bytes / 1024,
+                    f.anon_bytes
+                        .map_or("?".to_string(), |b| format!("{} KiB", b / 1024)),
+                    f.kernel_bytes
+                        .map_or("?".to_string(), |b| format!("{} KiB", b / 1024)),
+                    f.watches,
+                    life.load_cpu_percent.map_or(String::new(), |p| format!(
+                        "; the load used {p:.0}% of one core"
+                    )),
+                );
+            }
+        }
+    }
+    md.push_str("```\n");
 }
