@@ -542,6 +542,9 @@ fn random_changes_with_the_journal_always_end_in_the_frozen_state() {
         let live = v.live_pass(&[]);
         sh(&v.source, &random_script(&mut rng, 15));
         let capture = v.capture(&live, &[]);
+        if let Some(why) = &capture.scanned {
+            eprintln!("round {round}: scanned in full: {why}");
+        }
         scanned += usize::from(capture.scanned.is_some());
         sh(&v.source, &random_script(&mut rng, 5));
         v.upload(&capture, &[]);

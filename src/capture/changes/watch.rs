@@ -228,13 +228,23 @@ pub(super) fn adopt(state: &mut State, source: &Path, volume: Volume, walk: Walk
 /// neither can tell its changes apart.
 fn adopt_walk(state: &mut State, source: &Path, walk: Walk) {
     let mut shared = None;
+    let mut twice = None;
     for (wd, path) in walk.watched {
-        if let Some((other, _)) = state.wds.get(&wd)
-            && other != source
-        {
-            shared = Some(other.clone());
+        match state.wds.get(&wd) {
+            Some((other, _)) if other != source => shared = Some(other.clone()),
+            // One directory at two paths (a bind mount inside the volume): an event names one.
+            Some((_, seen)) if *seen != path => twice = Some(path.clone()),
+            _ => {}
         }
         state.wds.insert(wd, (source.to_path_buf(), path));
+    }
+    if let Some(path) = twice
+        && let Some(v) = state.volumes.get_mut(source)
+    {
+        v.broken = Some(format!(
+            "the directory /{} is also at another path of the volume",
+            String::from_utf8_lossy(&path)
+        ));
     }
     if let Some(other) = shared {
         let reason = format!(
