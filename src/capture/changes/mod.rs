@@ -12,9 +12,10 @@
 //! When the journal cannot be trusted for a volume, it says why, and the run takes the full pass:
 //! it has just started watching the volume (the daemon started, the volume is newly planned), the
 //! kernel's queue overflowed, a watch could not be added (`fs.inotify.max_user_watches`), the
-//! volume's directory went away, two volumes share directories, or the volume's last run did not
-//! complete. Writes through a shared memory map make no event; the scheduled full pass is the net
-//! for what the journal cannot see (see docs/capture.md).
+//! volume's directory went away, two volumes share directories (or one volume has a directory at
+//! two paths), or the volume's last run did not complete. Writes through a shared memory map make
+//! no event; the scheduled full pass is the net for what the journal cannot see (see
+//! docs/capture.md).
 
 mod audit;
 mod lookup;
