@@ -26,6 +26,10 @@
 //! names are compared. The one sequence this cannot see is a directory renamed away and back to
 //! the same path while the live pass runs (see docs/capture.md).
 //!
+//! With the change journal ([`changes`]), the scan is replaced by a look at only the entries the
+//! journal named since the last complete run, and the same choice among them; the live pass then
+//! sends only those too.
+//!
 //! When the copy would exceed `BACKUP_STAGING_MAX`, or the live pass could not read everything, or
 //! anything fails while capturing, the group falls back to the network catch-up inside the freeze,
 //! and the `group thawed` line says why.
@@ -73,13 +77,10 @@ impl LiveView {
         excludes: &[String],
         stop: &AtomicBool,
     ) -> io::Result<LiveView> {
-        let since = SystemTime::now()
-            .checked_sub(CTIME_MARGIN)
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .unwrap_or_default();
+        let since = changes_since();
         let entries = scan::scan(source, &Excludes::new(excludes), threads(), stop)?;
         Ok(LiveView {
-            since: stamp(since),
+            since,
             dirs: entries
                 .into_iter()
                 .filter(|e| e.kind == Kind::Dir)
@@ -97,20 +98,22 @@ impl LiveView {
         excludes: &[String],
         full: Option<&str>,
     ) -> io::Result<LiveView> {
-        let since = SystemTime::now()
-            .checked_sub(CTIME_MARGIN)
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .unwrap_or_default();
+        let since = changes_since();
         let (journal, dirs) = changes.before_live_pass(source, excludes, full)?;
         Ok(LiveView {
-            since: stamp(since),
+            since,
             dirs,
             journal: Some(journal),
         })
     }
 }
 
-fn stamp(since: Duration) -> Stamp {
+/// Now less [`CTIME_MARGIN`]: a ctime at or after it is a change.
+fn changes_since() -> Stamp {
+    let since = SystemTime::now()
+        .checked_sub(CTIME_MARGIN)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .unwrap_or_default();
     Stamp {
         secs: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i64,
