@@ -482,6 +482,24 @@ fn with_the_journal_the_mirror_ends_as_the_volume_was_while_frozen() {
     );
 }
 
+/// Entries whose ctime is within the margin before the live pass are copied whatever the journal
+/// says; a directory copied so must have its names listed, or the upload's delete step would
+/// empty it in the mirror (a run right after the volume was set up).
+#[test]
+fn with_the_journal_a_directory_copied_for_its_ctime_keeps_its_names() {
+    let v = Volume::journaled(SETUP, &[]);
+    let mut live = v.live_pass(&[]);
+    // Everything looks changed since before the live pass.
+    live.since = Stamp::default();
+    // A name made in the root: the root is listed, and its directories look changed.
+    sh(&v.source, "echo new > new-in-root");
+    let capture = v.capture(&live, &[]);
+    assert_eq!(capture.scanned, None, "from the journal");
+    assert!(v.staged(&capture).contains(&"keep/deep/f1".to_string()));
+    v.upload(&capture, &[]);
+    assert_eq!(differences(&v.frozen, &v.mirror, &[]), Vec::<String>::new());
+}
+
 /// A new name for a file in a directory nothing else changed in: no event names the old name
 /// (its link count changed, which only a watch on the file itself would report).
 #[test]

@@ -259,28 +259,38 @@ impl Changes {
         for (path, _) in named.iter() {
             found.look(path).map_err(|e| e.to_string())?;
         }
-        // Each directory whose names changed is listed: the upload compares its names.
-        let dirs: Vec<Vec<u8>> = found
-            .entries
-            .iter()
-            .filter(|e| e.kind == Kind::Dir && named.contains_key(&e.path[..]))
-            .map(|e| e.path.clone())
-            .collect();
-        for dir in &dirs {
-            found
-                .list(dir, &volume.excludes)
-                .map_err(|e| format!("listing /{}: {e}", String::from_utf8_lossy(dir)))?;
+        // Copied: what was named since the live pass began, what a ctime says changed, and each
+        // directory whose names changed since the mirror's state.
+        let is_chosen = |e: &Entry| {
+            let seq = named.get(&e.path[..]).copied();
+            seq.is_some_and(|s| s > view.mark)
+                || e.ctime >= since_ctime
+                || (e.kind == Kind::Dir && seq.is_some())
+        };
+        // Every copied directory is listed (the upload compares its names with what it held),
+        // and what the listing finds is decided in turn.
+        let mut chosen: Vec<bool> = Vec::new();
+        let mut listed: HashSet<Vec<u8>> = HashSet::new();
+        loop {
+            let decided = chosen.len();
+            chosen.extend(found.entries[decided..].iter().map(is_chosen));
+            let unlisted: Vec<Vec<u8>> = found
+                .entries
+                .iter()
+                .zip(&chosen)
+                .filter(|(e, c)| **c && e.kind == Kind::Dir && !listed.contains(&e.path))
+                .map(|(e, _)| e.path.clone())
+                .collect();
+            if unlisted.is_empty() {
+                break;
+            }
+            for dir in unlisted {
+                found
+                    .list(&dir, &volume.excludes)
+                    .map_err(|e| format!("listing /{}: {e}", String::from_utf8_lossy(&dir)))?;
+                listed.insert(dir);
+            }
         }
-        let mut chosen: Vec<bool> = found
-            .entries
-            .iter()
-            .map(|e| {
-                let seq = named.get(&e.path[..]).copied();
-                seq.is_some_and(|s| s > view.mark)
-                    || e.ctime >= since_ctime
-                    || (e.kind == Kind::Dir && seq.is_some())
-            })
-            .collect();
         // Every name of a copied hard-linked file, or the whole scan when one is unknown.
         let linked: HashSet<(u64, u64)> = found
             .entries
