@@ -19,8 +19,8 @@ pub struct Job {
     pub source: PathBuf,
     /// Its exclude patterns.
     pub excludes: Vec<String>,
-    /// What was seen before its live pass.
-    pub view: LiveView,
+    /// What was seen before its live pass (shared: the freeze does not copy it).
+    pub view: Arc<LiveView>,
     /// The change journal, when it is on.
     pub changes: Option<Changes>,
 }

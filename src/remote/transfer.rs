@@ -203,16 +203,16 @@ pub async fn sync_volume_audited(
     progress: Option<OnProgress<'_>>,
     cancel: &CancellationToken,
 ) -> Result<(PassResult, String)> {
-    let cmd = commands::rsync_push(
-        mirror.ssh,
-        mirror.link,
+    live_push(
+        mirror,
         Push::Audit,
         source,
-        &mirror.target(volume),
+        volume,
         excludes,
-        progress.is_some(),
-    );
-    run_pass_output(&cmd, Pass::Live, progress, cancel).await
+        progress,
+        cancel,
+    )
+    .await
 }
 
 /// A live pass of only the entries of `list` (paths below `source`, NUL-separated): what the
@@ -226,16 +226,31 @@ pub async fn sync_listed(
     progress: Option<OnProgress<'_>>,
     cancel: &CancellationToken,
 ) -> Result<PassResult> {
+    let kind = Push::Listed { list };
+    let (result, _) = live_push(mirror, kind, source, volume, excludes, progress, cancel).await?;
+    Ok(result)
+}
+
+/// A live pass of `kind` from `source` to the volume's mirror, with rsync's output.
+async fn live_push(
+    mirror: &Mirror<'_>,
+    kind: Push<'_>,
+    source: &Path,
+    volume: &str,
+    excludes: &[String],
+    progress: Option<OnProgress<'_>>,
+    cancel: &CancellationToken,
+) -> Result<(PassResult, String)> {
     let cmd = commands::rsync_push(
         mirror.ssh,
         mirror.link,
-        Push::Listed { list },
+        kind,
         source,
         &mirror.target(volume),
         excludes,
         progress.is_some(),
     );
-    run_pass(&cmd, Pass::Live, progress, cancel).await
+    run_pass_output(&cmd, Pass::Live, progress, cancel).await
 }
 
 /// Brings `remote_dir/<volume>/` to the state a capture copied: sends the copies, then deletes,

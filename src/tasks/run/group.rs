@@ -5,6 +5,7 @@
 //! mirror's state, from which the next run counts.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
@@ -181,7 +182,10 @@ pub(super) async fn sync_group(
         .map_err(|e| format!("emptying the staging area: {e}"))
         .err()
         .or_else(|| why_not_capture(&ready, &views));
-    let views: Vec<LiveView> = views.into_iter().map(Result::unwrap_or_default).collect();
+    let views: Vec<Arc<LiveView>> = views
+        .into_iter()
+        .map(|v| Arc::new(v.unwrap_or_default()))
+        .collect();
     let changes = ctx.changes.clone();
     let (caught_up, frozen) = freeze::with_frozen(
         &ctx.docker,
@@ -355,7 +359,7 @@ fn why_not_capture(ready: &[Ready], views: &[Result<LiveView, String>]) -> Optio
 async fn capture_group(
     ctx: &Sidecar,
     ready: &[Ready<'_>],
-    views: &[LiveView],
+    views: &[Arc<LiveView>],
     staging: &Path,
 ) -> Result<CaughtUp, String> {
     let config = &ctx.config;
@@ -366,7 +370,7 @@ async fn capture_group(
             name: r.volume.name.clone(),
             source: source_path(config, r.volume),
             excludes: r.volume.excludes.clone(),
-            view: view.clone(),
+            view: Arc::clone(view),
             changes: ctx.changes.clone(),
         })
         .collect();
