@@ -40,6 +40,14 @@ enum Command {
         /// Go ahead (without it, init says what it would change and stops).
         #[arg(long)]
         yes: bool,
+        /// A second copy for the remote's guard: `rclone` (the repository replicated) or `borg`
+        /// (a second repository of the mirror). Its credentials stay on the remote.
+        #[arg(long, requires = "copy_target")]
+        copy: Option<String>,
+        /// Where the second copy goes: an rclone remote of the remote's rclone config
+        /// (`NAME:PATH`), or `ssh://USER@HOST/PATH` for borg.
+        #[arg(long, requires = "copy")]
+        copy_target: Option<String>,
     },
     /// The borg archives on the remote: name, time, size; newest first.
     Snapshots {
@@ -188,8 +196,17 @@ async fn start(command: Command, config: Config) -> Result<ExitCode> {
                 .unwrap_or(config);
             backup_sidecar::ls(&config, &archive, &path, &cancel).await
         }
-        Command::Init { host_key, yes } => {
-            let request = backup_sidecar::InitRequest { host_key, yes };
+        Command::Init {
+            host_key,
+            yes,
+            copy,
+            copy_target,
+        } => {
+            let request = backup_sidecar::InitRequest {
+                host_key,
+                yes,
+                copy: copy.zip(copy_target),
+            };
             backup_sidecar::init(&config, &request, &cancel).await
         }
         Command::Status { json } => backup_sidecar::status(&config, json),

@@ -285,6 +285,9 @@ pub struct Config {
     /// The first run after each of its times walks every volume in full, and counts what the
     /// change journal missed.
     pub full_scan_schedule: Cron,
+    /// When the remote brings its second copy up to date (`BACKUP_COPY_SCHEDULE`); `None`: after
+    /// each snapshot.
+    pub copy_schedule: Option<Cron>,
     /// Time zone of both schedules.
     pub tz: Tz,
     /// One mirror + snapshot run right after start.
@@ -321,6 +324,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Health turns unhealthy when the last successful mirror is older than this.
     pub max_age: Duration,
+    /// Health turns unhealthy when the newest archive in the second copy is older than this.
+    pub copy_max_age: Duration,
     /// How often a long pass logs its progress.
     pub progress_interval: Duration,
     /// Where to serve Prometheus metrics (`BACKUP_METRICS_ADDR`); `None` (unset) serves none.
@@ -392,6 +397,7 @@ impl Config {
             snapshot_schedule,
             check_schedule,
             full_scan_schedule,
+            copy_schedule,
             tz,
             run_on_start,
         } = sections::schedule_section(&raw)?;
@@ -416,8 +422,13 @@ impl Config {
         } = sections::paths(&raw)?;
         let HealthSection {
             max_age,
+            copy_max_age,
             progress_interval,
-        } = sections::health_section(&raw, &sync_schedule)?;
+        } = sections::health_section(
+            &raw,
+            &sync_schedule,
+            copy_schedule.as_ref().unwrap_or(&snapshot_schedule),
+        )?;
         let metrics_addr = sections::metrics_addr(&raw)?;
         let web = web::web_section(&raw)?;
         let NotifySection {
@@ -441,6 +452,7 @@ impl Config {
             snapshot_schedule,
             check_schedule,
             full_scan_schedule,
+            copy_schedule,
             tz,
             run_on_start,
             pause_timeout,
@@ -458,6 +470,7 @@ impl Config {
             state_dir,
             log_format,
             max_age,
+            copy_max_age,
             progress_interval,
             metrics_addr,
             web,

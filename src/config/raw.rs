@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub backup_sync_schedule: Option<String>,
     pub backup_snapshot_schedule: Option<String>,
     pub backup_check_schedule: Option<String>,
+    pub backup_copy_schedule: Option<String>,
+    pub backup_copy_max_age: Option<String>,
     pub tz: Option<String>,
     pub backup_run_on_start: Option<String>,
     pub backup_max_age: Option<String>,

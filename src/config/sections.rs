@@ -122,12 +122,14 @@ pub(super) struct ScheduleSection {
     pub(super) snapshot_schedule: Cron,
     pub(super) check_schedule: Cron,
     pub(super) full_scan_schedule: Cron,
+    pub(super) copy_schedule: Option<Cron>,
     pub(super) tz: Tz,
     pub(super) run_on_start: bool,
 }
 
 /// `TZ`, `BACKUP_SYNC_SCHEDULE`, `BACKUP_SNAPSHOT_SCHEDULE`, `BACKUP_CHECK_SCHEDULE`,
-/// `BACKUP_FULL_SCAN_SCHEDULE` and `BACKUP_RUN_ON_START`.
+/// `BACKUP_FULL_SCAN_SCHEDULE`, `BACKUP_COPY_SCHEDULE` (unset or empty: after each snapshot) and
+/// `BACKUP_RUN_ON_START`.
 pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, ConfigError> {
     let tz = match raw.tz.as_deref().map(str::trim) {
         None => DEFAULT_TZ,
@@ -162,6 +164,10 @@ pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, Confi
             .as_deref()
             .unwrap_or(DEFAULT_FULL_SCAN_SCHEDULE),
     )?;
+    let copy_schedule = match raw.backup_copy_schedule.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(pattern) => Some(parse_cron("BACKUP_COPY_SCHEDULE", pattern)?),
+    };
     let run_on_start = parse_bool(
         "BACKUP_RUN_ON_START",
         raw.backup_run_on_start.as_deref(),
@@ -172,6 +178,7 @@ pub(super) fn schedule_section(raw: &RawConfig) -> Result<ScheduleSection, Confi
         snapshot_schedule,
         check_schedule,
         full_scan_schedule,
+        copy_schedule,
         tz,
         run_on_start,
     })
@@ -318,18 +325,30 @@ pub(super) fn paths(raw: &RawConfig) -> Result<Paths, ConfigError> {
 /// The health and progress settings.
 pub(super) struct HealthSection {
     pub(super) max_age: Duration,
+    pub(super) copy_max_age: Duration,
     pub(super) progress_interval: Duration,
 }
 
-/// `BACKUP_MAX_AGE` (default: twice the longest gap between two runs of `sync`, plus an hour) and
-/// `BACKUP_PROGRESS_INTERVAL`.
-pub(super) fn health_section(raw: &RawConfig, sync: &Cron) -> Result<HealthSection, ConfigError> {
+/// `BACKUP_MAX_AGE` (default: twice the longest gap between two runs of `sync`, plus an hour),
+/// `BACKUP_COPY_MAX_AGE` (default: twice the longest gap between two copies, those of
+/// `BACKUP_COPY_SCHEDULE` or else of the snapshots, plus an hour) and `BACKUP_PROGRESS_INTERVAL`.
+pub(super) fn health_section(
+    raw: &RawConfig,
+    sync: &Cron,
+    copies: &Cron,
+) -> Result<HealthSection, ConfigError> {
     let default_max_age = longest_gap(sync).saturating_mul(2) + MAX_AGE_SLACK;
+    let default_copy_max_age = longest_gap(copies).saturating_mul(2) + MAX_AGE_SLACK;
     Ok(HealthSection {
         max_age: parse_duration(
             "BACKUP_MAX_AGE",
             raw.backup_max_age.as_deref(),
             default_max_age,
+        )?,
+        copy_max_age: parse_duration(
+            "BACKUP_COPY_MAX_AGE",
+            raw.backup_copy_max_age.as_deref(),
+            default_copy_max_age,
         )?,
         progress_interval: parse_duration(
             "BACKUP_PROGRESS_INTERVAL",

@@ -416,6 +416,8 @@ fn schedule_section_defaults() {
     assert_eq!(section.sync_schedule, cron(DEFAULT_SYNC_SCHEDULE));
     assert_eq!(section.snapshot_schedule, cron(DEFAULT_SNAPSHOT_SCHEDULE));
     assert_eq!(section.check_schedule, cron(DEFAULT_CHECK_SCHEDULE));
+    // The copy follows each snapshot.
+    assert_eq!(section.copy_schedule, None);
     assert_eq!(section.tz, DEFAULT_TZ);
     assert_eq!(section.run_on_start, DEFAULT_RUN_ON_START);
 }
@@ -426,6 +428,7 @@ fn schedule_section_reads_each_variable() {
         ("BACKUP_SYNC_SCHEDULE", "15 * * * *"),
         ("BACKUP_SNAPSHOT_SCHEDULE", "0 2 * * *"),
         ("BACKUP_CHECK_SCHEDULE", "0 5 * * 6"),
+        ("BACKUP_COPY_SCHEDULE", "30 4 * * *"),
         ("TZ", "America/New_York"),
         ("BACKUP_RUN_ON_START", "Yes"),
     ]))
@@ -434,6 +437,7 @@ fn schedule_section_reads_each_variable() {
     assert_eq!(section.sync_schedule, cron("15 * * * *"));
     assert_eq!(section.snapshot_schedule, cron("0 2 * * *"));
     assert_eq!(section.check_schedule, cron("0 5 * * 6"));
+    assert_eq!(section.copy_schedule, Some(cron("30 4 * * *")));
     assert_eq!(section.tz, chrono_tz::America::New_York);
     assert!(section.run_on_start);
 }
@@ -444,6 +448,7 @@ fn schedule_section_bad_values_name_their_variable() {
         ("BACKUP_SYNC_SCHEDULE", "@daily"),
         ("BACKUP_SNAPSHOT_SCHEDULE", "0 25 * * *"),
         ("BACKUP_CHECK_SCHEDULE", "0 4 1 * * *"),
+        ("BACKUP_COPY_SCHEDULE", "after snapshots"),
         ("TZ", "CEST+2"),
         ("BACKUP_RUN_ON_START", "y"),
     ] {
@@ -553,15 +558,21 @@ fn health_section_defaults_from_the_sync_schedule() {
         longest_gap(&every_other_day),
         Duration::from_secs(2 * 86_400)
     );
-    let section = health_section(&raw(&[]), &every_other_day).unwrap();
+    let daily = parse_cron("T", "0 3 * * *").unwrap();
+    let section = health_section(&raw(&[]), &every_other_day, &daily).unwrap();
     assert_eq!(
         section.max_age,
         Duration::from_secs(4 * 86_400) + MAX_AGE_SLACK
     );
+    // The copy's from the copies' schedule (the snapshots' unless BACKUP_COPY_SCHEDULE is set).
+    assert_eq!(
+        section.copy_max_age,
+        Duration::from_secs(2 * 86_400) + MAX_AGE_SLACK
+    );
     assert_eq!(section.progress_interval, DEFAULT_PROGRESS_INTERVAL);
     let hourly = parse_cron("T", "0 * * * *").unwrap();
     assert_eq!(
-        health_section(&raw(&[]), &hourly).unwrap().max_age,
+        health_section(&raw(&[]), &hourly, &hourly).unwrap().max_age,
         Duration::from_secs(2 * 3600) + MAX_AGE_SLACK
     );
     let weekly = parse_cron("T", "0 3 * * 0").unwrap();
@@ -575,18 +586,22 @@ fn health_section_reads_and_refuses() {
         &raw(&[
             ("BACKUP_MAX_AGE", "36h"),
             ("BACKUP_PROGRESS_INTERVAL", "10s"),
+            ("BACKUP_COPY_MAX_AGE", "3d"),
         ]),
+        &hourly,
         &hourly,
     )
     .unwrap();
     assert_eq!(set.max_age, Duration::from_secs(36 * 3600));
+    assert_eq!(set.copy_max_age, Duration::from_secs(3 * 86_400));
     assert_eq!(set.progress_interval, Duration::from_secs(10));
     for (var, value) in [
         ("BACKUP_MAX_AGE", "soon"),
         ("BACKUP_MAX_AGE", "0s"),
+        ("BACKUP_COPY_MAX_AGE", "a while"),
         ("BACKUP_PROGRESS_INTERVAL", "often"),
     ] {
-        match health_section(&raw(&[(var, value)]), &hourly) {
+        match health_section(&raw(&[(var, value)]), &hourly, &hourly) {
             Err(e) => assert_eq!(e.variable, var),
             Ok(_) => panic!("{var}={value} was accepted"),
         }

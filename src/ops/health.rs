@@ -89,6 +89,55 @@ pub fn verdict(
     })
 }
 
+/// The second copy's part of the verdict: `Err` (unhealthy, why) when the newest archive in the
+/// copy is older than `BACKUP_COPY_MAX_AGE`, or no copy has succeeded within it of the first try;
+/// a copy in progress that moves bytes is not stale. `Ok` with what to add to a healthy verdict;
+/// `Ok(None)` when the remote has never made or tried a copy.
+pub fn copy_verdict(
+    now: DateTime<Utc>,
+    history: &History,
+    copying: Option<&Running>,
+    max_age: Duration,
+) -> Result<Option<String>, String> {
+    let Some(copy) = &history.copy else {
+        return Ok(None);
+    };
+    let limit = humantime::format_duration(max_age);
+    let fresh = copy.newest_archive_time.or(copy.first_attempt);
+    if let Some(time) = fresh
+        && age(now, time) <= max_age
+    {
+        return Ok(Some(match &copy.newest_archive {
+            Some(name) => format!(
+                "the copy's newest archive {name} is from {}",
+                ago(age(now, time))
+            ),
+            None => "no copy has completed yet".to_string(),
+        }));
+    }
+    if let Some(c) = copying
+        && age(now, c.moved) <= STALLED
+    {
+        return Ok(Some(format!(
+            "a copy in progress since {} is moving bytes",
+            ago(age(now, c.started))
+        )));
+    }
+    let why = copy
+        .last_error
+        .as_ref()
+        .map(|e| format!("; the last copy failed: {e}"))
+        .unwrap_or_default();
+    Err(match (&copy.newest_archive, copy.newest_archive_time) {
+        (Some(name), Some(time)) => format!(
+            "the copy's newest archive {name} is from {}, older than BACKUP_COPY_MAX_AGE \
+             ({limit}){why}",
+            ago(age(now, time))
+        ),
+        _ => format!("no copy has succeeded within BACKUP_COPY_MAX_AGE ({limit}){why}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +147,43 @@ mod tests {
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_stale_copy_is_unhealthy_with_the_reason() {
+        use crate::ops::history::CopyRecord;
+        let mut h = history(Some(at(1, 0)), Some(at(10, 3)));
+        assert_eq!(copy_verdict(at(10, 4), &h, None, DAY), Ok(None));
+        h.copy = Some(CopyRecord {
+            first_attempt: Some(at(10, 3)),
+            ..CopyRecord::default()
+        });
+        // Trying, not late yet.
+        assert!(copy_verdict(at(10, 4), &h, None, DAY).is_ok());
+        let copy = h.copy.as_mut().unwrap();
+        copy.last_error = Some("rclone: connection refused".into());
+        let v = copy_verdict(at(12, 4), &h, None, DAY).unwrap_err();
+        assert!(
+            v.contains("no copy has succeeded within BACKUP_COPY_MAX_AGE (1day)"),
+            "{v}"
+        );
+        assert!(v.contains("connection refused"), "{v}");
+        let copy = h.copy.as_mut().unwrap();
+        copy.newest_archive = Some("nas-2026-11-12T03:00:00".into());
+        copy.newest_archive_time = Some(at(12, 3));
+        assert!(copy_verdict(at(12, 4), &h, None, DAY).is_ok());
+        let v = copy_verdict(at(14, 4), &h, None, DAY).unwrap_err();
+        assert!(
+            v.starts_with("the copy's newest archive nas-2026-11-12T03:00:00 is from 2days 1h ago"),
+            "{v}"
+        );
+        // A long copy that moves bytes is not stale.
+        let copying = Running {
+            started: at(13, 0),
+            moved: at(14, 4),
+            bytes: 1,
+        };
+        assert!(copy_verdict(at(14, 4), &h, Some(&copying), DAY).is_ok());
     }
 
     fn history(since: Option<DateTime<Utc>>, success: Option<DateTime<Utc>>) -> History {

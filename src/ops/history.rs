@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Outcome, Report, RunReport, VerifyReport};
+use crate::report::{CopyDone, CopyReport, Outcome, Report, RunReport, VerifyReport};
 
 /// How many runs the history keeps.
 const KEPT_RUNS: usize = 50;
@@ -125,6 +125,46 @@ pub struct VerificationRecord {
     pub error: Option<String>,
 }
 
+/// The second copy, across copies and checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopyRecord {
+    /// `rclone` or `borg`, as the remote's guard last said.
+    pub kind: String,
+    /// Where to, redacted, as the guard last said.
+    pub target: String,
+    /// When the first copy was tried: before any success, staleness is counted from here.
+    pub first_attempt: Option<DateTime<Utc>>,
+    /// When the last copy ended.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// When the last successful copy ended.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The newest archive of this host the copy holds.
+    pub newest_archive: Option<String>,
+    /// When that archive was made.
+    pub newest_archive_time: Option<DateTime<Utc>>,
+    /// What the last successful copy sent.
+    pub bytes: u64,
+    /// How long the last successful copy took.
+    pub seconds: f64,
+    /// Bytes sent by every copy.
+    pub bytes_total: u64,
+    /// Copies that failed.
+    pub failures_total: u64,
+    /// Why the last copy failed, when it did.
+    pub last_error: Option<String>,
+    /// When the copy was last checked.
+    pub last_check: Option<DateTime<Utc>>,
+    /// Why the last check failed (the copy differs, or it could not look), when it did.
+    pub last_check_error: Option<String>,
+}
+
+impl CopyRecord {
+    /// Whether the last copy failed.
+    pub fn failing(&self) -> bool {
+        self.last_error.is_some()
+    }
+}
+
 /// Everything kept between runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
@@ -145,6 +185,9 @@ pub struct History {
     pub last_archive: Option<ArchiveRecord>,
     /// The last verification.
     pub last_verification: Option<VerificationRecord>,
+    /// The second copy, once the remote has made or tried one.
+    #[serde(default)]
+    pub copy: Option<CopyRecord>,
 }
 
 impl History {
@@ -153,6 +196,41 @@ impl History {
         match report {
             Report::Run(run) => self.record_run(run, now),
             Report::Verification(v) => self.record_verification(v, now),
+            Report::Copy(c) => self.record_copy(c, now),
+        }
+    }
+
+    fn record_copy(&mut self, c: &CopyReport, now: DateTime<Utc>) {
+        let record = self.copy.get_or_insert_with(CopyRecord::default);
+        record.kind = c.place.kind.clone();
+        record.target = c.place.target.clone();
+        if c.check {
+            record.last_check = Some(now);
+            record.last_check_error = c.outcome.as_ref().err().map(|f| f.message.clone());
+            return;
+        }
+        record.first_attempt.get_or_insert(now);
+        record.last_attempt = Some(now);
+        match &c.outcome {
+            Ok(done) => {
+                let bytes = match done {
+                    CopyDone::Copied(copied) => copied.bytes,
+                    CopyDone::Checked(_) => 0,
+                };
+                record.last_success = Some(now);
+                record.bytes = bytes;
+                record.seconds = c.duration.as_secs_f64();
+                record.bytes_total += bytes;
+                record.last_error = None;
+                if let Some((name, time)) = &c.newest {
+                    record.newest_archive = Some(name.clone());
+                    record.newest_archive_time = Some(*time);
+                }
+            }
+            Err(failure) => {
+                record.failures_total += 1;
+                record.last_error = Some(failure.message.clone());
+            }
         }
     }
 
@@ -321,6 +399,22 @@ impl Store {
     /// The run in progress, if any.
     pub fn running(&self) -> Option<Running> {
         read_json(&self.path("running.json"))
+    }
+
+    /// The copy in progress, if any (`copying.json`: health counts a copy that moves bytes as
+    /// alive).
+    pub fn copying(&self) -> Option<Running> {
+        read_json(&self.path("copying.json"))
+    }
+
+    /// Records the copy in progress.
+    pub fn set_copying(&self, copying: &Running) -> Result<()> {
+        write_atomically(&self.path("copying.json"), &serde_json::to_vec(copying)?)
+    }
+
+    /// No copy is in progress.
+    pub fn clear_copying(&self) {
+        let _ = std::fs::remove_file(self.path("copying.json"));
     }
 
     /// Records the run in progress.

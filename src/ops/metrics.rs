@@ -34,7 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::history::{History, Running, Store, VolumeRecord};
+use super::history::{CopyRecord, History, Running, Store, VolumeRecord};
 use crate::report::Outcome;
 
 /// The media type of the text exposition format 0.0.4. Prometheus 3 fails a scrape whose
@@ -411,7 +411,60 @@ pub fn render(history: &History, running: Option<&Running>, planned: &[String]) 
         "When the last verification ended, as a Unix time; 0 before the first.",
         unix(verification.map(|v| v.at)),
     );
+
+    // The second copy's series, once the remote has made or tried one: a remote without a copy
+    // has none, rather than a copy that looks forever stale.
+    if let Some(copy) = &history.copy {
+        copy_series(&mut out, copy);
+    }
     out.text
+}
+
+fn copy_series(out: &mut Exposition, copy: &CopyRecord) {
+    out.single(
+        "backup_sidecar_copy_last_success_timestamp_seconds",
+        Kind::Gauge,
+        "When the remote's last successful second copy ended, as a Unix time; 0 before the first.",
+        unix(copy.last_success),
+    );
+    out.single(
+        "backup_sidecar_copy_newest_archive_timestamp_seconds",
+        Kind::Gauge,
+        "When the newest archive of this host that the second copy holds was made, as a Unix \
+         time; 0 before the first copy.",
+        unix(copy.newest_archive_time),
+    );
+    out.single(
+        "backup_sidecar_copy_last_sent_bytes",
+        Kind::Gauge,
+        "What the last successful copy sent to the second place.",
+        copy.bytes as f64,
+    );
+    out.single(
+        "backup_sidecar_copy_sent_bytes_total",
+        Kind::Counter,
+        "What every copy sent to the second place.",
+        copy.bytes_total as f64,
+    );
+    out.single(
+        "backup_sidecar_copy_last_duration_seconds",
+        Kind::Gauge,
+        "How long the last successful copy took.",
+        copy.seconds,
+    );
+    out.single(
+        "backup_sidecar_copy_failures_total",
+        Kind::Counter,
+        "Copies to the second place that failed.",
+        copy.failures_total as f64,
+    );
+    out.single(
+        "backup_sidecar_copy_last_check_success",
+        Kind::Gauge,
+        "Whether the last check of the second copy found it sound (1) or not (0); 0 before the \
+         first.",
+        flag(copy.last_check.is_some() && copy.last_check_error.is_none()),
+    );
 }
 
 /// The volumes to report, by name: the planned ones and the ones the last run tried.

@@ -91,6 +91,10 @@ impl Outputs {
                 Some(message) => message,
                 None => return,
             },
+            Report::Copy(c) => match self.copy_message(c, &before) {
+                Some(message) => message,
+                None => return,
+            },
         };
         let message = Message {
             log_tail,
@@ -177,6 +181,56 @@ impl Outputs {
     }
 }
 
+impl Outputs {
+    /// A copy that failed, or a check that found the copy unsound or could not look, is a
+    /// failure; the first successful copy after a failed one is a recovery; other successes say
+    /// nothing.
+    fn copy_message(&self, c: &report::CopyReport, before: &History) -> Option<Message> {
+        let what = if c.check { "check of the copy" } else { "copy" };
+        let failure = match &c.outcome {
+            Err(failure) => failure,
+            Ok(_) if c.check => return None,
+            Ok(_) => {
+                if !before.copy.as_ref().is_some_and(|r| r.failing()) {
+                    return None;
+                }
+                let newest = c.newest.as_ref().map_or("nothing yet", |(n, _)| n.as_str());
+                let mut message =
+                    failure_message(&self.host, "copy", "", String::new(), self.next_run());
+                message.kind = Outcome::Recovered;
+                message.title = format!("backup copy recovered on {}", self.host);
+                message.summary = format!(
+                    "the copy ({}) is up to date again: its newest archive is {newest}",
+                    c.place
+                );
+                message.cause = None;
+                message.duration = c.duration;
+                return Some(message);
+            }
+        };
+        let newest = before
+            .copy
+            .as_ref()
+            .and_then(|r| r.newest_archive.as_deref())
+            .unwrap_or("none yet");
+        let summary = format!(
+            "the {what} ({}) failed: {failure}; the newest archive in the copy is {newest}",
+            c.place
+        );
+        let mut message = failure_message(
+            &self.host,
+            "copy",
+            failure.kind.as_str(),
+            summary,
+            self.next_run(),
+        );
+        message.title = format!("backup {what} failed on {}", self.host);
+        message.duration = c.duration;
+        message.last_success = before.copy.as_ref().and_then(|r| r.last_success);
+        Some(message)
+    }
+}
+
 /// A failure message outside a run's report.
 fn failure_message(
     host: &str,
@@ -227,14 +281,22 @@ pub async fn notify_start_failure(config: &Config, cause: &str, error: &anyhow::
     notifier.send(&message).await;
 }
 
+/// Health: the mirror's verdict, then the second copy's.
 fn verdict(config: &Config, store: &Store, history: &History) -> Verdict {
-    health::verdict(
-        Utc::now(),
+    let now = Utc::now();
+    let mirror = health::verdict(
+        now,
         history,
         store.heartbeat(),
         store.running().as_ref(),
         config.max_age,
-    )
+    );
+    let copy = health::copy_verdict(now, history, store.copying().as_ref(), config.copy_max_age);
+    match (mirror, copy) {
+        (Verdict::Healthy(why), Ok(Some(copy))) => Verdict::Healthy(format!("{why}; {copy}")),
+        (Verdict::Healthy(_), Err(why)) => Verdict::Unhealthy(why),
+        (verdict, _) => verdict,
+    }
 }
 
 /// `backup-sidecar health`: prints the verdict on one line; true when healthy.

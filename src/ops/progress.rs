@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::format::human_bytes;
 use crate::ops::history::Store;
 use crate::remote::borg::CreateProgress;
+use crate::remote::copy::CopyProgress;
 use crate::remote::transfer::Progress;
 use crate::report::events;
 
@@ -19,6 +20,8 @@ pub enum Subject {
     Volume(String),
     /// `borg create` of a mirror of this many bytes.
     Snapshot { total: u64 },
+    /// The remote's second copy (its progress goes to the copy-in-progress file).
+    Copy,
 }
 
 /// Turns long work's progress into a `progress` line at most once per `BACKUP_PROGRESS_INTERVAL`
@@ -96,6 +99,30 @@ impl Watcher {
         self.record(progress.bytes);
     }
 
+    /// The second copy's progress, with what the guard knows of the total and the rate.
+    pub fn copy(&mut self, progress: CopyProgress) {
+        if self.due_to_log() {
+            let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+            let rate = progress.speed.unwrap_or(progress.bytes as f64 / seconds);
+            info!(
+                message = events::PROGRESS,
+                stage = "copy",
+                bytes = progress.bytes,
+                total = progress.total.unwrap_or(0),
+                percent = progress
+                    .total
+                    .and_then(|t| (progress.bytes * 100).checked_div(t))
+                    .unwrap_or(0)
+                    .min(100),
+                rate = %format!("{}/s", human_bytes(rate as u64)),
+                eta = %progress
+                    .eta
+                    .map_or_else(|| "-".to_string(), |s| clock(Duration::from_secs(s))),
+            );
+        }
+        self.record(progress.bytes);
+    }
+
     fn due_to_log(&mut self) -> bool {
         let since = self.logged.unwrap_or(self.started);
         if since.elapsed() < self.interval {
@@ -106,15 +133,26 @@ impl Watcher {
     }
 
     fn record(&mut self, bytes: u64) {
+        let copy = matches!(self.subject, Subject::Copy);
+        let current = if copy {
+            self.store.copying()
+        } else {
+            self.store.running()
+        };
         if self
             .recorded
             .is_none_or(|t| t.elapsed() >= Self::RECORD_EVERY)
-            && let Some(mut running) = self.store.running()
+            && let Some(mut running) = current
         {
             self.recorded = Some(Instant::now());
             running.moved = Utc::now();
             running.bytes = bytes;
-            if let Err(e) = self.store.set_running(&running) {
+            let saved = if copy {
+                self.store.set_copying(&running)
+            } else {
+                self.store.set_running(&running)
+            };
+            if let Err(e) = saved {
                 warn!(error = %format!("{e:#}"), "cannot record the run's progress in BACKUP_STATE_DIR");
             }
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::format::human_bytes;
 use crate::ops::health::Verdict;
-use crate::ops::history::{ArchiveRecord, History, RunRecord, VerificationRecord};
+use crate::ops::history::{ArchiveRecord, CopyRecord, History, RunRecord, VerificationRecord};
 
 /// One volume's line.
 #[derive(Debug, Clone, Serialize)]
@@ -46,10 +46,23 @@ pub struct Status {
     pub last_archive: Option<ArchiveRecord>,
     /// The last verification.
     pub last_verification: Option<VerificationRecord>,
+    /// The second copy, once the remote has made or tried one.
+    pub copy: Option<CopyStatus>,
     /// When the next mirror-only run is due.
     pub next_sync: Option<DateTime<Utc>>,
     /// When the next mirror + snapshot run is due.
     pub next_snapshot: Option<DateTime<Utc>>,
+}
+
+/// The second copy: where it goes, how old its newest archive is, how its last copy and check
+/// went.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyStatus {
+    /// The history's record of it.
+    #[serde(flatten)]
+    pub record: CopyRecord,
+    /// How old the newest archive in the copy is, in seconds, when there is one.
+    pub newest_archive_age_seconds: Option<i64>,
 }
 
 /// The schedules `status` reports on.
@@ -99,6 +112,12 @@ pub fn status(
         last_run: history.last_run().cloned(),
         last_archive: history.last_archive.clone(),
         last_verification: history.last_verification.clone(),
+        copy: history.copy.as_ref().map(|record| CopyStatus {
+            record: record.clone(),
+            newest_archive_age_seconds: record
+                .newest_archive_time
+                .map(|t| (now - t).num_seconds().max(0)),
+        }),
         next_sync: next(schedules.sync, schedules.tz, now),
         next_snapshot: next(schedules.snapshot, schedules.tz, now),
     }
@@ -109,6 +128,41 @@ fn when(time: Option<DateTime<Utc>>, tz: Tz) -> String {
         || "never".to_string(),
         |t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
     )
+}
+
+impl CopyStatus {
+    fn lines(&self, tz: Tz) -> String {
+        let r = &self.record;
+        let newest = match (&r.newest_archive, self.newest_archive_age_seconds) {
+            (Some(name), Some(age)) => format!(
+                "{name} ({} old)",
+                humantime::format_duration(std::time::Duration::from_secs(age as u64))
+            ),
+            _ => "none yet".into(),
+        };
+        let last = match (&r.last_error, r.last_success) {
+            (Some(e), _) => format!("failed at {}: {e}", when(r.last_attempt, tz)),
+            (None, Some(at)) => format!(
+                "success at {} ({} sent in {:.1} s)",
+                when(Some(at), tz),
+                human_bytes(r.bytes),
+                r.seconds
+            ),
+            (None, None) => "none yet".into(),
+        };
+        let check = match (&r.last_check_error, r.last_check) {
+            (_, None) => "none yet".into(),
+            (Some(e), Some(at)) => format!("failed at {}: {e}", when(Some(at), tz)),
+            (None, Some(at)) => format!("success at {}", when(Some(at), tz)),
+        };
+        format!(
+            "copy:              {} to {}\n\
+             copy's newest:     {newest}\n\
+             last copy:         {last}\n\
+             last copy check:   {check}\n",
+            r.kind, r.target
+        )
+    }
 }
 
 impl Status {
@@ -182,6 +236,9 @@ impl Status {
             None => "none yet".into(),
         };
         out.push_str(&format!("last verification: {verification}\n"));
+        if let Some(copy) = &self.copy {
+            out.push_str(&copy.lines(tz));
+        }
         out.push_str(&format!(
             "next sync:         {}\n",
             when(self.next_sync, tz)

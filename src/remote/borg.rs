@@ -37,7 +37,7 @@ pub fn archive_name(prefix: &str, now: DateTime<Utc>) -> String {
 }
 
 /// What goes to a remote borg's stdin: the passphrase, if any.
-fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
+pub(crate) fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
     borg.passphrase
         .as_ref()
         .map(|p| p.expose().as_bytes().to_vec())
@@ -167,16 +167,13 @@ fn read_stderr(line: &str) -> StderrLine {
     }
 }
 
-/// Creates an archive of the mirror root, then prunes and compacts the repository. `borg create`'s
-/// progress goes to `progress` as it comes.
-pub async fn snapshot(
+/// Breaks the repository's lock when a killed borg left it (no borg process runs on the remote),
+/// and says so; says too when a running borg holds it, which the next step waits for.
+pub async fn break_stale_lock(
     ssh: &Ssh,
     borg_config: &Borg,
-    prefix: &str,
-    remote_dir: &str,
-    progress: &mut (dyn FnMut(CreateProgress) + Send),
     cancel: &CancellationToken,
-) -> Result<Created> {
+) -> Result<()> {
     let lock = remote_borg(
         ssh,
         borg_config,
@@ -197,6 +194,20 @@ pub async fn snapshot(
         ),
         _ => {}
     }
+    Ok(())
+}
+
+/// Creates an archive of the mirror root, then prunes and compacts the repository. `borg create`'s
+/// progress goes to `progress` as it comes.
+pub async fn snapshot(
+    ssh: &Ssh,
+    borg_config: &Borg,
+    prefix: &str,
+    remote_dir: &str,
+    progress: &mut (dyn FnMut(CreateProgress) + Send),
+    cancel: &CancellationToken,
+) -> Result<Created> {
+    break_stale_lock(ssh, borg_config, cancel).await?;
     let started = Instant::now();
     let watch = process::Watch {
         stdout: &mut |_| false,
@@ -256,11 +267,16 @@ pub fn repository(config: &Config) -> Result<&Borg> {
 /// Whether the archive `name` is one of the host whose prefix is `prefix`: `PREFIX-` and the
 /// time, so that a prefix `nas` does not claim `nas-2`'s archives.
 pub fn of_prefix(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|time| {
-            chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%dT%H:%M:%S").is_ok()
-        })
+    archive_time(name, prefix).is_some()
+}
+
+/// When the archive `name` of the host whose prefix is `prefix` was made: the UTC time in its
+/// name (the guard's clock, or the sidecar's on a remote whose key opens a shell).
+pub fn archive_time(name: &str, prefix: &str) -> Option<DateTime<Utc>> {
+    let time = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%dT%H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// An archive as `borg list --json` shows it.

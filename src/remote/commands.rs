@@ -34,6 +34,21 @@ pub enum Hook {
     Post,
 }
 
+/// The guard's copy of the backups to the second place its owner configured (a guarded remote
+/// only): `PREFIX` names the archive of a second repository, the directory is the mirror it is
+/// made of.
+pub fn copy(config: &Borg, prefix: &str, remote_dir: &str) -> String {
+    guard::verb(
+        "copy",
+        &[prefix.to_string(), wait_seconds(config), hex(remote_dir)],
+    )
+}
+
+/// The guard's check of the second copy against what it copied.
+pub fn copy_check(config: &Borg) -> String {
+    guard::verb("copy-check", &[wait_seconds(config)])
+}
+
 /// The guard's `hello`: what it says about itself, as JSON (a shell answers otherwise).
 pub fn guard_hello() -> String {
     guard::verb("hello", &[])
@@ -790,9 +805,12 @@ mod tests {
             repository: Some("/mnt/backup/borg".into()),
             writable: true,
             append_only: Some(true),
+            copy: None,
         }));
         let v = |rest: &str| format!("backup-sidecar-guard {rest}");
         assert_eq!(g.clear_stamp("/m"), v("stamp-clear 2f6d"));
+        assert_eq!(copy(&b, "nas", "/m"), v("copy nas 120 2f6d"));
+        assert_eq!(copy_check(&b), v("copy-check 120"));
         assert_eq!(g.write_stamp("/m"), v("stamp-write 2f6d"));
         assert_eq!(g.is_directory("/m/a"), v("is-dir 2f6d2f61"));
         assert_eq!(g.size_and_mtime("/m/a"), v("stat 2f6d2f61"));
@@ -1014,6 +1032,7 @@ mod tests {
             repository: Some("/r".into()),
             writable: true,
             append_only: Some(true),
+            copy: None,
         }));
         let sent = [
             guard_hello(),
@@ -1034,6 +1053,8 @@ mod tests {
             g.borg_list_archive(&b, "nas-1"),
             g.borg_list_root(&b, "nas-1", "a b"),
             g.borg_compare(&b, "nas-1", "a/f", "/m/a/f"),
+            copy(&b, "nas", "/m"),
+            copy_check(&b),
         ];
         let mut named = std::collections::BTreeSet::new();
         for line in &sent {
@@ -1107,6 +1128,7 @@ mod tests {
             repository: Some("/mnt/backup/borg".into()),
             writable: true,
             append_only: Some(true),
+            copy: None,
         }));
         assert_eq!(g.borg_read_options(), ["--bypass-lock"]);
         let extract = g.borg_extract_stdout(&b, "nas-1", "p/manifest.json", Path::new("/s"));

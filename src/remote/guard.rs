@@ -47,6 +47,25 @@ pub struct Guard {
     pub writable: bool,
     /// Whether the repository's config says `append_only = 1`.
     pub append_only: Option<bool>,
+    /// The second copy its owner configured (guard 2 and later; `None` from an older guard).
+    #[serde(default)]
+    pub copy: Option<CopyPlace>,
+}
+
+/// Where the remote copies its backups to, as the guard shows it: the credentials and the address
+/// stay in the remote's own configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CopyPlace {
+    /// `rclone` (the repository replicated) or `borg` (a second repository of the mirror).
+    pub kind: String,
+    /// The target, redacted: `NAME:PATH (TYPE)` of the remote's rclone config, or `ssh://…/PATH`.
+    pub target: String,
+}
+
+impl std::fmt::Display for CopyPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} to {}", self.kind, self.target)
+    }
 }
 
 /// The versions of the programs under the guard (`versions`), `None` for one not installed.
@@ -93,7 +112,10 @@ pub async fn detect(ssh: &Ssh, config: &Config, cancel: &CancellationToken) -> R
         if done.stderr.contains("backup-sidecar guard:") || done.stderr.contains("Traceback") {
             // A guard that cannot answer (its configuration is broken, say); a shell says
             // `backup-sidecar-guard: command not found`.
-            bail!("the remote's guard failed: {}", done.last_error_line());
+            bail!(
+                "the remote's guard failed: {}",
+                explain(done.last_error_line())
+            );
         }
         return Ok(Dialect::Shell);
     }
@@ -102,6 +124,19 @@ pub async fn detect(ssh: &Ssh, config: &Config, cancel: &CancellationToken) -> R
     };
     guard.accepts(config)?;
     Ok(Dialect::Guard(guard))
+}
+
+/// The guard's error line, with what to do when it is an older guard that does not know a setting
+/// of a newer one (the second copy's, say): it refuses the whole configuration.
+fn explain(line: &str) -> String {
+    if line.contains("unknown setting 'copy") {
+        format!(
+            "{line} (this guard is older than the copy settings in its guard.conf: install the \
+             new one with `backup-sidecar init`, or copy compose/remote/guard.py to {GUARD_PATH})"
+        )
+    } else {
+        line.to_string()
+    }
 }
 
 impl Guard {
@@ -160,6 +195,15 @@ impl Guard {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_older_guard_names_what_to_do() {
+        let old = "backup-sidecar guard: /etc/backup-sidecar/guard.conf:3: unknown setting 'copy'";
+        assert!(explain(old).contains("older than the copy settings"));
+        assert!(explain(old).starts_with(old));
+        let other = "backup-sidecar guard: /etc/backup-sidecar/guard.conf:3: unknown setting 'x'";
+        assert_eq!(explain(other), other);
+    }
+
     fn guard() -> Guard {
         Guard {
             guard: "1".into(),
@@ -167,6 +211,7 @@ mod tests {
             repository: Some("/backup/borg".into()),
             writable: true,
             append_only: Some(true),
+            copy: None,
         }
     }
 
@@ -198,6 +243,13 @@ mod tests {
                 .repository
                 .is_none()
         );
+        let with_copy = r#"{"guard": "2", "mirror": "/m", "repository": "/b", "writable": true,
+            "append_only": true, "copy": {"kind": "rclone", "target": "offsite:borg (sftp)"}}"#;
+        let copy = serde_json::from_str::<Guard>(with_copy)
+            .unwrap()
+            .copy
+            .unwrap();
+        assert_eq!(copy.to_string(), "rclone to offsite:borg (sftp)");
         let versions: Versions =
             serde_json::from_str(r#"{"rsync": "rsync  version 3.2.7", "borg": null}"#).unwrap();
         assert!(versions.borg.is_none());

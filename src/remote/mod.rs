@@ -7,11 +7,13 @@
 //! - [`commands`]: every command line and rsync argv sent to the remote, built in one place.
 //! - [`transfer`]: one rsync pass of one volume.
 //! - [`borg`]: snapshot (`borg create`, `prune`, `compact`) and archive listings.
+//! - [`copy`]: the second copy the guard makes to a place its owner configured, and its check.
 //! - [`install`]: the scripts `init` sends to install the guard on a remote.
 
 pub mod borg;
 pub mod claim;
 pub mod commands;
+pub mod copy;
 pub mod fault;
 pub mod guard;
 pub mod install;

@@ -19,6 +19,14 @@ pub const GROUP_THAWED: &str = "group thawed";
 pub const JOURNAL_CHECKED: &str = "journal checked";
 /// `borg create` made an archive.
 pub const SNAPSHOT_CREATED: &str = "snapshot created";
+/// The remote began bringing its second copy up to date (fields `kind`, `target`).
+pub const COPY_STARTED: &str = "copy started";
+/// A copy ended (fields `outcome`, `kind`, `target`, `newest_archive`, `bytes`, `files`,
+/// `seconds`; `error` and `cause` when it failed).
+pub const COPY_FINISHED: &str = "copy finished";
+/// A check of the second copy ended (fields `outcome`, `kind`, `target`, `differences`, `matched`,
+/// `hashes`; `error` and `cause` when it failed).
+pub const COPY_CHECKED: &str = "copy checked";
 /// A verification ended.
 pub const VERIFICATION_FINISHED: &str = "verification finished";
 /// A restore ended.

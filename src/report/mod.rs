@@ -14,7 +14,9 @@ use tracing::{error, info};
 use crate::engine::freeze::{FreezeError, FreezeFault, Frozen};
 use crate::format::{human_bytes, tenths};
 use crate::remote::borg::Created;
+use crate::remote::copy::{Checked, Copied};
 use crate::remote::fault::{Fault, RemoteError};
+use crate::remote::guard::CopyPlace;
 
 /// Why something failed, as code branches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +412,73 @@ impl VerifyReport {
     }
 }
 
+/// What the second copy did: brought up to date, or checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyDone {
+    /// A copy made.
+    Copied(Copied),
+    /// A check that found the copy sound.
+    Checked(Checked),
+}
+
+/// Everything a copy, or a check of the copy, did.
+#[derive(Debug, Clone)]
+pub struct CopyReport {
+    /// Where the copy goes (kind and redacted target).
+    pub place: CopyPlace,
+    /// Whether this was a check of the copy rather than a copy.
+    pub check: bool,
+    /// For a copy: the newest archive of this host it carries, and when it was made.
+    pub newest: Option<(String, DateTime<Utc>)>,
+    /// What it did, or why not.
+    pub outcome: Result<CopyDone, Failure>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl CopyReport {
+    fn log(&self) {
+        let (kind, target) = (&self.place.kind, &self.place.target);
+        let seconds = tenths(self.duration);
+        let event = if self.check {
+            events::COPY_CHECKED
+        } else {
+            events::COPY_FINISHED
+        };
+        match &self.outcome {
+            Ok(CopyDone::Copied(copied)) => info!(
+                message = event,
+                outcome = Outcome::Success.as_str(),
+                kind = %kind,
+                target = %target,
+                newest_archive = self.newest.as_ref().map(|(n, _)| n.as_str()).unwrap_or(""),
+                bytes = copied.bytes,
+                sent = %human_bytes(copied.bytes),
+                files = copied.files,
+                seconds,
+            ),
+            Ok(CopyDone::Checked(checked)) => info!(
+                message = event,
+                outcome = Outcome::Success.as_str(),
+                kind = %kind,
+                target = %target,
+                matched = checked.matched.unwrap_or(0),
+                hashes = checked.hash.unwrap_or(true),
+                seconds,
+            ),
+            Err(e) => error!(
+                message = event,
+                outcome = Outcome::Failed.as_str(),
+                kind = %kind,
+                target = %target,
+                error = %e.message,
+                cause = e.kind.as_str(),
+                seconds,
+            ),
+        }
+    }
+}
+
 /// What the daemon produces.
 #[derive(Debug, Clone)]
 pub enum Report {
@@ -417,14 +486,17 @@ pub enum Report {
     Run(RunReport),
     /// A verification ended.
     Verification(VerifyReport),
+    /// A copy, or a check of the copy, ended.
+    Copy(CopyReport),
 }
 
 impl Report {
-    /// Logs `run finished` or `verification finished`.
+    /// Logs `run finished`, `verification finished`, `copy finished` or `copy checked`.
     pub fn log(&self) {
         match self {
             Report::Run(run) => run.log(),
             Report::Verification(verification) => verification.log(),
+            Report::Copy(copy) => copy.log(),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::ops::{self, Outputs, metrics};
 use crate::report::{Failure, FailureKind, Report, RunReport, VerifyReport};
 use crate::report::{Trigger, TriggerKind};
 use crate::tasks::browse::Indexer;
+use crate::tasks::copy::{Copier, Job};
 use crate::tasks::layout;
 use crate::tasks::lock::RunLock;
 use crate::tasks::request::PidFile;
@@ -75,7 +76,7 @@ pub async fn daemon(
         .unwrap_or_else(|_| "docker".into());
     let config = config.for_host(&host);
     let store = Store::new(&config.state_dir);
-    let outputs = Outputs::new(&config, store.clone(), notifier, host.clone());
+    let outputs = Arc::new(Outputs::new(&config, store.clone(), notifier, host.clone()));
     // Bound before anything runs, so a port in use stops the sidecar at start.
     let metrics = match config.metrics_addr {
         Some(addr) => {
@@ -175,7 +176,7 @@ async fn planned_volumes(docker: &bollard::Docker, config: &Config) -> Vec<Strin
 /// Triggers that arrive during a run are merged into one run after it.
 async fn serve(
     ctx: Sidecar,
-    outputs: Outputs,
+    outputs: Arc<Outputs>,
     (mut requests, check_tx, mut checks): (
         mpsc::UnboundedReceiver<Trigger>,
         mpsc::UnboundedSender<()>,
@@ -261,6 +262,24 @@ async fn serve(
         cancel.clone(),
     ));
 
+    // The second copy: after each snapshot, or on its own schedule.
+    let copier = Copier::start(
+        config.clone(),
+        ctx.store.clone(),
+        Arc::clone(&outputs),
+        cancel.clone(),
+    );
+    let copy_ticker = config.copy_schedule.clone().map(|cron| {
+        let (tick_tx, mut ticks) = mpsc::unbounded_channel();
+        tokio::spawn(schedule::ticks(cron, config.tz, tick_tx, cancel.clone()));
+        let copier = copier.clone();
+        tokio::spawn(async move {
+            while ticks.recv().await.is_some() {
+                copier.ask(Job::Copy);
+            }
+        })
+    });
+
     let mut pending = config.run_on_start.then_some(Trigger {
         kind: TriggerKind::Start,
         snapshot: true,
@@ -289,6 +308,9 @@ async fn serve(
             })) = done
             {
                 indexer.index(&created.archive);
+                if ctx.config.copy_schedule.is_none() {
+                    copier.ask(Job::Copy);
+                }
             }
         } else if check_pending {
             check_pending = false;
@@ -298,6 +320,7 @@ async fn serve(
                 ))
             })
             .await;
+            copier.ask(Job::Check);
         } else {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -323,6 +346,9 @@ async fn serve(
     }
     heart.abort();
     checker.abort();
+    if let Some(ticker) = copy_ticker {
+        ticker.abort();
+    }
     scheduler.abort();
     info!("backup-sidecar stopped");
     Ok(())

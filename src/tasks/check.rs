@@ -125,12 +125,41 @@ pub async fn check(config: &Config, cancel: &CancellationToken) -> Result<()> {
                 .map(|_| format!("{} is reachable", borg.repo));
             ok &= report("borg repository", &result);
         }
+        if let Some(guard) = ssh.guard() {
+            ok &= report("second copy", &second_copy(config, guard));
+        }
         session.close().await;
     }
     if ok {
         Ok(())
     } else {
         bail!("some checks failed")
+    }
+}
+
+/// Where the remote copies its backups (kind and redacted target: the address and credentials
+/// stay on the remote) and how the last copy went, from the state directory. A remote without a
+/// copy is not an error, only said; a last copy that failed is.
+fn second_copy(config: &Config, guard: &Guard) -> Result<String> {
+    let Some(place) = &guard.copy else {
+        return Ok(format!(
+            "none configured on the remote (guard {}; README: A second copy)",
+            guard.guard
+        ));
+    };
+    let history = crate::ops::history::Store::new(&config.state_dir).load();
+    match history.copy {
+        Some(record) if record.failing() => bail!(
+            "{place}: the last copy failed: {}",
+            record.last_error.unwrap_or_default()
+        ),
+        Some(record) => Ok(match (record.last_success, &record.newest_archive) {
+            (Some(at), Some(newest)) => {
+                format!("{place}; the last copy succeeded at {at}, newest archive {newest}")
+            }
+            _ => format!("{place}; no copy has completed yet"),
+        }),
+        None => Ok(format!("{place}; no copy made yet")),
     }
 }
 

@@ -33,6 +33,10 @@ pub struct InitRequest {
     pub host_key: String,
     /// Apply; without it, only show.
     pub yes: bool,
+    /// The second copy to write into the guard's configuration: its kind (`rclone` or `borg`) and
+    /// target (an rclone `NAME:PATH`, or `ssh://USER@HOST/PATH`). Its credentials are the
+    /// owner's to put on the remote; they never pass through here.
+    pub copy: Option<(String, String)>,
 }
 
 /// `backup-sidecar init`.
@@ -171,9 +175,9 @@ struct Files {
 }
 
 impl Files {
-    fn new(config: &Config) -> Result<Files> {
+    fn new(config: &Config, copy: Option<&(String, String)>) -> Result<Files> {
         Ok(Files {
-            config: guard_config(config)?,
+            config: guard_config(config, copy)?,
         })
     }
 
@@ -187,8 +191,9 @@ impl Files {
     }
 }
 
-/// The guard's configuration from this sidecar's settings: from now on they live on the remote.
-fn guard_config(config: &Config) -> Result<String> {
+/// The guard's configuration from this sidecar's settings (and the second copy the owner asked
+/// for): from now on they live on the remote.
+fn guard_config(config: &Config, copy: Option<&(String, String)>) -> Result<String> {
     let keep = config.borg.as_ref().map(|b| b.keep).unwrap_or(Keep {
         daily: 7,
         weekly: 4,
@@ -217,6 +222,19 @@ fn guard_config(config: &Config) -> Result<String> {
     writeln!(text, "keep_daily = {}", keep.daily)?;
     writeln!(text, "keep_weekly = {}", keep.weekly)?;
     writeln!(text, "keep_monthly = {}", keep.monthly)?;
+    if let Some((kind, target)) = copy {
+        if !matches!(kind.as_str(), "rclone" | "borg") {
+            bail!("--copy must be rclone or borg, not {kind:?}");
+        }
+        if target.is_empty() || target.chars().any(char::is_control) {
+            bail!("--copy-target must be one line, such as offsite:backup/borg");
+        }
+        writeln!(
+            text,
+            "# The second copy: its credentials go in the file copy_config names (README: A \
+             second copy).\ncopy = {kind}\ncopy_target = {target}"
+        )?;
+    }
     Ok(text)
 }
 
@@ -270,7 +288,7 @@ async fn prepare(
         }
         return Ok(false);
     }
-    let files = Files::new(config)?;
+    let files = Files::new(config, request.copy.as_ref())?;
     let public = public_key(config, cancel).await?;
     let blob = public
         .split_whitespace()
@@ -530,7 +548,13 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let text = guard_config(&config).unwrap();
+        let text = guard_config(&config, None).unwrap();
+        assert!(!text.contains("copy"));
+        let copy = ("rclone".to_string(), "offsite:backup/borg".to_string());
+        let with_copy = guard_config(&config, Some(&copy)).unwrap();
+        assert!(with_copy.contains("\ncopy = rclone\ncopy_target = offsite:backup/borg\n"));
+        let wrong = ("s3".to_string(), "x:y".to_string());
+        assert!(guard_config(&config, Some(&wrong)).is_err());
         for line in [
             "mirror = /mnt/backup/mirror\n",
             "repository = /mnt/backup/borg\n",

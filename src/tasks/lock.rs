@@ -1,4 +1,4 @@
-//! The run lock: one backup run, verification or restore at a time.
+//! The run lock: one backup run, verification, restore or copy of the mirror at a time.
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,7 +39,9 @@ impl RunLock {
                 return Ok(lock);
             }
             if !said {
-                tracing::info!("a restore is in progress; the run waits for it");
+                tracing::info!(
+                    "a restore, a run or a copy of the mirror holds the run lock; waiting for it"
+                );
                 said = true;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

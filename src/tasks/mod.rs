@@ -8,6 +8,7 @@
 //! - [`request`]: `backup [--wait]`, a run asked for from a shell.
 //! - [`restore`]: a volume, a bind directory or a whole compose project back, and the archive
 //!   listing.
+//! - [`copy`]: the remote's second copy, after snapshots or on its schedule, and its check.
 //! - [`verify`]: `borg check` and a spot check of the newest archive against the mirror.
 //! - [`check`]: preflight, and the printed plan.
 //! - [`init`]: the remote prepared once, and its key narrowed to the guard.
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod browse;
 pub mod check;
+pub mod copy;
 pub mod init;
 pub mod layout;
 pub mod lock;
