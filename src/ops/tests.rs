@@ -167,3 +167,89 @@ fn publishing_keeps_the_history_without_any_channel() {
     assert_eq!(history.runs[0].outcome, report::Outcome::Success);
     assert!(history.last_success.is_some());
 }
+
+fn copy_report(check: bool, outcome: Result<report::CopyDone, Failure>) -> report::CopyReport {
+    report::CopyReport {
+        place: crate::remote::guard::CopyPlace {
+            kind: "rclone".into(),
+            target: "offsite:borg (sftp)".into(),
+        },
+        check,
+        newest: Some((
+            "nas-2026-12-06T03:00:00".into(),
+            chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 6, 3, 0, 0).unwrap(),
+        )),
+        outcome,
+        duration: Duration::from_secs(2),
+    }
+}
+
+fn copied(bytes: u64) -> Result<report::CopyDone, Failure> {
+    Ok(report::CopyDone::Copied(crate::remote::copy::Copied {
+        kind: "rclone".into(),
+        bytes,
+        files: 3,
+        seconds: 1.5,
+        archive: None,
+    }))
+}
+
+#[test]
+fn a_failed_copy_is_told_and_so_is_the_first_success_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = outputs(dir.path());
+    let unreachable = Err(Failure {
+        kind: FailureKind::Remote(crate::remote::fault::Fault::Network),
+        message: "copy: dial tcp …: connection refused".into(),
+    });
+    let failed = copy_report(false, unreachable);
+    let message = outputs.copy_message(&failed, &History::default()).unwrap();
+    assert_eq!(message.kind, Outcome::Failed);
+    assert_eq!(message.title, "backup copy failed on nas");
+    assert_eq!(message.stage.as_deref(), Some("copy"));
+    assert_eq!(message.cause.as_deref(), Some("network"));
+    assert!(
+        message.summary.contains("offsite:borg (sftp)"),
+        "{}",
+        message.summary
+    );
+
+    // A success after a success says nothing; after a failure it is a recovery.
+    let mut history = History::default();
+    history.record(&Report::Copy(copy_report(false, copied(10))), Utc::now());
+    let ok = copy_report(false, copied(5));
+    assert!(outputs.copy_message(&ok, &history).is_none());
+    history.record(&Report::Copy(failed.clone()), Utc::now());
+    let record = history.copy.as_ref().unwrap();
+    assert!(record.failing());
+    assert_eq!((record.failures_total, record.bytes_total), (1, 10));
+    assert_eq!(
+        record.newest_archive.as_deref(),
+        Some("nas-2026-12-06T03:00:00")
+    );
+    let message = outputs.copy_message(&ok, &history).unwrap();
+    assert_eq!(message.kind, Outcome::Recovered);
+    assert!(
+        message.summary.contains("nas-2026-12-06T03:00:00"),
+        "{}",
+        message.summary
+    );
+    history.record(&Report::Copy(ok), Utc::now());
+    let record = history.copy.as_ref().unwrap();
+    assert!(!record.failing());
+    assert_eq!((record.bytes, record.bytes_total), (5, 15));
+
+    // A check that found the copy unsound is told, and kept apart from the copies.
+    let differs = copy_report(
+        true,
+        Err(Failure {
+            kind: FailureKind::Other,
+            message: "the copy differs from what was copied: 1 file(s) differ".into(),
+        }),
+    );
+    let message = outputs.copy_message(&differs, &history).unwrap();
+    assert_eq!(message.title, "backup check of the copy failed on nas");
+    history.record(&Report::Copy(differs), Utc::now());
+    let record = history.copy.as_ref().unwrap();
+    assert!(record.last_check_error.is_some() && !record.failing());
+}

@@ -399,3 +399,33 @@ async fn connections_beyond_the_cap_are_closed() {
     drop(idle);
     cancel.cancel();
 }
+
+#[test]
+fn the_copys_series_appear_once_the_remote_has_tried_one() {
+    let mut history = history();
+    let without = render(&history, None, &[]);
+    assert!(!without.contains("backup_sidecar_copy_"));
+    history.copy = Some(crate::ops::history::CopyRecord {
+        kind: "rclone".into(),
+        target: "offsite:borg (sftp)".into(),
+        last_success: Some(at(29, 4, 0, 0)),
+        newest_archive_time: Some(at(29, 3, 0, 0)),
+        bytes: 2048,
+        bytes_total: 4096,
+        seconds: 1.5,
+        failures_total: 2,
+        ..Default::default()
+    });
+    let text = render(&history, None, &[]);
+    for line in [
+        "backup_sidecar_copy_last_success_timestamp_seconds 1795924800\n",
+        "backup_sidecar_copy_newest_archive_timestamp_seconds 1795921200\n",
+        "backup_sidecar_copy_last_sent_bytes 2048\n",
+        "# TYPE backup_sidecar_copy_sent_bytes_total counter\nbackup_sidecar_copy_sent_bytes_total 4096\n",
+        "backup_sidecar_copy_last_duration_seconds 1.5\n",
+        "backup_sidecar_copy_failures_total 2\n",
+        "backup_sidecar_copy_last_check_success 0\n",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+}
