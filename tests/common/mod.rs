@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod copy_targets;
 mod engine;
 pub mod prometheus;
 pub mod receivers;
