@@ -864,6 +864,12 @@ def copy_rclone(config, wait, relay):
                                                  f"{config['copy_target']}.deleted/{when}",
                                                  "--stats", "2s", "--stats-log-level", "NOTICE"]
                                 + (["--bwlimit", f"{rate}B"] if rate else []), relay)
+        if code == 0:
+            # borg rewrites nonce (and config) in place at the same size: a place that keeps no
+            # modification time or hash (WebDAV) would keep a stale one, and a repository
+            # restored with a stale nonce could reuse AES counters. Both are sent every time.
+            code, _, _ = rclone(config, "copy", ["--ignore-times", "--include", "/{nonce,config}"],
+                                relay)
     if code != 0:
         fail(f"copy: rclone sync failed (exit {code})", code)
     return 0, stats.get("bytes", 0), stats.get("transfers", 0), None

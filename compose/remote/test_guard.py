@@ -1710,12 +1710,16 @@ class CopyRcloneArgv(CopyTest):
             code, out, err = self.serve(f"{PROGRAM} copy nas 30 {h(self.mirror)}", config)
         self.assertEqual(code, 0, err)
         target = f"local:{self.remote}/copy"
-        (argv, kwargs), = started
+        (argv, kwargs), (again, _) = started
         self.assertEqual(argv, ["rclone", "sync", self.staging, target, "--config",
                                 self.rclone_conf, "--use-json-log", "--log-level", "NOTICE",
                                 "--backup-dir", f"{target}.deleted/2026-11-30T030000Z",
                                 "--stats", "2s", "--stats-log-level", "NOTICE",
                                 "--bwlimit", "2097152B"])
+        # nonce and config are rewritten at the same size: sent again whatever the place keeps.
+        self.assertEqual(again, ["rclone", "copy", self.staging, target, "--config",
+                                 self.rclone_conf, "--use-json-log", "--log-level", "NOTICE",
+                                 "--ignore-times", "--include", "/{nonce,config}"])
         self.assertEqual([k for k in kwargs["env"] if "RCLONE" in k], ["NOT_RCLONE_X"])
         self.assertIs(kwargs["stdin"], subprocess.DEVNULL)
         self.assertIs(kwargs["stderr"], subprocess.STDOUT)
@@ -1784,8 +1788,14 @@ class CopyRclone(CopyTest):
                  "integrity.3": b"g3", "config": b"[repository]\nversion = 1\nappend_only = 1\n"}
         for name, data in added.items():
             self.write(os.path.join(self.repo, name), data)
+        # The nonce rewritten at its size, with the time it had: only the content tells.
+        nonce = os.path.join(self.repo, "nonce")
+        times = os.stat(nonce)
+        self.write(nonce, b"m")
+        os.utime(nonce, ns=(times.st_atime_ns, times.st_mtime_ns))
         summary, err = self.run_copy()
         self.assertEqual(tree(self.copy), self.staged())
+        self.assertEqual(tree(self.copy)["nonce"], b"m")
         # Nothing deleted: what the copy no longer holds was moved aside.
         aside = {name: first[name] for name in ("index.2", "hints.2", "integrity.2", "config")}
         self.assertEqual(tree(self.aside), aside)
