@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::copy_targets::{CopyKind, CopyTarget};
 use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -253,23 +254,29 @@ fn wait_serving(web: &str, paths: &[&str], expected: &[Option<String>], timeout:
     }
 }
 
-#[test]
-fn bind_names_escape_every_byte_outside_the_safe_set() {
-    assert_eq!(
-        bind_name(Path::new("/srv/my-app/data")),
-        "_bind-srv-my%2Dapp-data"
-    );
-    assert_eq!(bind_name(Path::new("/tmp/x_y/d")), "_bind-tmp-x_y-d");
-    assert_eq!(bind_name(Path::new("/a b/c.d/é")), "_bind-a%20b-c.d-%C3%A9");
+/// The disaster tests' project, up and serving: a compose file, `.env`, a config file and a data
+/// directory on the host, and a named volume.
+struct Project {
+    _root_guard: tempfile::TempDir,
+    root: PathBuf,
+    app_dir: PathBuf,
+    compose_file: PathBuf,
+    env_file: PathBuf,
+    conf_file: PathBuf,
+    data_dir: PathBuf,
+    greeting: String,
+    conf: String,
+    data_page: String,
+    nested: &'static str,
+    vol_page: String,
+    volume: String,
+    compose: Compose,
+    /// What the app serves, and what it must serve (see [`served`]).
+    paths: [&'static str; 3],
+    expected: Vec<Option<String>>,
 }
 
-#[test]
-fn a_dead_server_comes_back_with_one_restore_per_project() {
-    require_image(WEB_IMAGE);
-    let env = Env::new("disaster");
-    let project = env.name.clone();
-    let remote = env.remote();
-
+fn project_up(env: &Env, project: &str) -> Project {
     // The project on the host: compose file, .env, a config file, a data directory.
     let (_root_guard, root) = host_dir("/tmp", "bst-project-");
     let app_dir = root.join("app");
@@ -289,7 +296,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     write(&data_dir.join("sub/nested.txt"), nested);
     let volume = format!("{project}_vol");
     env.track_volume(&volume);
-    let compose = Compose::with_file(&project, &compose_file);
+    let compose = Compose::with_file(project, &compose_file);
     compose.run(&["up", "-d"]);
     let web = compose.container("web");
     write_vol_page(&web, &vol_page);
@@ -301,6 +308,61 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
         Some(greeting.clone()),
     ];
     wait_serving(&web, &paths, &expected, Duration::from_secs(30));
+    Project {
+        _root_guard,
+        root,
+        app_dir,
+        compose_file,
+        env_file,
+        conf_file,
+        data_dir,
+        greeting,
+        conf,
+        data_page,
+        nested,
+        vol_page,
+        volume,
+        compose,
+        paths,
+        expected,
+    }
+}
+
+#[test]
+fn bind_names_escape_every_byte_outside_the_safe_set() {
+    assert_eq!(
+        bind_name(Path::new("/srv/my-app/data")),
+        "_bind-srv-my%2Dapp-data"
+    );
+    assert_eq!(bind_name(Path::new("/tmp/x_y/d")), "_bind-tmp-x_y-d");
+    assert_eq!(bind_name(Path::new("/a b/c.d/é")), "_bind-a%20b-c.d-%C3%A9");
+}
+
+#[test]
+fn a_dead_server_comes_back_with_one_restore_per_project() {
+    require_image(WEB_IMAGE);
+    let env = Env::new("disaster");
+    let project = env.name.clone();
+    let remote = env.remote();
+
+    let Project {
+        _root_guard,
+        root,
+        app_dir,
+        compose_file,
+        env_file,
+        conf_file,
+        data_dir,
+        greeting,
+        conf,
+        data_page,
+        nested,
+        vol_page,
+        volume,
+        compose,
+        paths,
+        expected,
+    } = project_up(&env, &project);
 
     // The backup.
     let sidecar = host_root_sidecar(&env, &remote, &[]);
@@ -471,6 +533,73 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     );
     // The app was left alone.
     wait_serving(&web, &paths, &expected, Duration::from_secs(30));
+}
+
+/// The Pi is gone too (burnt with the house): a new remote gets the repository back from the
+/// second copy, the guard is set up on it, and a fresh server brings the project back with one
+/// restore, as the README's "When the Pi is gone" says.
+#[test]
+fn with_the_pi_gone_too_the_project_comes_back_from_the_copy() {
+    require_image(WEB_IMAGE);
+    let env = Env::new("pi-gone");
+    let project = env.name.clone();
+    let remote = env.remote();
+    let copy: CopyTarget = env.copy_target(&remote, CopyKind::Sftp);
+    let p = project_up(&env, &project);
+    let sidecar = host_root_sidecar(&env, &remote, &[]);
+    let run = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(run["fields"]["outcome"], "success", "{run}");
+    let archive = run["fields"]["archive"].as_str().unwrap().to_string();
+    let copied = wait_for_events(&sidecar, "copy finished", 1, RUN_TIMEOUT).remove(0);
+    assert_eq!(copied["fields"]["outcome"], "success", "{copied}");
+    assert_eq!(copied["fields"]["newest_archive"], archive.as_str());
+
+    // Everything is gone but the copy: the server's project, volume and sidecar, and the Pi.
+    p.compose.run(&["down", "-t", "1"]);
+    docker(&["volume", "rm", &p.volume]);
+    std::fs::remove_dir_all(&p.root).unwrap();
+    docker(&["rm", "-f", "-v", &sidecar]);
+    docker(&["rm", "-f", "-v", &remote.name]);
+
+    // A new Pi: the remote image with a new host key; the repository fetched from the copy with
+    // the owner's rclone config (kept off the Pi), then the guard's setup with the passphrase.
+    let t0 = Instant::now();
+    let new_pi = env.remote();
+    env.on_remote(&new_pi, "rm -rf /backup/borg");
+    env.fetch_copy_to(&copy, &new_pi, "/backup/borg");
+    let fetched = t0.elapsed();
+    env.on_remote(
+        &new_pi,
+        &format!("printf %s '{PASSPHRASE}' | {GUARD} --setup > /dev/null"),
+    );
+    assert_eq!(env.archives(&new_pi), vec![archive.clone()]);
+    let guarded = t0.elapsed();
+
+    // A fresh server: a new sidecar with the same key, one restore, compose up.
+    let sidecar = host_root_sidecar(&env, &new_pi, &[("BACKUP_RUN_ON_START", "false")]);
+    restore(
+        &sidecar,
+        &["--project", &project, "--from", "latest", "--yes"],
+    );
+    let restored = t0.elapsed();
+    assert_eq!(read(&p.compose_file), COMPOSE_FILE);
+    assert_eq!(read(&p.conf_file), p.conf);
+    p.compose.run(&["up", "-d"]);
+    let web = p.compose.container("web");
+    wait_serving(&web, &p.paths, &p.expected, Duration::from_secs(60));
+    let serving = t0.elapsed();
+    println!(
+        "the Pi and the server gone; project {project} back from the copy (seconds from the new \
+         Pi's start):\n\
+         \x20 repository fetched from the copy  {:6.1}\n\
+         \x20 guard set up, archives listed     {:6.1}\n\
+         \x20 project restored on a new server  {:6.1}\n\
+         \x20 app serving                       {:6.1}",
+        fetched.as_secs_f64(),
+        guarded.as_secs_f64(),
+        restored.as_secs_f64(),
+        serving.as_secs_f64()
+    );
 }
 
 #[test]
