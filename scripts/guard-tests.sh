@@ -2,12 +2,15 @@
 # The remote guard's own checks, quick and without Docker: Debian's flake8 (pyflakes and
 # pycodestyle, the same version on every bookworm machine) over compose/remote/guard.py and its
 # tests, then the unit tests. Both with Debian's /usr/bin/python3, the interpreter the guard runs
-# under on the remote. Installs what is missing.
+# under on the remote, and Debian's rclone for the copy's tests (they never skip). Installs what is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/bin/python3 ] || need+=(python3)
 [ -x /usr/bin/flake8 ] || need+=(flake8)
+# The copy's tests run Debian's rclone for real (the remote image has the same one).
+[ -x /usr/bin/rclone ] || need+=(rclone)
 if [ ${#need[@]} -gt 0 ]; then
   echo "guard-tests: installing ${need[*]}"
   apt-get update -qq

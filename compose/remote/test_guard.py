@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -1735,7 +1734,6 @@ class CopyRcloneArgv(CopyTest):
                          (127, "", "backup-sidecar guard: rclone: command not found\n"))
 
 
-@unittest.skipUnless(shutil.which("rclone"), "rclone is not installed")
 class CopyRclone(CopyTest):
     """A real rclone, into a local-type remote of this test's directory. No borg: the stage runs
     as borg with-lock would run it, here."""
