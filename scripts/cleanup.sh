@@ -12,6 +12,10 @@ sleep 0.2
 rm -rf "${TMPDIR:-/tmp}"/bs-test-browser-* "${TMPDIR:-/tmp}"/bs-test-chromedriver-*
 # The socket proxy test's HAProxy, should its test process have been killed outright.
 pkill -f 'haproxy -db -f .*compose/socket-proxy/haproxy.cfg' 2>/dev/null
+# The copy tests' S3 server and its socat front (tests/common/copy_targets.rs): they die with
+# their test process, this is for one killed outright.
+pkill -KILL -f '^/opt/moto/bin/python.* /opt/moto/bin/moto_server|^/opt/moto/bin/moto_server' 2>/dev/null
+pkill -KILL -f '^socat TCP-LISTEN:[0-9]+,bind=.* TCP:127\.0\.0\.1:' 2>/dev/null
 # The second engine of the two-host test (tests/hosts.rs), should its test have been killed.
 "$(dirname "$0")/second-engine.sh" stop /tmp/bs-test-engine-b >/dev/null 2>&1
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || exit 0
