@@ -37,6 +37,9 @@ const KEPT_LOG_LINES: usize = 60;
 /// out in tasks of their own, and trouble is only a warning.
 pub struct Outputs {
     store: Store,
+    /// Held while the history is read, changed and written: the copy worker publishes beside
+    /// the runs, and neither may lose the other's report.
+    writing: std::sync::Mutex<()>,
     notifier: Notifier,
     host: String,
     schedules: (Cron, Cron, Tz),
@@ -47,6 +50,7 @@ impl Outputs {
     pub fn new(config: &Config, store: Store, notifier: Notifier, host: String) -> Self {
         Outputs {
             store,
+            writing: std::sync::Mutex::new(()),
             notifier,
             host,
             schedules: (
@@ -72,16 +76,13 @@ impl Outputs {
     pub fn publish(&self, report: &Report, run_id: &str, log_mark: u64) {
         report.log();
         let log_tail = logging::lines_since(log_mark);
-        let mut history = self.store.load();
-        let before = history.clone();
-        history.record(report, Utc::now());
-        if let (Report::Run(_), Some(run)) = (report, history.runs.last_mut()) {
-            let skip = log_tail.len().saturating_sub(KEPT_LOG_LINES);
-            run.log = log_tail[skip..].to_vec();
-        }
-        if let Err(e) = self.store.save(&history) {
-            warn!(error = %format!("{e:#}"), "cannot write the run history in BACKUP_STATE_DIR");
-        }
+        let before = self.change_history(|history| {
+            history.record(report, Utc::now());
+            if let (Report::Run(_), Some(run)) = (report, history.runs.last_mut()) {
+                let skip = log_tail.len().saturating_sub(KEPT_LOG_LINES);
+                run.log = log_tail[skip..].to_vec();
+            }
+        });
         if self.notifier.is_empty() {
             return;
         }
@@ -102,6 +103,29 @@ impl Outputs {
             ..message
         };
         self.notifier.spawn_send(message);
+    }
+
+    /// The remote no longer configures a second copy: its record goes, so that health does not
+    /// wait for copies that will never come.
+    pub fn forget_copy(&self) {
+        self.change_history(|history| history.copy = None);
+    }
+
+    /// Reads the history, changes it and writes it back, under `writing`; returns it as it was.
+    fn change_history(&self, change: impl FnOnce(&mut History)) -> History {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut history = self.store.load();
+        let before = history.clone();
+        change(&mut history);
+        if history != before
+            && let Err(e) = self.store.save(&history)
+        {
+            warn!(error = %format!("{e:#}"), "cannot write the run history in BACKUP_STATE_DIR");
+        }
+        before
     }
 
     /// Something failed outside a run (containers a previous run left frozen that cannot be

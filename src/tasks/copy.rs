@@ -127,9 +127,16 @@ impl Worker {
         };
         let Some(place) = session.ssh.guard().and_then(|g| g.copy.clone()) else {
             session.close().await;
-            info!(
-                "no second copy: the remote's guard.conf configures none (README: A second copy)"
-            );
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                info!(
+                    "no second copy: the remote's guard.conf configures none (README: A second \
+                     copy)"
+                );
+            }
+            if self.store.load().copy.is_some() {
+                self.outputs.forget_copy();
+            }
             return None;
         };
         let (newest, outcome) = match job {
