@@ -1096,7 +1096,8 @@ def setup_repository(config, reader):
 
 def setup_copy(config):
     """Where the copy goes, a warning for its secrets readable by others, and for borg its
-    second repository (repokey, with copy_passphrase_file's passphrase) when there is none yet."""
+    second repository (repokey, with copy_passphrase_file's passphrase) when there is none yet.
+    Never fails: what is wrong with the copy is a warning."""
     kind = config["copy"]
     if not kind:
         return 0
@@ -1117,14 +1118,19 @@ def setup_copy(config):
     if child.wait() == 0:
         print(f"the copy's repository {copy_shown(config)} exists")
         return 0
+    # Not reaching the second host is a warning: the remote still starts (the entrypoint runs
+    # this), and each copy fails, and says so, until it can reach it.
     if b"does not exist" not in err:
         sys.stderr.buffer.write(err)
-        sys.stderr.flush()
-        return child.returncode
+        tell(f"warning: cannot open the copy's repository {copy_shown(config)} "
+             f"(exit {child.returncode}): the copies fail until it opens")
+        return 0
     code = borg(["init", "--encryption", "repokey", target], passphrase, env=env)
     if code == 0:
         print(f"created the copy's repository {copy_shown(config)} (repokey)")
-    return code
+    else:
+        tell(f"warning: cannot create the copy's repository {copy_shown(config)} (exit {code})")
+    return 0
 
 
 def compact(config):
