@@ -90,7 +90,6 @@ COPY_TARGET = {"rclone": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[^\s]+$"),
 COPY_TARGET_FORM = {"rclone": "NAME:PATH (NAME a remote of the rclone config, PATH without ..)",
                     "borg": "ssh://USER@HOST[:PORT]/PATH"}
 BWLIMIT = re.compile(r"^([0-9]+)([KMG]?)$")
-# The rclone config's keys whose values are never shown to the client (copy_secrets).
 # The rclone options whose values say nothing about where the copy goes or how to get in: every
 # other value of the section (host, user, url, endpoint, keys, passwords, ...) is hidden.
 RCLONE_PLAIN = ("type", "vendor", "provider", "shell_type", "md5sum_command", "sha1sum_command",
