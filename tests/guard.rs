@@ -314,7 +314,11 @@ fn check_tells_a_guarded_remote_from_an_open_one() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("ok    remote guard: guarded (guard 1)"),
+        text.contains("ok    remote guard: guarded (guard 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    second copy: none configured on the remote (guard 2"),
         "{text}"
     );
     assert!(
