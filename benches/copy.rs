@@ -2,7 +2,7 @@
 //! with the rclone replica, and a second borg repository; over the container bridge, with the
 //! images as they are (`backup-sidecar:latest`, `backup-sidecar-remote:latest`) and the copy
 //! targets of `tests/common/copy_targets.rs`. Run as root with `cargo bench --bench copy` (about
-//! half an hour); it replaces its own section of `BENCHMARKS.md` (at the end) and prints it.
+//! five minutes); it replaces its own section of `BENCHMARKS.md` (at the end) and prints it.
 //!
 //! Per kind, one after another, each in its own [`Env`] (removed before the next kind starts):
 //! - a volume of 200 MiB: 195 MiB of random data in files of 1-8 MiB, and 2,000 files of 1-4 KiB;
@@ -63,6 +63,8 @@ struct Measured {
     copy_size: u64,
     /// The repository's index, hints and integrity files after the last run.
     index_files: u64,
+    /// The archives the repository lists after the last run.
+    archives: usize,
     /// The whole kind, setup and teardown included.
     took: Duration,
 }
@@ -183,6 +185,7 @@ fn measure(kind: CopyKind, pi_gone: bool) -> (Measured, Option<PiGone>) {
         (sum(&files), sum(&segments))
     });
     let copy_size = sum(&env.copy_files(&target, &remote));
+    let archives = env.archives(&remote).len();
     let index_files = number(&env.on_remote(
         &remote,
         "cat /backup/borg/index.* /backup/borg/hints.* /backup/borg/integrity.* | wc -c",
@@ -225,6 +228,7 @@ fn measure(kind: CopyKind, pi_gone: bool) -> (Measured, Option<PiGone>) {
             deleted,
             copy_size,
             index_files,
+            archives,
             took: started.elapsed(),
         },
         gone,
@@ -370,24 +374,33 @@ fn main() {
         .map(|(k, m)| format!("{} {}", label(*k), mib(m.copy_size)))
         .collect::<Vec<_>>()
         .join(", ");
-    let index = measured
+    let rclone: Vec<(CopyKind, &Measured, (u64, u64))> = measured
         .iter()
-        .find(|(k, _)| *k != CopyKind::Borg)
-        .map_or("?".to_string(), |(_, m)| mib(m.index_files));
-    let aside = measured
+        .filter_map(|(k, m)| m.deleted.map(|d| (*k, *m, d)))
+        .collect();
+    let index = rclone
+        .first()
+        .map_or("?".to_string(), |(_, m, _)| mib(m.index_files));
+    let aside = rclone
         .iter()
-        .filter_map(|(k, m)| {
-            m.deleted.map(|(all, segments)| {
-                format!(
-                    "{} {} of segments, {} of other files",
-                    label(*k),
-                    mib(segments),
-                    mib(all - segments)
-                )
-            })
+        .map(|(k, _, (all, segments))| {
+            let segments = if *segments == 0 {
+                String::new()
+            } else {
+                format!(", of which {} segments", mib(*segments))
+            };
+            format!("{} {}{segments}", label(*k), mib(*all))
         })
         .collect::<Vec<_>>()
-        .join("; ");
+        .join(", ");
+    let no_segment = if rclone.iter().all(|(_, _, (_, segments))| *segments == 0) {
+        ", and no segment: nothing was compacted"
+    } else {
+        ""
+    };
+    let archives = measured
+        .first()
+        .map_or("?".to_string(), |(_, m)| m.archives.to_string());
     let per_kind = measured
         .iter()
         .map(|(k, m)| format!("{} {:.0} s", label(*k), m.took.as_secs_f64()))
@@ -398,7 +411,8 @@ fn main() {
             "**The Pi gone** (sftp, after run 10): a new remote, its new repository removed, then \
              the repository fetched from the copy with the owner's rclone config \
              (`rclone copy`, {} over the bridge) in **{:.1} s**, and `guard --setup` with the \
-             passphrase in **{:.1} s**; `borg list` then shows the same {} archive(s) as before.",
+             passphrase in **{:.1} s** (the fetched repository is append-only already: the \
+             setup only gives it to the reader); `borg list` then shows the same {} archives.",
             mib(p.repo),
             p.fetch.as_secs_f64(),
             p.setup.as_secs_f64(),
@@ -417,7 +431,7 @@ fn main() {
     let mut section = format!(
         "{HEADING}\n\n`cargo bench --bench copy`, {} on this project's 2-core VM (shared; load \
          {load_before} at the start), one run of each kind in turn over the container bridge, the \
-         images as built ({image_line}); {:.0} min in all ({per_kind}). A volume of 200 MiB \
+         images as built ({image_line}); {:.1} min in all ({per_kind}). A volume of 200 MiB \
          (195 MiB of random data in files of 1-8 MiB, 2,000 files of 1-4 KiB); the sidecar's run \
          on start (its snapshot, then its copy), then 9 runs asked with SIGUSR1, each after \
          {NEW_MIB} MiB of new random data and {REWRITTEN} small files rewritten. Sent and seconds \
@@ -426,18 +440,21 @@ fn main() {
          | kind | repository after run 1 | first copy: sent, seconds | copy after run 2: sent, \
          seconds | copy after run 10: sent, seconds | repository after run 10 | kept aside \
          (`.deleted`) |\n|---|---|---|---|---|---|---|\n{}\n\n\
-         - An rclone copy after a run sends the new segments (the run's new data, compressed, \
-         which random data is not, and its archive's metadata) plus what every transaction \
-         rewrites whole: the repository's index, hints and integrity files ({index} after run \
-         10). The replaced ones are moved aside to `.deleted` ({aside}). The repository \
-         grows by each run's data: the default retention prunes each earlier archive of the day, \
+         - An rclone copy after a run sends the run's new segments (its {NEW_MIB} MiB of new \
+         data, random and so incompressible, the {REWRITTEN} rewritten small files and the \
+         archive's new metadata) plus what every transaction rewrites whole: the index, hints \
+         and integrity files ({index} after run 10). The files it replaces are moved aside: \
+         `.deleted` holds {aside} after 9 such copies{no_segment}. The repository grows by each \
+         run's data: prune runs after each snapshot ({archives} archives listed after run 10), \
          but the sidecar's key keeps the repository append-only, so nothing is freed.\n\
          - The borg kind's bytes are what the archive added to the second repository \
          (`deduplicated_size`: new chunks, compressed, deduplicated), not bytes on the wire; its \
          seconds include the Pi's own `borg create` of the whole mirror (the files cache skips \
          unchanged files) and its prune. Its repository column is the first repository's, like \
-         the others'.\n\
-         - The copy itself after run 10 (its files, summed): {copy_sizes}.\n\
+         the others'. For the rclone kinds, sent is rclone's count of the files' bytes it \
+         transferred, without protocol overhead.\n\
+         - The copy itself after run 10 (its files, summed; for borg the second repository, \
+         which its prune does not shrink without a compaction): {copy_sizes}.\n\
          - {pi_line}\n",
         Utc::now().format("%Y-%m-%d"),
         took.as_secs_f64() / 60.0,
