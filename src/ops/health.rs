@@ -103,7 +103,12 @@ pub fn copy_verdict(
         return Ok(None);
     };
     let limit = humantime::format_duration(max_age);
-    let fresh = copy.newest_archive_time.or(copy.first_attempt);
+    // The newest archive in the copy; a copy that succeeded while this host had no archive yet
+    // counts from its success.
+    let fresh = copy
+        .newest_archive_time
+        .or(copy.last_success)
+        .or(copy.first_attempt);
     if let Some(time) = fresh
         && age(now, time) <= max_age
     {
@@ -160,6 +165,11 @@ mod tests {
         });
         // Trying, not late yet.
         assert!(copy_verdict(at(10, 4), &h, None, DAY).is_ok());
+        // A copy that succeeded before this host had an archive counts from its success.
+        let copy = h.copy.as_mut().unwrap();
+        copy.last_success = Some(at(11, 3));
+        assert!(copy_verdict(at(12, 0), &h, None, DAY).is_ok());
+        h.copy.as_mut().unwrap().last_success = None;
         let copy = h.copy.as_mut().unwrap();
         copy.last_error = Some("rclone: connection refused".into());
         let v = copy_verdict(at(12, 4), &h, None, DAY).unwrap_err();

@@ -132,7 +132,8 @@ pub struct CopyRecord {
     pub kind: String,
     /// Where to, redacted, as the guard last said.
     pub target: String,
-    /// When the first copy was tried: before any success, staleness is counted from here.
+    /// When a copy (or a check) was first tried: before any success, staleness is counted from
+    /// here.
     pub first_attempt: Option<DateTime<Utc>>,
     /// When the last copy ended.
     pub last_attempt: Option<DateTime<Utc>>,
@@ -204,12 +205,13 @@ impl History {
         let record = self.copy.get_or_insert_with(CopyRecord::default);
         record.kind = c.place.kind.clone();
         record.target = c.place.target.clone();
+        // Staleness is counted from the first time the remote's copy was heard of.
+        record.first_attempt.get_or_insert(now);
         if c.check {
             record.last_check = Some(now);
             record.last_check_error = c.outcome.as_ref().err().map(|f| f.message.clone());
             return;
         }
-        record.first_attempt.get_or_insert(now);
         record.last_attempt = Some(now);
         match &c.outcome {
             Ok(done) => {

@@ -249,7 +249,11 @@ fn a_failed_copy_is_told_and_so_is_the_first_success_after_it() {
     );
     let message = outputs.copy_message(&differs, &history).unwrap();
     assert_eq!(message.title, "backup check of the copy failed on nas");
-    history.record(&Report::Copy(differs), Utc::now());
+    history.record(&Report::Copy(differs.clone()), Utc::now());
     let record = history.copy.as_ref().unwrap();
     assert!(record.last_check_error.is_some() && !record.failing());
+    // A check before any copy starts the clock health counts from.
+    let mut fresh = History::default();
+    fresh.record(&Report::Copy(differs), Utc::now());
+    assert!(fresh.copy.unwrap().first_attempt.is_some());
 }
