@@ -51,12 +51,14 @@ mod journal;
 mod link;
 #[path = "catch_up/report.rs"]
 mod report;
+#[path = "shared/mod.rs"]
+mod shared;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use dataset::{Dataset, HUNDRED_K, Setup, TEN_K};
 use report::{JOURNAL_BULLET, JOURNAL_HEADING, Report, Section};
+use shared::attempt;
 
 /// Longest wait for one sidecar run: a full copy of 130 MB at 10 Mbit/s takes about two minutes.
 pub const TIMEOUT: Duration = Duration::from_secs(900);
@@ -93,20 +95,6 @@ impl Settings {
             vec![&TEN_K, &HUNDRED_K]
         }
     }
-}
-
-/// Runs one section; a panic becomes the section's failure, so the other sections still report.
-fn attempt<T>(name: &str, section: impl FnOnce() -> T) -> Result<T, String> {
-    eprintln!("== {name}");
-    catch_unwind(AssertUnwindSafe(section)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panicked".to_string());
-        eprintln!("== {name} failed: {message}");
-        message
-    })
 }
 
 /// The freeze table for one dataset, then (10,000 files only) the sections that reuse its setup.

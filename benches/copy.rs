@@ -18,9 +18,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/mod.rs"]
+mod shared;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use common::copy_targets::*;
 use common::*;
+use shared::attempt;
 
 const HEADING: &str = "## The second copy";
 /// Longest wait for one run or one copy.
@@ -254,20 +255,6 @@ fn title(kind: CopyKind) -> &'static str {
     }
 }
 
-/// Runs one kind; a panic becomes its failure, so the other kinds still report.
-fn attempt<T>(name: &str, section: impl FnOnce() -> T) -> Result<T, String> {
-    eprintln!("== {name}");
-    catch_unwind(AssertUnwindSafe(section)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panicked".to_string());
-        eprintln!("== {name} failed: {message}");
-        message
-    })
-}
-
 /// `ID (created)` of an image, to tell whether it changed during the bench.
 fn image_identity(image: &str) -> String {
     docker(&[
@@ -466,27 +453,10 @@ fn main() {
         ));
     }
     println!("{section}");
-    write_section(&section);
+    let path = shared::write_section(HEADING, &section);
+    eprintln!("written to {}", path.display());
     eprintln!("total {:.0} s", took.as_secs_f64());
     if results.iter().any(|(_, r)| r.is_err()) || !changed.is_empty() {
         std::process::exit(1);
     }
-}
-
-/// Writes `section` into `BENCHMARKS.md`: in place of its old self, or at the end.
-fn write_section(section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match old.find(&format!("\n{HEADING}\n")) {
-        Some(start) => {
-            let after = start + 1 + HEADING.len();
-            let end = old[after..]
-                .find("\n## ")
-                .map_or(old.len(), |i| after + i + 1);
-            format!("{}\n{section}\n{}", &old[..start], &old[end..])
-        }
-        None => format!("{}\n\n{section}", old.trim_end()),
-    };
-    std::fs::write(&path, new.trim_end().to_string() + "\n").expect("BENCHMARKS.md is writable");
-    eprintln!("written to {}", path.display());
 }

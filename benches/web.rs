@@ -6,8 +6,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/mod.rs"]
+mod shared;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -237,22 +238,5 @@ fn main() {
         page_s / borg_s,
     );
     println!("{section}");
-    write_section(&section);
-}
-
-/// Writes `section` into `BENCHMARKS.md`: in place of its old self, or at the end.
-fn write_section(section: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match old.find(&format!("\n{HEADING}\n")) {
-        Some(start) => {
-            let after = start + 1 + HEADING.len();
-            let end = old[after..]
-                .find("\n## ")
-                .map_or(old.len(), |i| after + i + 1);
-            format!("{}\n{section}\n{}", &old[..start], &old[end..])
-        }
-        None => format!("{}\n\n{section}", old.trim_end()),
-    };
-    std::fs::write(&path, new.trim_end().to_string() + "\n").expect("BENCHMARKS.md is writable");
+    shared::write_section(HEADING, &section);
 }

@@ -345,24 +345,7 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     let project = env.name.clone();
     let remote = env.remote();
 
-    let Project {
-        _root_guard,
-        root,
-        app_dir,
-        compose_file,
-        env_file,
-        conf_file,
-        data_dir,
-        greeting,
-        conf,
-        data_page,
-        nested,
-        vol_page,
-        volume,
-        compose,
-        paths,
-        expected,
-    } = project_up(&env, &project);
+    let p = project_up(&env, &project);
 
     // The backup.
     let sidecar = host_root_sidecar(&env, &remote, &[]);
@@ -370,23 +353,26 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     assert_eq!(run["fields"]["outcome"], "success", "{run}");
     let archive = run["fields"]["archive"].as_str().unwrap_or("").to_string();
     assert!(!archive.is_empty(), "a snapshot was made: {run}");
-    let bind = bind_name(&data_dir);
-    let files = format!("_project-{project}/files/{}", relative(&app_dir));
+    let bind = bind_name(&p.data_dir);
+    let files = format!("_project-{project}/files/{}", relative(&p.app_dir));
     let synced = volumes_of(&sidecar, "volume synced");
-    assert!(synced.contains(&volume), "{synced:?}");
+    assert!(synced.contains(&p.volume), "{synced:?}");
     assert!(synced.contains(&bind), "{synced:?}");
     // Only the directory is a bind directory; the single file is one of the project's files.
     assert_eq!(mirrored_binds(&env, &remote), vec![bind.clone()]);
     let in_mirror = [
-        (format!("{volume}/page.txt"), vol_page.clone()),
-        (format!("{bind}/page.txt"), data_page.clone()),
-        (format!("{bind}/sub/nested.txt"), nested.to_string()),
+        (format!("{}/page.txt", p.volume), p.vol_page.clone()),
+        (format!("{bind}/page.txt"), p.data_page.clone()),
+        (format!("{bind}/sub/nested.txt"), p.nested.to_string()),
         (
             format!("{files}/docker-compose.yml"),
             COMPOSE_FILE.to_string(),
         ),
-        (format!("{files}/.env"), format!("GREETING={greeting}\n")),
-        (format!("{files}/app.conf"), conf.clone()),
+        (
+            format!("{files}/.env"),
+            format!("GREETING={}\n", p.greeting),
+        ),
+        (format!("{files}/app.conf"), p.conf.clone()),
     ];
     for (path, content) in &in_mirror {
         assert_eq!(
@@ -412,21 +398,21 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
     }
     assert_eq!(
         env.archive_file(&remote, &archive, &format!("{files}/app.conf")),
-        conf
+        p.conf
     );
     assert_eq!(
         env.archive_file(&remote, &archive, &format!("{bind}/page.txt")),
-        data_page
+        p.data_page
     );
 
     // The disaster: containers, volume, project directory and sidecar are gone.
-    compose.run(&["down", "-t", "1"]);
-    docker(&["volume", "rm", &volume]);
-    std::fs::remove_dir_all(&root).unwrap();
+    p.compose.run(&["down", "-t", "1"]);
+    docker(&["volume", "rm", &p.volume]);
+    std::fs::remove_dir_all(&p.root).unwrap();
     docker(&["rm", "-f", "-v", &sidecar]);
-    assert!(!root.exists());
+    assert!(!p.root.exists());
     assert!(
-        !docker_output(&["volume", "inspect", &volume])
+        !docker_output(&["volume", "inspect", &p.volume])
             .status
             .success()
     );
@@ -462,21 +448,21 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
         "the volume and the bind directory at least: {said:?}"
     );
     // Everything is back where it was on the host.
-    assert_eq!(read(&compose_file), COMPOSE_FILE);
-    assert_eq!(read(&env_file), format!("GREETING={greeting}\n"));
-    assert_eq!(read(&conf_file), conf);
-    assert_eq!(read(&data_dir.join("page.txt")), data_page);
-    assert_eq!(read(&data_dir.join("sub/nested.txt")), nested);
+    assert_eq!(read(&p.compose_file), COMPOSE_FILE);
+    assert_eq!(read(&p.env_file), format!("GREETING={}\n", p.greeting));
+    assert_eq!(read(&p.conf_file), p.conf);
+    assert_eq!(read(&p.data_dir.join("page.txt")), p.data_page);
+    assert_eq!(read(&p.data_dir.join("sub/nested.txt")), p.nested);
     assert!(
-        docker_output(&["volume", "inspect", &volume])
+        docker_output(&["volume", "inspect", &p.volume])
             .status
             .success()
     );
 
-    compose.run(&["up", "-d"]);
+    p.compose.run(&["up", "-d"]);
     let compose_up = t0.elapsed();
-    let web = compose.container("web");
-    wait_serving(&web, &paths, &expected, Duration::from_secs(60));
+    let web = p.compose.container("web");
+    wait_serving(&web, &p.paths, &p.expected, Duration::from_secs(60));
     let serving = t0.elapsed();
     println!(
         "disaster recovery of project {project} (seconds from the fresh sidecar's start):\n\
@@ -521,18 +507,21 @@ fn a_dead_server_comes_back_with_one_restore_per_project() {
             "--yes",
         ],
     );
-    let there = elsewhere.join(relative(&app_dir));
+    let there = elsewhere.join(relative(&p.app_dir));
     assert_eq!(read(&there.join("docker-compose.yml")), COMPOSE_FILE);
-    assert_eq!(read(&there.join(".env")), format!("GREETING={greeting}\n"));
-    assert_eq!(read(&there.join("app.conf")), conf);
-    assert_eq!(read(&there.join("data/page.txt")), data_page);
-    assert_eq!(read(&there.join("data/sub/nested.txt")), nested);
     assert_eq!(
-        read(&elsewhere.join("_volumes").join(&volume).join("page.txt")),
-        vol_page
+        read(&there.join(".env")),
+        format!("GREETING={}\n", p.greeting)
+    );
+    assert_eq!(read(&there.join("app.conf")), p.conf);
+    assert_eq!(read(&there.join("data/page.txt")), p.data_page);
+    assert_eq!(read(&there.join("data/sub/nested.txt")), p.nested);
+    assert_eq!(
+        read(&elsewhere.join("_volumes").join(&p.volume).join("page.txt")),
+        p.vol_page
     );
     // The app was left alone.
-    wait_serving(&web, &paths, &expected, Duration::from_secs(30));
+    wait_serving(&web, &p.paths, &p.expected, Duration::from_secs(30));
 }
 
 /// The Pi is gone too (burnt with the house): a new remote gets the repository back from the

@@ -37,7 +37,7 @@ pub fn archive_name(prefix: &str, now: DateTime<Utc>) -> String {
 }
 
 /// What goes to a remote borg's stdin: the passphrase, if any.
-pub(crate) fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
+fn stdin_for(borg: &Borg) -> Option<Vec<u8>> {
     borg.passphrase
         .as_ref()
         .map(|p| p.expose().as_bytes().to_vec())

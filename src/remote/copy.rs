@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Borg;
-use crate::remote::borg::{break_stale_lock, stdin_for};
+use crate::remote::borg::break_stale_lock;
 use crate::remote::commands;
 use crate::remote::fault::classify;
 use crate::remote::process;
@@ -86,10 +86,9 @@ pub async fn copy(
             Err(_) => Some(line.to_string()),
         },
     };
+    // The guard reads no passphrase for a copy: the second repository's is its own.
     let command = commands::copy(borg, prefix, remote_dir);
-    let done = ssh
-        .run_watched(&command, stdin_for(borg), cancel, watch)
-        .await?;
+    let done = ssh.run_watched(&command, None, cancel, watch).await?;
     if !done.success() {
         return Err(classify("copy", done.code, &done.stderr).into());
     }
@@ -98,9 +97,7 @@ pub async fn copy(
 
 /// Checks the copy against what was copied (a differing copy is `ok: false`, not an error).
 pub async fn check(ssh: &Ssh, borg: &Borg, cancel: &CancellationToken) -> Result<Checked> {
-    let done = ssh
-        .run(&commands::copy_check(borg), stdin_for(borg), cancel)
-        .await?;
+    let done = ssh.run(&commands::copy_check(borg), None, cancel).await?;
     // 1: the check ran and the copy differs; the summary says how.
     if !done.success() && done.code != Some(1) {
         return Err(classify("copy check", done.code, &done.stderr).into());

@@ -375,8 +375,8 @@ impl Env {
     }
 
     /// An OpenSSH server of the remote image with root login for the remote's copy key; returns
-    /// the container and its `known_hosts` line.
-    fn ssh_target(&self, remote: &Remote, kind: CopyKind) -> (String, String) {
+    /// the container and the files that reach it from the remote (its key and pinned host key).
+    fn ssh_target(&self, remote: &Remote, kind: CopyKind) -> (String, Vec<(String, String)>) {
         let authorized = format!("AUTHORIZED_KEYS={}", self.copy_key(remote));
         let name = self.container(
             kind.suffix(),
@@ -400,14 +400,21 @@ impl Env {
         ]);
         let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
         let known = format!("{name} {}\n", key.join(" "));
-        (name, known)
+        let files = vec![
+            (
+                COPY_KEY.into(),
+                self.on_remote(remote, &format!("cat {COPY_KEY}")),
+            ),
+            (COPY_KNOWN_HOSTS.into(), known),
+        ];
+        (name, files)
     }
 
     /// Sftp: rclone's sftp backend to an OpenSSH server, key login, host key pinned. The shell
     /// type and hash commands are set: rclone 1.60 otherwise probes them on first use and writes
     /// them into the config file.
     fn sftp_target(&self, remote: &Remote) -> CopyTarget {
-        let (name, known) = self.ssh_target(remote, CopyKind::Sftp);
+        let (name, mut files) = self.ssh_target(remote, CopyKind::Sftp);
         let conf = format!(
             "[{RCLONE_REMOTE}]\ntype = sftp\nhost = {name}\nuser = root\nkey_file = {COPY_KEY}\n\
              known_hosts_file = {COPY_KNOWN_HOSTS}\nshell_type = unix\nmd5sum_command = md5sum\n\
@@ -418,14 +425,10 @@ impl Env {
             target: format!("{RCLONE_REMOTE}:{SFTP_COPY_PATH}"),
             config: RCLONE_CONF.into(),
             path: Some(SFTP_COPY_PATH.into()),
-            files: vec![
-                (
-                    COPY_KEY.into(),
-                    self.on_remote(remote, &format!("cat {COPY_KEY}")),
-                ),
-                (COPY_KNOWN_HOSTS.into(), known),
-                (RCLONE_CONF.into(), conf),
-            ],
+            files: {
+                files.push((RCLONE_CONF.into(), conf));
+                files
+            },
             secrets: vec![name.clone(), COPY_KEY.into()],
             container: Some(name),
             s3: None,
@@ -473,7 +476,7 @@ impl Env {
 
     /// Borg: a second repository over ssh, reached through its own ssh client config.
     fn borg_target(&self, remote: &Remote) -> CopyTarget {
-        let (name, known) = self.ssh_target(remote, CopyKind::Borg);
+        let (name, mut files) = self.ssh_target(remote, CopyKind::Borg);
         let ssh_config = format!(
             "Host {name}\n  User root\n  IdentityFile {COPY_KEY}\n  IdentitiesOnly yes\n  \
              UserKnownHostsFile {COPY_KNOWN_HOSTS}\n  StrictHostKeyChecking yes\n"
@@ -483,15 +486,11 @@ impl Env {
             target: format!("ssh://root@{name}{BORG_COPY_PATH}"),
             config: COPY_SSH_CONFIG.into(),
             path: Some(BORG_COPY_PATH.into()),
-            files: vec![
-                (
-                    COPY_KEY.into(),
-                    self.on_remote(remote, &format!("cat {COPY_KEY}")),
-                ),
-                (COPY_KNOWN_HOSTS.into(), known),
-                (COPY_SSH_CONFIG.into(), ssh_config),
-                (COPY_PASSPHRASE_FILE.into(), format!("{COPY_PASSPHRASE}\n")),
-            ],
+            files: {
+                files.push((COPY_SSH_CONFIG.into(), ssh_config));
+                files.push((COPY_PASSPHRASE_FILE.into(), format!("{COPY_PASSPHRASE}\n")));
+                files
+            },
             secrets: vec![name.clone()],
             container: Some(name),
             s3: None,
