@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use thirtyfour::ChromeCapabilities;
+use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 /// Debian's browser and its driver.
@@ -368,8 +369,22 @@ impl Browser {
     }
 
     /// The rendered text of the element `css` selects (waiting for it as [`Browser::find`]).
+    /// An element the page replaced between finding and reading it (a re-rendered panel) is
+    /// found again, so the text is always that of the element the page shows now.
     pub fn text(&self, css: &str) -> String {
-        self.find(css).text()
+        let mut text = None;
+        self.wait_until(&format!("the text of {css:?}"), |_| {
+            let Some(el) = self.try_find(css) else {
+                return false;
+            };
+            match self.block_on(el.el.text()) {
+                Ok(t) => text = Some(t),
+                Err(e) if matches!(*e, WebDriverErrorInner::StaleElementReference(..)) => {}
+                Err(e) => panic!("browser: reading the text of {css:?}: {e}"),
+            }
+            text.is_some()
+        });
+        text.expect("read")
     }
 
     /// Runs `script` in the page (a function body: `return` gives the value) and returns what
