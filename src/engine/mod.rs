@@ -6,6 +6,7 @@
 //! - [`containers`]: the seam in front of the engine: pause, unpause, stop, start, inspect.
 //! - [`freeze`]: pause or stop a group around a piece of work, thaw on every path.
 //! - [`journal`]: what is frozen, on disk first, so a restart can undo a crash.
+//! - [`newcomers`]: containers that began to use a group mid-run, unfrozen: the group is redone.
 //! - [`helper`]: the short-lived container a restore writes through.
 //! - [`exec`]: the labelled commands run inside an app's container before and after its backup.
 
@@ -16,4 +17,5 @@ pub mod exec;
 pub mod freeze;
 pub mod helper;
 pub mod journal;
+pub mod newcomers;
 pub mod plan;

@@ -15,6 +15,9 @@ pub const VOLUME_SKIPPED: &str = "volume skipped";
 pub const PROGRESS: &str = "progress";
 /// A group's containers run again.
 pub const GROUP_THAWED: &str = "group thawed";
+/// Containers began to use a group after its plan, unfrozen: the group is done again with them
+/// frozen (fields `group`, `containers`, `attempt`).
+pub const GROUP_REDONE: &str = "group redone";
 /// A scheduled full pass compared the mirror with what the change journal named.
 pub const JOURNAL_CHECKED: &str = "journal checked";
 /// `borg create` made an archive.
