@@ -1,5 +1,6 @@
 //! End to end: bad input stops the sidecar before it touches anything; a wrong host key is refused;
-//! a frozen group is thawed on SIGTERM and when the freeze lasts too long.
+//! a frozen group is thawed on SIGTERM and when the freeze lasts too long; an app that starts
+//! while its volume is copied unfrozen is frozen by the group's second try.
 
 mod common;
 
@@ -189,5 +190,55 @@ fn a_freeze_past_the_pause_timeout_is_abandoned_and_thawed() {
         env.archives(&remote).is_empty(),
         "no snapshot after a failed volume"
     );
+    assert_running_not_paused(&app);
+}
+
+/// Makes the remote's first rsync call wait `seconds` before it starts.
+fn slow_first_rsync(seconds: u32) -> String {
+    format!(
+        "printf '%s\\n' '#!/bin/sh' \
+         'n=$(cat /tmp/rsync-calls 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/rsync-calls' \
+         '[ \"$n\" -eq 1 ] && sleep {seconds}' 'exec /usr/bin/rsync \"$@\"' > /usr/local/bin/rsync && \
+         chmod +x /usr/local/bin/rsync"
+    )
+}
+
+#[test]
+fn an_app_started_during_an_unfrozen_pass_is_frozen_by_the_groups_second_try() {
+    let env = Env::new("newcomer");
+    let remote = env.remote();
+    let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    env.in_volume(&volume, "echo 0 > /data/a && echo 0 > /data/b");
+    env.on_remote(&remote, &slow_first_rsync(8));
+    // Planned with nobody using the volume: one pass, nothing to freeze.
+    let sidecar = env.sidecar(&remote, &[]);
+    wait_for_events(&sidecar, "run started", 1, RUN_TIMEOUT);
+    std::thread::sleep(Duration::from_secs(2));
+    // The app comes (back) while that pass runs: `a` and `b` always hold the same count, or `a`
+    // one more.
+    let app = env.app(
+        "app",
+        &volume,
+        "i=$(cat /data/a); while :; do i=$((i+1)); echo $i > /data/a.new && mv /data/a.new /data/a; \
+         echo $i > /data/b.new && mv /data/b.new /data/b; done",
+    );
+    let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
+    let redone = events_named(&sidecar, "group redone");
+    assert_eq!(redone.len(), 1, "{redone:?}");
+    let containers = redone[0]["fields"]["containers"].as_str().unwrap();
+    assert!(containers.contains(&app), "{containers}");
+    let thawed = events_named(&sidecar, "group thawed");
+    assert_eq!(thawed.len(), 1, "the second try froze the app: {thawed:?}");
+    let frozen = thawed[0]["fields"]["containers"].as_str().unwrap();
+    assert!(frozen.contains(&app), "{frozen}");
+    let archive = finished["fields"]["archive"].as_str().unwrap();
+    let count = |name: &str| -> u64 {
+        let text = env.archive_file(&remote, archive, &format!("{volume}/{name}"));
+        text.trim().parse().unwrap_or_else(|_| panic!("{name}: {text:?}"))
+    };
+    let (a, b) = (count("a"), count("b"));
+    assert!(a == b || a == b + 1, "a={a} b={b}: not one instant");
+    assert!(a > 0, "the archive holds the app's writes");
     assert_running_not_paused(&app);
 }
