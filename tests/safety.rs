@@ -235,7 +235,9 @@ fn an_app_started_during_an_unfrozen_pass_is_frozen_by_the_groups_second_try() {
     let archive = finished["fields"]["archive"].as_str().unwrap();
     let count = |name: &str| -> u64 {
         let text = env.archive_file(&remote, archive, &format!("{volume}/{name}"));
-        text.trim().parse().unwrap_or_else(|_| panic!("{name}: {text:?}"))
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {text:?}"))
     };
     let (a, b) = (count("a"), count("b"));
     assert!(a == b || a == b + 1, "a={a} b={b}: not one instant");

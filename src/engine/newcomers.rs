@@ -1,12 +1,14 @@
 //! Newcomers: containers that began to use a group's sources after its plan was made, so that
 //! its freeze did not hold them (an app recreated by `docker compose up` mid-run, a job started
 //! with `docker compose run`, a container somebody else had paused and unpaused). What the group
-//! copied while they wrote is not one instant, so the run does the group again with them frozen.
+//! copied while they wrote is not one instant, so the run does the group again with them frozen
+//! before it takes a snapshot.
 //!
 //! The engine's own record says who started: its `start` and `unpause` events since the plan
-//! ([`started_since`]). Whether one of them uses the group's sources is the plan's own rule,
-//! applied to the engine as it is now with those containers counted as running
-//! ([`newcomers`]); one already removed is a newcomer when its compose project is the group's.
+//! ([`started_since`]). Whether one of them uses a group's sources is the plan's own rule,
+//! applied to the engine as it is now with those containers counted as running ([`Look::redo`]);
+//! one already removed is a newcomer when its compose project is the group's. The group done
+//! again is the one the plan makes now, so it takes the run's other sources the newcomer joins.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +19,7 @@ use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
 
 use super::discover::{Inventory, project_of};
-use super::plan::{self, Group, Plan};
+use super::plan::{self, Group};
 
 /// How long the engine may take to list its events.
 const EVENTS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -80,85 +82,119 @@ pub async fn started_since(docker: &Docker, since: SystemTime) -> Result<Vec<Sta
     Ok(started)
 }
 
-/// The names of the containers that `group` should have frozen and did not: by the plan made now
-/// (`inventory`, with every container of `started` counted as running), a container to hold
-/// still for one of the group's sources that is not among its members; and a container of
-/// `started` already removed whose compose project is one of the group's. `projects` and
-/// `exclude` are the configuration's, as for the run's plan.
-pub fn newcomers(
-    group: &Group,
-    inventory: &Inventory,
-    started: &[Started],
-    projects: Option<&[String]>,
-    exclude: &[String],
-) -> Vec<String> {
-    let members: BTreeSet<&str> = group.members.iter().map(|m| m.id.as_str()).collect();
-    let mut now = inventory.clone();
-    for c in &mut now.containers {
-        if started.iter().any(|s| s.id == c.id) {
-            c.running = true;
+/// What a look for newcomers compares with.
+pub struct Look<'a> {
+    /// The ids of the containers the run froze (its plan's members, and those of the groups it
+    /// did again).
+    pub frozen: BTreeSet<String>,
+    /// The run's sources (their names): only these are done again.
+    pub planned: BTreeSet<String>,
+    /// `BACKUP_PROJECTS` and `BACKUP_EXCLUDE`, as for the run's plan.
+    pub projects: Option<&'a [String]>,
+    pub exclude: &'a [String],
+}
+
+/// A group to do again, and the containers that began to use it unfrozen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redo {
+    /// The group, as the plan makes it now, with the run's sources only.
+    pub group: Group,
+    /// The newcomers' names.
+    pub newcomers: Vec<String>,
+}
+
+impl Look<'_> {
+    /// The groups to do again, given the engine now (`inventory`) and the containers it started
+    /// or unpaused since the last look. A newcomer is a container the plan would hold still for
+    /// one of the sources, with the started ones counted as running, that the run did not freeze;
+    /// or a started one already removed whose compose project is a group's. Each group of the
+    /// plan made now (the real one: what still runs) that shares a source with a newcomer's is
+    /// done again.
+    pub fn redo(&self, inventory: &Inventory, started: &[Started]) -> Vec<Redo> {
+        let mut counted = inventory.clone();
+        for c in &mut counted.containers {
+            if started.iter().any(|s| s.id == c.id) {
+                c.running = true;
+            }
         }
-    }
-    let sources: BTreeSet<&str> = group.volumes.iter().map(|v| v.name.as_str()).collect();
-    let mut found: BTreeSet<String> = plan::plan(&now, projects, exclude)
-        .groups
-        .iter()
-        .filter(|g| g.volumes.iter().any(|v| sources.contains(v.name.as_str())))
-        .flat_map(|g| &g.members)
-        .filter(|m| !members.contains(m.id.as_str()))
-        .map(|m| m.name.clone())
-        .collect();
-    // The group's compose projects: its members' and its volumes' own.
-    let own: BTreeSet<&str> = inventory
-        .containers
-        .iter()
-        .filter(|c| members.contains(c.id.as_str()))
-        .filter_map(|c| c.project())
-        .chain(
-            inventory
+        let plan_now = plan::plan(inventory, self.projects, self.exclude);
+        let mut redo: Vec<Redo> = Vec::new();
+        for g in plan::plan(&counted, self.projects, self.exclude).groups {
+            let sources: BTreeSet<&str> = g
                 .volumes
                 .iter()
-                .filter(|v| sources.contains(v.name.as_str()))
-                .filter_map(|v| project_of(&v.labels)),
-        )
-        .collect();
-    for s in started {
-        let gone = !inventory.containers.iter().any(|c| c.id == s.id);
+                .map(|v| v.name.as_str())
+                .filter(|name| self.planned.contains(*name))
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let mut names: BTreeSet<String> = g
+                .members
+                .iter()
+                .filter(|m| !self.frozen.contains(&m.id))
+                .map(|m| m.name.clone())
+                .collect();
+            let projects = projects_of(&g, &counted);
+            for s in started.iter().filter(|s| self.gone_newcomer(s, inventory)) {
+                if s.project.as_deref().is_some_and(|p| projects.contains(p)) {
+                    names.insert(s.name.clone());
+                }
+            }
+            if names.is_empty() {
+                continue;
+            }
+            for now in &plan_now.groups {
+                if !now
+                    .volumes
+                    .iter()
+                    .any(|v| sources.contains(v.name.as_str()))
+                {
+                    continue;
+                }
+                let mut group = now.clone();
+                group.volumes.retain(|v| self.planned.contains(&v.name));
+                match redo.iter_mut().find(|r| r.group.name == group.name) {
+                    Some(r) => r.newcomers.extend(names.iter().cloned()),
+                    None => redo.push(Redo {
+                        group,
+                        newcomers: names.iter().cloned().collect(),
+                    }),
+                }
+            }
+        }
+        for r in &mut redo {
+            r.newcomers.sort();
+            r.newcomers.dedup();
+        }
+        redo
+    }
+
+    /// A started container that is removed by now, and was neither frozen nor the sidecar.
+    fn gone_newcomer(&self, s: &Started, inventory: &Inventory) -> bool {
         let mine = inventory
             .self_id
             .as_deref()
-            .is_some_and(|own_id| s.id.starts_with(own_id) || own_id.starts_with(s.id.as_str()));
-        if gone
-            && !mine
-            && !members.contains(s.id.as_str())
-            && s.project.as_deref().is_some_and(|p| own.contains(p))
-        {
-            found.insert(s.name.clone());
-        }
+            .is_some_and(|own| s.id.starts_with(own) || own.starts_with(s.id.as_str()));
+        !mine && !self.frozen.contains(&s.id) && !inventory.containers.iter().any(|c| c.id == s.id)
     }
-    found.into_iter().collect()
 }
 
-/// The group to do again: `old`'s sources, frozen with every member the plan made now
-/// (`plan`) gives them, and with their exec commands.
-pub fn regroup(old: &Group, plan: &Plan) -> Group {
-    let sources: BTreeSet<&str> = old.volumes.iter().map(|v| v.name.as_str()).collect();
-    let mut members = BTreeSet::new();
-    let mut hooks = BTreeSet::new();
-    for g in plan
-        .groups
+/// A group's compose projects: its members' and its volumes' own labels.
+fn projects_of<'a>(group: &Group, inventory: &'a Inventory) -> BTreeSet<&'a str> {
+    let members: BTreeSet<&str> = group.members.iter().map(|m| m.id.as_str()).collect();
+    let sources: BTreeSet<&str> = group.volumes.iter().map(|v| v.name.as_str()).collect();
+    let of_members = inventory
+        .containers
         .iter()
-        .filter(|g| g.volumes.iter().any(|v| sources.contains(v.name.as_str())))
-    {
-        members.extend(g.members.iter().cloned());
-        hooks.extend(g.hooks.iter().cloned());
-    }
-    Group {
-        name: old.name.clone(),
-        members: members.into_iter().collect(),
-        volumes: old.volumes.clone(),
-        hooks: hooks.into_iter().collect(),
-    }
+        .filter(|c| members.contains(c.id.as_str()))
+        .filter_map(|c| c.project());
+    let of_volumes = inventory
+        .volumes
+        .iter()
+        .filter(|v| sources.contains(v.name.as_str()))
+        .filter_map(|v| project_of(&v.labels));
+    of_members.chain(of_volumes).collect()
 }
 
 #[cfg(test)]
@@ -198,44 +234,71 @@ mod tests {
         }
     }
 
-    /// The group the plan made from `inventory`.
-    fn group_of(inventory: &Inventory) -> Group {
-        plan::plan(inventory, None, &[]).groups.remove(0)
+    /// What the run planned from `inventory` would compare with.
+    fn look(inventory: &Inventory) -> Look<'static> {
+        let plan = plan::plan(inventory, None, &[]);
+        Look {
+            frozen: plan
+                .groups
+                .iter()
+                .flat_map(|g| &g.members)
+                .map(|m| m.id.clone())
+                .collect(),
+            planned: plan.volume_names().into_iter().collect(),
+            projects: None,
+            exclude: &[],
+        }
+    }
+
+    fn summary(redo: &[Redo]) -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
+        redo.iter()
+            .map(|r| {
+                (
+                    r.group.volumes.iter().map(|v| v.name.clone()).collect(),
+                    r.group.members.iter().map(|m| m.id.clone()).collect(),
+                    r.newcomers.clone(),
+                )
+            })
+            .collect()
     }
 
     #[test]
-    fn nobody_new_is_no_newcomer() {
+    fn a_member_restarted_is_no_newcomer() {
         let inventory = Inventory {
             volumes: vec![volume("data")],
             containers: vec![container("app", "p", true, &["data"])],
             ..Inventory::default()
         };
-        let group = group_of(&inventory);
-        // The member restarted (same id): it was frozen.
         let restarted = [started("app", Some("p"))];
-        assert!(newcomers(&group, &inventory, &restarted, None, &[]).is_empty());
+        assert!(look(&inventory).redo(&inventory, &restarted).is_empty());
     }
 
     #[test]
-    fn an_app_recreated_during_an_unfrozen_pass_is_a_newcomer() {
-        // Planned while the app was removed: nothing to freeze.
+    fn an_app_recreated_mid_run_redoes_every_source_it_joins_frozen() {
+        // Planned while the app was removed: two groups, nothing to freeze.
         let before = Inventory {
-            volumes: vec![volume("data")],
+            volumes: vec![volume("bal"), volume("ledger")],
             ..Inventory::default()
         };
-        let group = group_of(&before);
-        assert!(group.members.is_empty());
+        assert_eq!(plan::plan(&before, None, &[]).groups.len(), 2);
         let after = Inventory {
-            volumes: vec![volume("data")],
-            containers: vec![container("app2", "p", true, &["data"])],
+            volumes: vec![volume("bal"), volume("ledger")],
+            containers: vec![container("app2", "p", true, &["bal", "ledger"])],
             ..Inventory::default()
         };
-        let seen = newcomers(&group, &after, &[started("app2", Some("p"))], None, &[]);
-        assert_eq!(seen, ["app2-name"]);
+        let redo = look(&before).redo(&after, &[started("app2", Some("p"))]);
+        assert_eq!(
+            summary(&redo),
+            [(
+                vec!["bal".to_string(), "ledger".to_string()],
+                vec!["app2".to_string()],
+                vec!["app2-name".to_string()]
+            )]
+        );
     }
 
     #[test]
-    fn a_job_that_ran_and_exited_is_a_newcomer_and_one_of_another_volume_is_not() {
+    fn a_job_that_ran_and_exited_redoes_its_group_without_freezing_it() {
         let inventory = Inventory {
             volumes: vec![volume("data"), volume("other")],
             containers: vec![
@@ -245,15 +308,17 @@ mod tests {
             ],
             ..Inventory::default()
         };
-        let group = plan::plan(&inventory, None, &[])
-            .groups
-            .into_iter()
-            .find(|g| g.volumes[0].name == "data")
-            .unwrap();
+        let mut looked = look(&inventory);
+        // `elsewhere` was seen running at the plan and frozen.
+        looked.frozen.insert("elsewhere".into());
         let events = [started("job", Some("p")), started("elsewhere", Some("q"))];
         assert_eq!(
-            newcomers(&group, &inventory, &events, None, &[]),
-            ["job-name"]
+            summary(&looked.redo(&inventory, &events)),
+            [(
+                vec!["data".to_string()],
+                vec!["app".to_string()],
+                vec!["job-name".to_string()]
+            )]
         );
     }
 
@@ -264,38 +329,29 @@ mod tests {
             containers: vec![container("app", "p", true, &["data"])],
             ..Inventory::default()
         };
-        let group = group_of(&inventory);
         let events = [
             started("gone-job", Some("p")),
             started("gone-other", Some("q")),
             started("gone-plain", None),
         ];
-        assert_eq!(
-            newcomers(&group, &inventory, &events, None, &[]),
-            ["gone-job-name"]
-        );
+        let redo = look(&inventory).redo(&inventory, &events);
+        assert_eq!(redo.len(), 1);
+        assert_eq!(redo[0].newcomers, ["gone-job-name"]);
     }
 
     #[test]
-    fn the_group_done_again_freezes_the_newcomer_and_keeps_its_sources() {
+    fn only_the_runs_sources_are_done_again() {
         let before = Inventory {
             volumes: vec![volume("data")],
             ..Inventory::default()
         };
-        let group = group_of(&before);
         let after = Inventory {
-            volumes: vec![volume("data"), volume("other")],
-            containers: vec![
-                container("app2", "p", true, &["data"]),
-                container("b", "q", true, &["other"]),
-            ],
+            volumes: vec![volume("data"), volume("new")],
+            containers: vec![container("app", "p", true, &["data", "new"])],
             ..Inventory::default()
         };
-        let again = regroup(&group, &plan::plan(&after, None, &[]));
-        assert_eq!(again.name, group.name);
-        assert_eq!(again.volumes, group.volumes);
-        let ids: Vec<&str> = again.members.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["app2"]);
+        let redo = look(&before).redo(&after, &[started("app", Some("p"))]);
+        assert_eq!(summary(&redo)[0].0, ["data"]);
     }
 
     #[test]
@@ -314,8 +370,7 @@ mod tests {
             self_id: Some("sidecar".into()),
             ..Inventory::default()
         };
-        let group = group_of(&inventory);
         let events = [started("cron", Some("p")), started("sidecar", Some("p"))];
-        assert!(newcomers(&group, &inventory, &events, None, &[]).is_empty());
+        assert!(look(&inventory).redo(&inventory, &events).is_empty());
     }
 }

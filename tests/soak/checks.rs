@@ -21,6 +21,22 @@ impl Soak {
         from: usize,
         injected: &[(Fault, Moment, Moment)],
     ) {
+        let broken_before = self.violations.len();
+        self.check_step_inner(t0, from, injected);
+        if self.violations.len() > broken_before {
+            // What the sidecar said during the step, to find why.
+            for event in self.log.since(from) {
+                let mut fields = event["fields"].clone();
+                let message = fields["message"].take();
+                println!(
+                    "soak:   | {} {message} {fields}",
+                    event["timestamp"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+
+    fn check_step_inner(&mut self, t0: u128, from: usize, injected: &[(Fault, Moment, Moment)]) {
         let settled = wait_for(Duration::from_secs(30), || {
             self.app_state() == ("running".into(), false)
         });

@@ -7,7 +7,6 @@ mod group;
 mod passes;
 mod steps;
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +21,7 @@ use crate::engine::discover;
 use crate::engine::exec;
 use crate::engine::freeze::{self, Frozen};
 use crate::engine::journal::Journal;
-use crate::engine::newcomers;
+use crate::engine::newcomers::{self, Redo};
 use crate::engine::plan::HookStage;
 use crate::engine::plan::{self, Group, Plan};
 use crate::format::millis;
@@ -43,9 +42,6 @@ use steps::Steps;
 
 /// How long the post command may take once the sidecar is shutting down.
 const POST_COMMAND_GRACE: Duration = Duration::from_secs(3);
-
-/// How many times a group is done again because containers began to use it during its run.
-const REDO_LIMIT: u32 = 2;
 
 /// What the daemon needs for a run.
 pub struct Sidecar {
@@ -139,7 +135,7 @@ async fn run_inner(
         ctx,
         ssh: &session.ssh,
         full: ctx.full_scan_due(),
-        planned_at,
+        looked_at: planned_at,
     };
     let result = steps::drive(&mut live, &plan, report, cancel).await;
     session.close().await;
@@ -216,8 +212,9 @@ struct Live<'a> {
     ssh: &'a Ssh,
     /// Why every volume is walked in full this run, if it is.
     full: Option<&'static str>,
-    /// When the plan was made: a container started since was not planned.
-    planned_at: SystemTime,
+    /// When the engine was last looked at for containers that began to use the volumes (the
+    /// plan's time at first).
+    looked_at: SystemTime,
 }
 
 impl Steps for Live<'_> {
@@ -237,56 +234,71 @@ impl Steps for Live<'_> {
         remote_step(self.ssh, "removing the completion stamp", &clear, cancel).await
     }
 
-    /// The group's exec hooks around its passes, which are tried again on a network failure;
-    /// then the group again, with them frozen, while containers began to use it after its plan.
+    /// The group's exec hooks around its passes, which are tried again on a network failure.
     async fn group(
         &mut self,
         group: &Group,
         cancel: &CancellationToken,
     ) -> (VolumeResults, Frozen) {
         let ctx = self.ctx;
-        let mut group = Cow::Borrowed(group);
-        let mut since = self.planned_at;
-        let mut redone = 0;
-        loop {
-            let done = self.group_once(&group, cancel).await;
-            if cancel.is_cancelled() || done.0.iter().all(|(_, r)| r.is_err()) {
-                return done;
+        let first_transient = |(results, _): &(VolumeResults, Frozen)| {
+            results
+                .iter()
+                .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
+                .map(|e| format!("{e:#}"))
+        };
+        let span = info_span!("group", group = %group.name);
+        let hooks = &group.hooks;
+        let pre = exec::run_stage(
+            &ctx.docker,
+            hooks,
+            HookStage::Pre,
+            POST_COMMAND_GRACE,
+            cancel,
+        )
+        .instrument(span.clone())
+        .await;
+        let done = match pre {
+            Ok(()) => {
+                with_retries(ctx.config.retry, "group", cancel, first_transient, || {
+                    sync_group(ctx, self.ssh, group, self.full, cancel)
+                })
+                .instrument(span.clone())
+                .await
             }
-            let checked_at = SystemTime::now();
-            let (names, plan) = match newcomers(ctx, &group, since).await {
-                Ok((names, _)) if names.is_empty() => return done,
-                Ok(found) => found,
-                Err(e) => {
-                    let e = e.context("cannot tell whether containers began to use the group");
-                    return (steps::all_failed(&group, &e), done.1);
-                }
-            };
-            // What was copied while they wrote is not one instant, and the change journal
-            // cannot vouch for it: the next pass of each volume is whole.
-            if let Some(changes) = &ctx.changes {
-                for volume in &group.volumes {
-                    changes.completed(&layout::source_path(&ctx.config, volume), None);
-                }
+            // A dump that failed: nothing of the group is copied, so no snapshot is taken.
+            Err(e) => (steps::all_failed(group, &e), Frozen::default()),
+        };
+        // After the thaw, on every path.
+        let post = HookStage::Post;
+        let _ = exec::run_stage(&ctx.docker, hooks, post, POST_COMMAND_GRACE, cancel)
+            .instrument(span)
+            .await;
+        done
+    }
+
+    async fn newcomers(&mut self, plan: &Plan, redone: &[Group]) -> Result<Vec<Redo>> {
+        let ctx = self.ctx;
+        let config = &ctx.config;
+        let since = std::mem::replace(&mut self.looked_at, SystemTime::now());
+        let inventory = discover::inventory(&ctx.docker, config.host_root.as_deref()).await?;
+        let started = newcomers::started_since(&ctx.docker, since).await?;
+        let frozen = plan.groups.iter().chain(redone).flat_map(|g| &g.members);
+        let looked = newcomers::Look {
+            frozen: frozen.map(|m| m.id.clone()).collect(),
+            planned: plan.volume_names().into_iter().collect(),
+            projects: config.projects.as_deref(),
+            exclude: &config.exclude,
+        };
+        let redo = looked.redo(&inventory, &started);
+        // What was copied while they wrote is not one instant, and the change journal cannot
+        // vouch for it: the next pass of each of those volumes is whole.
+        if let Some(changes) = &ctx.changes {
+            for volume in redo.iter().flat_map(|r| &r.group.volumes) {
+                changes.completed(&layout::source_path(config, volume), None);
             }
-            let containers = names.join(",");
-            if redone == REDO_LIMIT {
-                let e = anyhow!(
-                    "containers kept starting to use it during the run ({containers}), so what \
-                     was copied is not one instant; no snapshot is taken"
-                );
-                return (steps::all_failed(&group, &e), done.1);
-            }
-            redone += 1;
-            warn!(
-                message = events::GROUP_REDONE,
-                group = %group.name,
-                containers,
-                attempt = redone,
-            );
-            group = Cow::Owned(newcomers::regroup(&group, &plan));
-            since = checked_at;
         }
+        Ok(redo)
     }
 
     async fn write_stamp(&mut self, cancel: &CancellationToken) -> Result<()> {
@@ -330,63 +342,6 @@ impl Steps for Live<'_> {
             None => Ok(()),
         }
     }
-}
-
-impl Live<'_> {
-    /// One try of a group: its exec hooks around its passes, which are tried again on a network
-    /// failure.
-    async fn group_once(
-        &self,
-        group: &Group,
-        cancel: &CancellationToken,
-    ) -> (VolumeResults, Frozen) {
-        let ctx = self.ctx;
-        let first_transient = |(results, _): &(VolumeResults, Frozen)| {
-            results
-                .iter()
-                .find_map(|(_, r)| r.as_ref().err().filter(|e| is_transient(e)))
-                .map(|e| format!("{e:#}"))
-        };
-        let span = info_span!("group", group = %group.name);
-        let hooks = &group.hooks;
-        let pre = exec::run_stage(
-            &ctx.docker,
-            hooks,
-            HookStage::Pre,
-            POST_COMMAND_GRACE,
-            cancel,
-        )
-        .instrument(span.clone())
-        .await;
-        let done = match pre {
-            Ok(()) => {
-                with_retries(ctx.config.retry, "group", cancel, first_transient, || {
-                    sync_group(ctx, self.ssh, group, self.full, cancel)
-                })
-                .instrument(span.clone())
-                .await
-            }
-            // A dump that failed: nothing of the group is copied, so no snapshot is taken.
-            Err(e) => (steps::all_failed(group, &e), Frozen::default()),
-        };
-        // After the thaw, on every path.
-        let post = HookStage::Post;
-        let _ = exec::run_stage(&ctx.docker, hooks, post, POST_COMMAND_GRACE, cancel)
-            .instrument(span)
-            .await;
-        done
-    }
-}
-
-/// The containers that began to use `group` since `since` without being frozen, and the plan
-/// made now (see [`newcomers`]).
-async fn newcomers(ctx: &Sidecar, group: &Group, since: SystemTime) -> Result<(Vec<String>, Plan)> {
-    let config = &ctx.config;
-    let inventory = discover::inventory(&ctx.docker, config.host_root.as_deref()).await?;
-    let started = newcomers::started_since(&ctx.docker, since).await?;
-    let projects = config.projects.as_deref();
-    let names = newcomers::newcomers(group, &inventory, &started, projects, &config.exclude);
-    Ok((names, plan::plan(&inventory, projects, &config.exclude)))
 }
 
 /// Runs a pre or post command on the remote. The post command still runs, briefly, on shutdown.

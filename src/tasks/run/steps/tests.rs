@@ -19,6 +19,8 @@ struct Fake {
     fail: Vec<&'static str>,
     failing: Vec<&'static str>,
     cancel_after_group: Option<(&'static str, CancellationToken)>,
+    /// What each look for newcomers finds: a group (of one volume of its name) to do again.
+    newcomers: Vec<Option<&'static str>>,
 }
 
 impl Fake {
@@ -76,6 +78,18 @@ impl Steps for Fake {
             thawed: true,
         };
         (results, frozen)
+    }
+
+    async fn newcomers(&mut self, _: &Plan, redone: &[Group]) -> Result<Vec<Redo>> {
+        self.step("newcomers")?;
+        let looks = self.calls.iter().filter(|c| *c == "newcomers").count();
+        Ok(match self.newcomers.get(looks - 1) {
+            Some(Some(group)) => vec![Redo {
+                group: plan(&[(group, &[group])]).groups.remove(0),
+                newcomers: vec![format!("{group}-new{}", redone.len())],
+            }],
+            _ => Vec::new(),
+        })
     }
 
     async fn write_stamp(&mut self, _: &CancellationToken) -> Result<()> {
@@ -146,7 +160,14 @@ async fn every_step_in_order_and_the_snapshot_of_what_was_mirrored() {
     assert_eq!(
         fake.calls,
         [
-            "pre", "begin", "group a", "group b", "stamp", "snapshot", "post"
+            "pre",
+            "begin",
+            "group a",
+            "group b",
+            "newcomers",
+            "stamp",
+            "snapshot",
+            "post"
         ]
     );
     let names: Vec<&str> = report.volumes.iter().map(|v| v.name.as_str()).collect();
@@ -171,7 +192,15 @@ async fn a_mirror_only_run_takes_no_snapshot() {
     .unwrap();
     assert_eq!(
         fake.calls,
-        ["pre", "begin", "group a", "group b", "stamp", "post"]
+        [
+            "pre",
+            "begin",
+            "group a",
+            "group b",
+            "newcomers",
+            "stamp",
+            "post"
+        ]
     );
     assert!(report.archive.is_none());
 }
@@ -233,13 +262,28 @@ async fn a_failed_stamp_or_snapshot_stops_there() {
         ("begin", &["pre", "begin", "post"][..], Stage::Mirror),
         (
             "stamp",
-            &["pre", "begin", "group a", "group b", "stamp", "post"][..],
+            &[
+                "pre",
+                "begin",
+                "group a",
+                "group b",
+                "newcomers",
+                "stamp",
+                "post",
+            ][..],
             Stage::Mirror,
         ),
         (
             "snapshot",
             &[
-                "pre", "begin", "group a", "group b", "stamp", "snapshot", "post",
+                "pre",
+                "begin",
+                "group a",
+                "group b",
+                "newcomers",
+                "stamp",
+                "snapshot",
+                "post",
             ][..],
             Stage::Snapshot,
         ),
@@ -331,4 +375,77 @@ fn all_failed_fails_each_volume_with_the_reason() {
             ("a2".to_string(), "pg_dump failed".to_string())
         ]
     );
+}
+
+#[tokio::test]
+async fn a_group_newcomers_used_is_done_again_and_replaces_its_volumes_results() {
+    let mut fake = Fake {
+        newcomers: vec![Some("b1")],
+        ..Default::default()
+    };
+    let mut report = new_report(true);
+    let plan = plan(&[("a", &["a1"]), ("b1", &["b1"])]);
+    drive(&mut fake, &plan, &mut report, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.calls,
+        [
+            "pre",
+            "begin",
+            "group a",
+            "group b1",
+            "newcomers",
+            "group b1",
+            "newcomers",
+            "stamp",
+            "snapshot",
+            "post"
+        ]
+    );
+    let names: Vec<&str> = report.volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["a1", "b1"], "one result per volume");
+    assert_eq!(report.groups.len(), 3);
+}
+
+#[tokio::test]
+async fn newcomers_that_keep_coming_fail_the_run_without_a_snapshot() {
+    let mut fake = Fake {
+        newcomers: vec![Some("a"); 3],
+        ..Default::default()
+    };
+    let mut report = new_report(true);
+    let err = drive(
+        &mut fake,
+        &plan(&[("a", &["a"])]),
+        &mut report,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("a-new2"), "{err:#}");
+    assert!(format!("{err:#}").contains("not one instant"), "{err:#}");
+    let groups = fake.calls.iter().filter(|c| *c == "group a").count();
+    assert_eq!(groups, 3, "the group and its two redos: {:?}", fake.calls);
+    assert!(!fake.calls.contains(&"snapshot".to_string()));
+    assert_eq!(fake.calls.last().unwrap(), "post");
+}
+
+#[tokio::test]
+async fn no_look_for_newcomers_after_a_failed_volume() {
+    let mut fake = Fake {
+        failing: vec!["a1"],
+        newcomers: vec![Some("a")],
+        ..Default::default()
+    };
+    let mut report = new_report(true);
+    drive(
+        &mut fake,
+        &plan(&[("a", &["a1"])]),
+        &mut report,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(fake.calls, ["pre", "begin", "group a", "post"]);
 }
