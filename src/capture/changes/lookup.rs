@@ -12,7 +12,7 @@ use super::{Excludes, Volume};
 use crate::capture::scan::{self, Entry, Kind};
 
 /// The live pass's list: what changed since `since` and is still there, with the other names of
-/// hard-linked files. The error says why the live pass must walk the whole volume.
+/// hard-linked files (see [`Volume::named_since`]). The error says why the live pass must walk the whole volume.
 pub(super) fn live_list(
     source: &Path,
     volume: &Volume,
@@ -20,18 +20,29 @@ pub(super) fn live_list(
 ) -> Result<Vec<Vec<u8>>, String> {
     let mut list: Vec<Vec<u8>> = Vec::new();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    for (path, _) in volume.dirty.iter().filter(|(_, seq)| **seq > since) {
-        let meta = match std::fs::symlink_metadata(full_path(source, path)) {
+    for path in volume.named_since(since).into_keys() {
+        let meta = match std::fs::symlink_metadata(full_path(source, &path)) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("{}: {e}", String::from_utf8_lossy(path))),
+            Err(e) => return Err(format!("{}: {e}", String::from_utf8_lossy(&path))),
         };
         if meta.is_file() && meta.nlink() > 1 {
-            let names = volume
+            // The names the journal knows that are this file's now (an inode number is reused,
+            // a name may hold another file by now).
+            let inode = (meta.dev(), meta.ino());
+            let names: Vec<&Vec<u8>> = volume
                 .links
-                .get(&(meta.dev(), meta.ino()))
-                .filter(|names| names.len() as u64 >= meta.nlink())
-                .ok_or("a hard-linked file has names the journal has not seen")?;
+                .get(&inode)
+                .into_iter()
+                .flatten()
+                .filter(|name| {
+                    std::fs::symlink_metadata(full_path(source, name))
+                        .is_ok_and(|m| (m.dev(), m.ino()) == inode)
+                })
+                .collect();
+            if (names.len() as u64) < meta.nlink() {
+                return Err("a hard-linked file has names the journal has not seen".into());
+            }
             for name in names {
                 if seen.insert(name.clone()) {
                     list.push(name.clone());
@@ -39,7 +50,7 @@ pub(super) fn live_list(
             }
         }
         if seen.insert(path.clone()) {
-            list.push(path.clone());
+            list.push(path);
         }
     }
     list.sort();

@@ -77,6 +77,30 @@ struct Volume {
     totals: (u64, u64),
 }
 
+impl Volume {
+    /// Each path named after event `since`, with its last event's number; and every other name
+    /// the journal knows of a hard-linked file so named, with that number: a write through one
+    /// name changes them all, and the name written may be gone by now (deleted, moved out).
+    fn named_since(&self, since: u64) -> HashMap<Vec<u8>, u64> {
+        let mut named: HashMap<Vec<u8>, u64> = self
+            .dirty
+            .iter()
+            .filter(|(_, seq)| **seq > since)
+            .map(|(path, seq)| (path.clone(), *seq))
+            .collect();
+        for names in self.links.values() {
+            let Some(seq) = names.iter().filter_map(|n| named.get(n)).max().copied() else {
+                continue;
+            };
+            for name in names {
+                let s = named.entry(name.clone()).or_insert(seq);
+                *s = (*s).max(seq);
+            }
+        }
+        named
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Dir {
     wd: i32,
@@ -88,6 +112,10 @@ struct Dir {
 pub struct JournalView {
     /// The event number at the live pass's start: the capture copies what changed after it.
     pub mark: u64,
+    /// The capture looks at what was named after this event number: the mirror's state when the
+    /// last run completed (even when this live pass is whole: a hard-linked file written
+    /// through another name shows only in its ctime), else [`JournalView::mark`].
+    pub from: u64,
     /// The mirror's state (an event number): the live pass sends [`JournalView::list`], what
     /// changed since; `None` when the live pass is whole, [`JournalView::reason`] saying why.
     pub since: Option<u64>,
@@ -195,6 +223,7 @@ impl Changes {
             .collect();
         let mut view = JournalView {
             mark,
+            from: mark,
             since: None,
             reason: None,
             list: Vec::new(),
@@ -218,6 +247,9 @@ impl Changes {
         };
         // Until this run completes, the mirror is not known to be at any event.
         let synced = volume.synced.take();
+        if let Some(synced) = synced {
+            view.from = synced;
+        }
         if view.reason.is_none() {
             let since = synced.expect("checked above");
             match live_list(source, volume, since) {
@@ -248,13 +280,7 @@ impl Changes {
         if let Some(broken) = &volume.broken {
             return Err(broken.clone());
         }
-        let base = view.since.unwrap_or(view.mark);
-        let named: HashMap<&[u8], u64> = volume
-            .dirty
-            .iter()
-            .filter(|(_, seq)| **seq > base)
-            .map(|(path, seq)| (&path[..], *seq))
-            .collect();
+        let named = volume.named_since(view.from);
         let mut found = Found::new(source);
         for (path, _) in named.iter() {
             found.look(path).map_err(|e| e.to_string())?;
@@ -262,7 +288,7 @@ impl Changes {
         // Copied: what was named since the live pass began, what a ctime says changed, and each
         // directory whose names changed since the mirror's state.
         let is_chosen = |e: &Entry| {
-            let seq = named.get(&e.path[..]).copied();
+            let seq = named.get(&e.path).copied();
             seq.is_some_and(|s| s > view.mark)
                 || e.ctime >= since_ctime
                 || (e.kind == Kind::Dir && seq.is_some())
