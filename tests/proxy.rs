@@ -1,6 +1,8 @@
 //! End to end: the daemon behind a Docker socket proxy (Debian's HAProxy with
 //! `compose/socket-proxy/haproxy.cfg`) that lets through only what the daemon uses. A run with a
-//! freeze works through it; creating a container, exec and removal are refused.
+//! freeze works through it; creating a container, exec and removal are refused. A proxy that
+//! also refuses the engine's events still lets runs succeed, and the daemon says once what that
+//! costs.
 
 mod common;
 
@@ -22,13 +24,20 @@ struct Proxy {
 
 impl Proxy {
     fn start() -> Proxy {
+        Proxy::with_rules(|rules| rules)
+    }
+
+    /// With the project's configuration as `edit` changes it.
+    fn with_rules(edit: impl FnOnce(String) -> String) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/socket-proxy/haproxy.cfg");
+        let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/socket-proxy/haproxy.cfg");
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(&config, edit(std::fs::read_to_string(ours).unwrap())).unwrap();
         let socket = dir.path().join("docker.sock");
         let child = Command::new("haproxy")
             .args(["-db", "-f"])
@@ -78,6 +87,26 @@ impl Drop for Proxy {
     }
 }
 
+/// The sidecar, with the proxy's socket where the engine's would be.
+fn sidecar_behind(env: &Env, remote: &Remote, proxy: &Proxy) -> String {
+    let engine_mount = "/var/run/docker.sock:/var/run/docker.sock".to_string();
+    let proxy_mount = format!("{}:/var/run/docker.sock", proxy.socket().display());
+    let args: Vec<String> = env
+        .sidecar_args(&env.sidecar_env(remote, &[]))
+        .into_iter()
+        .map(|a| {
+            if a == engine_mount {
+                proxy_mount.clone()
+            } else {
+                a
+            }
+        })
+        .collect();
+    assert!(args.contains(&proxy_mount));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.container("sidecar", &args, SIDECAR_IMAGE, &[])
+}
+
 #[test]
 fn the_daemon_works_behind_a_proxy_that_allows_only_what_it_uses() {
     let proxy = Proxy::start();
@@ -91,24 +120,7 @@ fn the_daemon_works_behind_a_proxy_that_allows_only_what_it_uses() {
         "while :; do date > /data/now; sleep 0.05; done",
     );
 
-    // The sidecar's arguments, with the proxy's socket where the engine's would be.
-    let engine_mount = "/var/run/docker.sock:/var/run/docker.sock".to_string();
-    let proxy_mount = format!("{}:/var/run/docker.sock", proxy.socket().display());
-    let args: Vec<String> = env
-        .sidecar_args(&env.sidecar_env(&remote, &[]))
-        .into_iter()
-        .map(|a| {
-            if a == engine_mount {
-                proxy_mount.clone()
-            } else {
-                a
-            }
-        })
-        .collect();
-    assert!(args.contains(&proxy_mount));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sidecar = env.container("sidecar", &args, SIDECAR_IMAGE, &[]);
-
+    let sidecar = sidecar_behind(&env, &remote, &proxy);
     let finished = wait_for_run(&sidecar, RUN_TIMEOUT);
     assert_eq!(finished["fields"]["outcome"], "success", "{finished}");
     let thawed = events_named(&sidecar, "group thawed");
@@ -139,5 +151,36 @@ fn the_daemon_works_behind_a_proxy_that_allows_only_what_it_uses() {
     ] {
         assert_eq!(proxy.status(method, &path), 403, "{method} {path}");
     }
+    assert_running_not_paused(&app);
+}
+
+#[test]
+fn a_proxy_that_refuses_the_events_costs_only_what_the_daemon_says_once() {
+    let events_rule = "    http-request allow if METH_GET { path -m reg ^(/v[0-9.]+)?/events$ }\n";
+    let proxy = Proxy::with_rules(|rules| {
+        assert!(
+            rules.contains(events_rule),
+            "the configuration lets /events through"
+        );
+        rules.replace(events_rule, "")
+    });
+    let env = Env::new("proxy-no-events");
+    let remote = env.remote();
+    let volume = env.volume("data", &["backup.enable=true", &env.project_label()]);
+    env.in_volume(&volume, "echo data > /data/file");
+    let app = env.app("app", &volume, "sleep infinity");
+    let sidecar = sidecar_behind(&env, &remote, &proxy);
+    let first = wait_for_run(&sidecar, RUN_TIMEOUT);
+    assert_eq!(first["fields"]["outcome"], "success", "{first}");
+    docker(&["kill", "-s", "USR1", &sidecar]);
+    let second = wait_for_events(&sidecar, "run finished", 2, RUN_TIMEOUT).remove(1);
+    assert_eq!(second["fields"]["outcome"], "success", "{second}");
+    let said: Vec<String> = events(&sidecar)
+        .iter()
+        .map(|e| message(e).to_string())
+        .filter(|m| m.starts_with("the engine's events cannot be read"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once: {said:?}");
+    assert!(said[0].contains("GET /events"), "{said:?}");
     assert_running_not_paused(&app);
 }

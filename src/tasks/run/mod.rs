@@ -206,6 +206,19 @@ fn warn_about_the_remote(config: &Config, ssh: &Ssh) {
     }
 }
 
+/// Says, once per process, that the engine's events cannot be read (a socket proxy that refuses
+/// `/events`): runs then see only the newcomers still running when they look.
+fn warn_without_events(error: &anyhow::Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            error = %format!("{error:#}"),
+            "the engine's events cannot be read: a container that starts using a volume during a \
+             run and stops before it ends is not seen (allow GET /events in the socket proxy)"
+        );
+    }
+}
+
 /// The steps of a run against the real engine and remote.
 struct Live<'a> {
     ctx: &'a Sidecar,
@@ -282,7 +295,13 @@ impl Steps for Live<'_> {
         let config = &ctx.config;
         let since = std::mem::replace(&mut self.looked_at, SystemTime::now());
         let inventory = discover::inventory(&ctx.docker, config.host_root.as_deref()).await?;
-        let started = newcomers::started_since(&ctx.docker, since).await?;
+        let started = match newcomers::started_since(&ctx.docker, since).await {
+            Ok(started) => started,
+            Err(e) => {
+                warn_without_events(&e);
+                Vec::new()
+            }
+        };
         let frozen = plan.groups.iter().chain(redone).flat_map(|g| &g.members);
         let looked = newcomers::Look {
             frozen: frozen.map(|m| m.id.clone()).collect(),
