@@ -8,7 +8,8 @@
 //! - [`config`]: the environment, read and validated once at start (raw, then typed), the
 //!   notification channels among it.
 //! - [`engine`]: the Docker side: discovery (and what the host has at bind sources and in compose
-//!   files), the plan, the freeze and its journal, the restore helper. It never touches the remote.
+//!   files), the plan, the freeze and its journal, the containers that began to use a group
+//!   mid-run, the restore helper. It never touches the remote.
 //! - [`capture`]: local work while a group is frozen: the metadata scan or the change journal
 //!   (inotify), what changed since the live pass, the copies in the staging area. It touches
 //!   neither the engine nor the remote.

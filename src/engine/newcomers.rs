@@ -89,8 +89,9 @@ pub struct Look<'a> {
     pub frozen: BTreeSet<String>,
     /// The run's sources (their names): only these are done again.
     pub planned: BTreeSet<String>,
-    /// `BACKUP_PROJECTS` and `BACKUP_EXCLUDE`, as for the run's plan.
+    /// `BACKUP_PROJECTS`, as for the run's plan.
     pub projects: Option<&'a [String]>,
+    /// `BACKUP_EXCLUDE`, as for the run's plan.
     pub exclude: &'a [String],
 }
 
