@@ -12,7 +12,8 @@ use super::{Excludes, Volume};
 use crate::capture::scan::{self, Entry, Kind};
 
 /// The live pass's list: what changed since `since` and is still there, with the other names of
-/// hard-linked files (see [`Volume::named_since`]). The error says why the live pass must walk the whole volume.
+/// hard-linked files (see [`Volume::named_since`]). The error says why the live pass must walk
+/// the whole volume.
 pub(super) fn live_list(
     source: &Path,
     volume: &Volume,

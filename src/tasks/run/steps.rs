@@ -1,8 +1,8 @@
 //! The order of a run's steps, apart from what each step does: the remote's pre command, the
 //! mirror claimed and its completion stamp removed, each group, each group again that containers
 //! began to use unfrozen meanwhile (see [`crate::engine::newcomers`]), then (only when every
-//! volume mirrored) the stamp written and the snapshot, and the post command on every path. The real
-//! steps reach the engine and the remote ([`super::Live`]); the tests drive a fake.
+//! volume mirrored) the stamp written and the snapshot, and the post command on every path. The
+//! real steps reach the engine and the remote ([`super::Live`]); the tests drive a fake.
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio_util::sync::CancellationToken;
