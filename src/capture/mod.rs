@@ -28,7 +28,8 @@
 //!
 //! With the change journal ([`changes`]), the scan is replaced by a look at only the entries the
 //! journal named since the last complete run, and the same choice among them; the live pass then
-//! sends only those too.
+//! sends only those too. When the look cannot be trusted and the scan runs instead, what the
+//! journal named since the live pass began is copied as well.
 //!
 //! When the copy would exceed `BACKUP_STAGING_MAX`, or the live pass could not read everything, or
 //! anything fails while capturing, the group falls back to the network catch-up inside the freeze,
@@ -138,8 +139,9 @@ pub struct Choice {
     pub entries: usize,
 }
 
-/// Chooses what to copy from a volume's scan (see the module's notes).
-pub fn choose(entries: &[Entry], live: &LiveView) -> Choice {
+/// Chooses what to copy from a volume's scan (see the module's notes), every entry at a path of
+/// `named` (what the change journal named since the live pass began) too.
+pub fn choose(entries: &[Entry], live: &LiveView, named: &HashSet<Vec<u8>>) -> Choice {
     // Only directories need an order (parents first); there are few of them.
     let mut dirs: Vec<usize> = (0..entries.len())
         .filter(|&i| entries[i].kind == Kind::Dir)
@@ -159,7 +161,7 @@ pub fn choose(entries: &[Entry], live: &LiveView) -> Choice {
     };
     let mut chosen: Vec<bool> = entries
         .iter()
-        .map(|e| e.ctime >= live.since || below_whole(e))
+        .map(|e| e.ctime >= live.since || below_whole(e) || named.contains(&e.path))
         .collect();
     // Every name of a copied inode, so that the links are made again.
     let linked: HashSet<(u64, u64)> = entries
@@ -381,7 +383,13 @@ pub fn survey(
         _ => None,
     };
     let entries = scan::scan(source, &Excludes::new(excludes), threads(), stop)?;
-    let choice = choose(&entries, live);
+    // What the journal named since the live pass began is copied too: it saw moves the scan
+    // cannot (a directory renamed away and back while rsync walked it).
+    let named = match (changes, &live.journal) {
+        (Some(changes), Some(view)) => changes.named_after(source, view.mark),
+        _ => HashSet::new(),
+    };
+    let choice = choose(&entries, live, &named);
     let bytes = entries
         .iter()
         .filter(|e| matches!(e.kind, Kind::File | Kind::Symlink))

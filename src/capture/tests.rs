@@ -9,6 +9,13 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
+thread_local! {
+    /// rsync's exits 23 and 24 are fine (a live pass while files move); the sidecar's are too.
+    static VANISHED_OK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The last rsync exited 23: the sidecar would take the network catch-up.
+    static LAST_23: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn sh(dir: &Path, script: &str) {
     let status = Command::new("sh")
         .arg("-ec")
@@ -22,14 +29,20 @@ fn sh(dir: &Path, script: &str) {
 fn rsync(options: Vec<OsString>, source: &Path, target: &Path) -> String {
     let mut from = source.as_os_str().to_owned();
     from.push("/");
-    let out = Command::new("rsync")
+    // A local rsync over a tree that moves under it can hang; the sidecar's has its own limits.
+    let out = Command::new("timeout")
+        .args(["20", "rsync"])
         .args(options)
         .arg(from)
         .arg(target)
         .output()
         .expect("rsync is installed (scripts/provision.sh)");
+    if out.status.code() == Some(23) {
+        LAST_23.with(|c| c.set(true));
+    }
     assert!(
-        out.status.success(),
+        out.status.success()
+            || (VANISHED_OK.with(|v| v.get()) && matches!(out.status.code(), Some(24 | 23))),
         "rsync: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -123,6 +136,16 @@ impl Volume {
 
     /// [`Volume::live_pass`], whole for `full` (the scheduled full pass) when it says why.
     fn live_pass_full(&self, excludes: &[String], full: Option<&str>) -> LiveView {
+        self.live_pass_with(excludes, full, None)
+    }
+
+    /// [`Volume::live_pass_full`], with the script `during` run while rsync runs.
+    fn live_pass_with(
+        &self,
+        excludes: &[String],
+        full: Option<&str>,
+        during: Option<String>,
+    ) -> LiveView {
         let mut view = match &self.changes {
             Some(changes) => LiveView::from_journal(changes, &self.source, excludes, full),
             None => LiveView::before_live_pass(&self.source, excludes, &AtomicBool::new(false)),
@@ -130,6 +153,8 @@ impl Volume {
         .unwrap();
         // Past the coarse clock's tick: what was written before counts as old in this test.
         view.since = now();
+        let source = self.source.clone();
+        let t = during.map(|d| std::thread::spawn(move || sh(&source, &d)));
         match view.journal.as_ref().filter(|j| j.since.is_some()) {
             Some(journal) => {
                 let list = self.staging.with_extension("list");
@@ -148,6 +173,9 @@ impl Volume {
             None => {
                 rsync(push(Push::Whole, excludes), &self.source, &self.mirror);
             }
+        }
+        if let Some(t) = t {
+            t.join().unwrap();
         }
         view
     }
@@ -385,7 +413,7 @@ fn choose_counts_inodes_once_and_lists_parents() {
             .into(),
         journal: None,
     };
-    let choice = choose(&entries, &live);
+    let choice = choose(&entries, &live, &HashSet::new());
     let paths: Vec<&str> = choice
         .upload
         .iter()
@@ -635,4 +663,48 @@ fn random_script(rng: &mut u64, n: usize) -> String {
     }
     script.push_str("true\n");
     script
+}
+
+/// [`random_changes_with_the_journal_always_end_in_the_frozen_state`] with the changes made while
+/// the live pass runs. A hunt, run by hand (`cargo test --lib concurrent -- --ignored`, many
+/// times): it found the directory renamed away and back that a fallen-back scan missed.
+#[test]
+#[ignore = "a hunt for rare interleavings: run it by hand, many times"]
+fn concurrent_random_changes_with_the_journal() {
+    let seed = std::env::var("CAPTURE_SEED").map_or_else(
+        |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        },
+        |s| s.parse().unwrap(),
+    );
+    eprintln!("seed {seed}");
+    let mut rng = seed;
+    let v = Volume::journaled("mkdir -p a/b c && echo 1 > a/x && echo 2 > c/y", &[]);
+    for round in 0..12 {
+        sh(&v.source, &random_script(&mut rng, 15));
+        let full = (round % 3 == 2).then_some("BACKUP_FULL_SCAN_SCHEDULE");
+        let during =
+            random_script(&mut rng, 15).replace(" 2>/dev/null\n", " 2>/dev/null; sleep 0.003\n");
+        VANISHED_OK.with(|o| o.set(true));
+        LAST_23.with(|c| c.set(false));
+        let live = v.live_pass_with(&[], full, Some(during));
+        VANISHED_OK.with(|o| o.set(false));
+        if LAST_23.with(|c| c.get()) {
+            sh(&v.source, &random_script(&mut rng, 5));
+            rsync(push(Push::Whole, &[]), &v.source, &v.mirror);
+            v.changes.as_ref().unwrap().completed(&v.source, None);
+            continue;
+        }
+        let capture = v.capture(&live, &[]);
+        sh(&v.source, &random_script(&mut rng, 5));
+        v.upload(&capture, &[]);
+        assert_eq!(
+            differences(&v.frozen, &v.mirror, &[]),
+            Vec::<String>::new(),
+            "seed {seed}, round {round}"
+        );
+    }
 }

@@ -348,6 +348,18 @@ impl Changes {
         Ok((found.entries, choice))
     }
 
+    /// The paths of `source` named after event `mark` (and their hard-linked siblings the
+    /// journal knows); none when it does not watch the volume. For a capture that scans the whole
+    /// volume although the journal watches it.
+    pub fn named_after(&self, source: &Path, mark: u64) -> HashSet<Vec<u8>> {
+        let state = self.lock();
+        state
+            .volumes
+            .get(source)
+            .map(|v| v.named_since(mark).into_keys().collect())
+            .unwrap_or_default()
+    }
+
     /// The event number now, every event so far read: taken while frozen, it is the state the
     /// mirror reaches when the run completes.
     pub fn mark(&self) -> u64 {
