@@ -581,17 +581,7 @@ fn an_overflowed_queue_makes_the_next_run_whole_and_says_why() {
 /// run a scheduled full pass.
 #[test]
 fn random_changes_with_the_journal_always_end_in_the_frozen_state() {
-    // CAPTURE_SEED=N replays a seed this test printed.
-    let seed = std::env::var("CAPTURE_SEED").map_or_else(
-        |_| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        },
-        |s| s.parse().expect("CAPTURE_SEED is a whole number"),
-    );
-    eprintln!("seed {seed}");
+    let seed = seed();
     let mut rng = seed;
     let v = Volume::journaled("mkdir -p a/b c && echo 1 > a/x && echo 2 > c/y", &[]);
     let mut scanned = 0;
@@ -616,6 +606,21 @@ fn random_changes_with_the_journal_always_end_in_the_frozen_state() {
     }
     eprintln!("{scanned} of 12 rounds scanned in full");
     assert!(scanned < 12, "the journal was used at least once");
+}
+
+/// The random tests' seed: `CAPTURE_SEED=N` replays one a test printed, else a new one, printed.
+fn seed() -> u64 {
+    let seed = std::env::var("CAPTURE_SEED").map_or_else(
+        |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        },
+        |s| s.parse().expect("CAPTURE_SEED is a whole number"),
+    );
+    eprintln!("seed {seed}");
+    seed
 }
 
 fn next(rng: &mut u64) -> u64 {
@@ -671,16 +676,7 @@ fn random_script(rng: &mut u64, n: usize) -> String {
 #[test]
 #[ignore = "a hunt for rare interleavings: run it by hand, many times"]
 fn concurrent_random_changes_with_the_journal() {
-    let seed = std::env::var("CAPTURE_SEED").map_or_else(
-        |_| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        },
-        |s| s.parse().unwrap(),
-    );
-    eprintln!("seed {seed}");
+    let seed = seed();
     let mut rng = seed;
     let v = Volume::journaled("mkdir -p a/b c && echo 1 > a/x && echo 2 > c/y", &[]);
     for round in 0..12 {

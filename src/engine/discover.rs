@@ -201,11 +201,16 @@ pub struct Inventory {
 impl Inventory {
     /// Whether `container` is the sidecar's own: it must never freeze or stop itself.
     pub fn is_self(&self, container: &ContainerInfo) -> bool {
+        self.is_self_id(&container.id)
+    }
+
+    /// Whether the container `id` is the sidecar's own (one the engine may list no more).
+    pub fn is_self_id(&self, id: &str) -> bool {
         // Either id may be the short form of the other (the engine lists full ids, a caller may
         // hold a short one), so a prefix in either direction counts.
         self.self_id
             .as_deref()
-            .is_some_and(|own| container.id.starts_with(own) || own.starts_with(&container.id))
+            .is_some_and(|own| id.starts_with(own) || own.starts_with(id))
     }
 
     /// All containers but the sidecar's own, in inventory order.

@@ -10,7 +10,7 @@
 //! one already removed is a newcomer when its compose project is the group's. The group done
 //! again is the one the plan makes now, so it takes the run's other sources the newcomer joins.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -71,7 +71,7 @@ pub async fn started_since(docker: &Docker, since: SystemTime) -> Result<Vec<Sta
         if started.iter().any(|s| s.id == id) {
             continue;
         }
-        let labels: std::collections::BTreeMap<String, String> =
+        let labels: BTreeMap<String, String> =
             actor.attributes.unwrap_or_default().into_iter().collect();
         started.push(Started {
             name: labels.get("name").cloned().unwrap_or_else(|| id.clone()),
@@ -173,11 +173,9 @@ impl Look<'_> {
 
     /// A started container that is removed by now, and was neither frozen nor the sidecar.
     fn gone_newcomer(&self, s: &Started, inventory: &Inventory) -> bool {
-        let mine = inventory
-            .self_id
-            .as_deref()
-            .is_some_and(|own| s.id.starts_with(own) || own.starts_with(s.id.as_str()));
-        !mine && !self.frozen.contains(&s.id) && !inventory.containers.iter().any(|c| c.id == s.id)
+        !inventory.is_self_id(&s.id)
+            && !self.frozen.contains(&s.id)
+            && !inventory.containers.iter().any(|c| c.id == s.id)
     }
 }
 
